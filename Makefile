@@ -1,0 +1,50 @@
+# Two commands a newcomer needs:  make run   and   make test
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?= $(abspath ../shared/flickr8k)
+PORT ?= 8501
+export CAPTIONER_DATA_DIR ?= $(DATA)
+
+.PHONY: setup venv system-packages weights run app caption train test test-unit bench clean-venv
+
+setup: venv system-packages weights
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+# Java runs the COCO toolkit's tokenizer and METEOR; Chromium drives the browser tests.
+system-packages:
+	@missing=""; \
+	command -v java >/dev/null || missing="$$missing default-jre-headless"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing system packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+weights: venv
+	$(PY) -m captioner fetch-weights
+
+run: setup
+	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT)
+
+caption: setup
+	$(PY) -m captioner caption docs/example.jpg --beam 3 --top 3
+
+train: setup
+	$(PY) training_scripts/train.py --data $(DATA) --out trained
+
+test: setup
+	$(PY) -m pytest -q tests
+
+test-unit: venv
+	$(PY) -m pytest -q tests -m "not integration"
+
+bench: setup
+	$(PY) benchmarks/bench_decode.py --data $(DATA)

@@ -1,0 +1,12 @@
+"""Image captioning: ImageNet Xception features + a merge LSTM decoder trained on Flickr8k."""
+import os as _os
+
+# TensorFlow's C++ start-up chatter is noise for users of a CLI or web app.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from .captioner import Captioner  # noqa: E402
+from .decoding import Caption  # noqa: E402
+from .images import ImageError  # noqa: E402
+
+__all__ = ["Captioner", "Caption", "ImageError"]
+__version__ = "1.0.0"

@@ -1,0 +1,22 @@
+"""Turn the errors a user can cause into one line on stderr and a non-zero exit."""
+from __future__ import annotations
+
+import sys
+
+from .artifacts import ArtifactError
+from .dataset import DatasetError
+from .encoder import EncoderWeightsError
+from .images import ImageError
+
+USER_ERRORS = (ArtifactError, DatasetError, EncoderWeightsError, ImageError, FileNotFoundError)
+
+
+def run_reporting_errors(job) -> int:
+    try:
+        return job()
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,58 @@
+"""All hyperparameters of a trained model: one dataclass, saved as config.json beside it."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Config:
+    # Vocabulary and captions
+    min_word_count: int = 5
+    max_caption_words: int = 30        # longer training captions are truncated
+    # Decoder (merge architecture)
+    feature_dim: int = 2048
+    embed_dim: int = 256
+    units: int = 512
+    image_dropout: float = 0.5
+    embed_dropout: float = 0.5
+    # Optimisation
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    max_epochs: int = 30
+    patience: int = 4                  # epochs without a better val BLEU-4 before stopping
+    lr_decay_patience: int = 2         # halve the learning rate after this many flat epochs
+    seed: int = 1234
+    # Decoding
+    max_decode_length: int = 30
+    length_alpha: float = 0.7          # score = sum log p / (length ** alpha)
+    default_beam: int = 3
+    # Filled in by training: vocabulary size and what the model was trained on
+    vocab_size: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict, source: str = "config.json") -> "Config":
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: expected a JSON object.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown settings {', '.join(unknown)}.")
+        return cls(**data)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> "Config":
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: cannot read config ({exc}).") from None
+        return cls.from_json(data, str(path))

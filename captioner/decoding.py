@@ -1,0 +1,149 @@
+"""Greedy and beam search over a DecoderWeights, batched across images and beams.
+
+Every live beam of every image advances in one `step` call per word. Scores are summed
+log-probabilities; finished hypotheses are ranked by `log_prob / length ** alpha` (length
+counts the end token), which keeps wide beams from preferring short generic captions.
+Neither search ever emits <pad>, <unk> or <start>.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .model import DecoderWeights
+from .text import Vocabulary
+
+NEG_INF = np.float32(-1e30)
+
+
+@dataclass(frozen=True)
+class Caption:
+    text: str
+    tokens: tuple[int, ...]       # word ids, without start/end
+    log_prob: float               # total log-probability (end token included if finished)
+    normalized_log_prob: float    # log_prob / length ** alpha
+    finished: bool                # False if cut at the maximum length
+
+    def to_json(self) -> dict:
+        return {"caption": self.text, "log_prob": round(self.log_prob, 4),
+                "normalized_log_prob": round(self.normalized_log_prob, 4),
+                "finished": self.finished}
+
+
+def _make_caption(vocab: Vocabulary, words, log_prob: float, finished: bool,
+                  alpha: float) -> Caption:
+    words = tuple(int(w) for w in words)
+    length = len(words) + (1 if finished else 0)
+    return Caption(vocab.decode(words), words, float(log_prob),
+                   float(log_prob) / (max(length, 1) ** alpha), finished)
+
+
+def _mask_banned(log_probs: np.ndarray) -> None:
+    log_probs[:, [Vocabulary.pad_id, Vocabulary.unk_id, Vocabulary.start_id]] = NEG_INF
+
+
+def greedy_search(weights: DecoderWeights, vocab: Vocabulary, features: np.ndarray,
+                  max_length: int = 30, alpha: float = 0.7) -> list[Caption]:
+    """One caption per row of `features` (n, 2048), always taking the likeliest word."""
+    features = np.atleast_2d(np.asarray(features, dtype=np.float32))
+    n = len(features)
+    image_proj = weights.project_image(features)
+    h, c = weights.initial_state(n)
+    token = np.full(n, Vocabulary.start_id)
+    words = np.zeros((n, max_length), dtype=np.int64)
+    lengths = np.zeros(n, dtype=np.int64)
+    total = np.zeros(n, dtype=np.float64)
+    live = np.ones(n, dtype=bool)
+    for t in range(max_length):
+        rows = np.flatnonzero(live)
+        if not len(rows):
+            break
+        log_probs, h[rows], c[rows] = weights.step(token[rows], h[rows], c[rows], image_proj[rows])
+        _mask_banned(log_probs)
+        best = log_probs.argmax(axis=1)
+        total[rows] += log_probs[np.arange(len(rows)), best]
+        ended = best == Vocabulary.end_id
+        live[rows[ended]] = False
+        going = rows[~ended]
+        words[going, t] = best[~ended]
+        lengths[going] += 1
+        token[rows] = best
+    return [_make_caption(vocab, words[i, :lengths[i]], total[i], not live[i], alpha)
+            for i in range(n)]
+
+
+def beam_search(weights: DecoderWeights, vocab: Vocabulary, features: np.ndarray,
+                beam: int = 3, top: int = 1, max_length: int = 30,
+                alpha: float = 0.7) -> list[list[Caption]]:
+    """The `top` best captions (by normalised score) for each row of `features`."""
+    if beam < 1:
+        raise ValueError(f"beam width must be at least 1, got {beam}")
+    features = np.atleast_2d(np.asarray(features, dtype=np.float32))
+    n, k, vocab_size = len(features), beam, weights.vocab_size
+    image_proj = np.repeat(weights.project_image(features), k, axis=0)
+    h, c = weights.initial_state(n * k)
+    tokens = np.full(n * k, Vocabulary.start_id)
+    scores = np.full((n, k), NEG_INF, dtype=np.float32)
+    scores[:, 0] = 0.0  # all beams start identical: only one may expand
+    words = np.zeros((n, k, 0), dtype=np.int64)
+    finished: list[list[Caption]] = [[] for _ in range(n)]
+    active = np.arange(n)          # images still searching, in row order of the state
+    n_candidates = min(2 * k, k * vocab_size)
+
+    for t in range(max_length):
+        a = len(active)
+        log_probs, h, c = weights.step(tokens, h, c, image_proj)
+        _mask_banned(log_probs)
+        flat = (scores[:, :, None] + log_probs.reshape(a, k, vocab_size)).reshape(a, -1)
+        part = np.argpartition(-flat, n_candidates - 1, axis=1)[:, :n_candidates]
+        part_scores = np.take_along_axis(flat, part, axis=1)
+        # Stable sort on (score desc, index asc) keeps the search deterministic under ties.
+        order = np.lexsort((part, -part_scores), axis=1)
+        ranked = np.take_along_axis(part, order, axis=1)
+
+        new_scores = np.full((a, k), NEG_INF, dtype=np.float32)
+        source = np.zeros((a, k), dtype=np.int64)
+        new_tokens = np.full((a, k), Vocabulary.end_id, dtype=np.int64)
+        for r in range(a):
+            image, kept = active[r], 0
+            for rank, index in enumerate(ranked[r]):
+                score = flat[r, index]
+                if score <= NEG_INF / 2:
+                    break
+                b, w = divmod(int(index), vocab_size)
+                if w == Vocabulary.end_id:
+                    if rank < k:  # an end among the k best candidates is a finished caption
+                        finished[image].append(_make_caption(vocab, words[r, b], score, True, alpha))
+                    continue
+                new_scores[r, kept], source[r, kept], new_tokens[r, kept] = score, b, w
+                kept += 1
+                if kept == k:
+                    break
+
+        rows = (np.arange(a)[:, None] * k + source).reshape(-1)
+        h, c = h[rows], c[rows]
+        words = np.concatenate([np.take_along_axis(words, source[:, :, None], axis=1),
+                                new_tokens[:, :, None]], axis=2)
+        scores, tokens = new_scores, new_tokens.reshape(-1)
+
+        alive = scores[:, 0] > NEG_INF / 2
+        done = np.array([len(finished[i]) >= k for i in active]) | ~alive
+        if done.any():
+            keep = np.flatnonzero(~done)
+            active, scores, words = active[keep], scores[keep], words[keep]
+            rows = (keep[:, None] * k + np.arange(k)).reshape(-1)
+            h, c, tokens, image_proj = h[rows], c[rows], tokens[rows], image_proj[rows]
+        if not len(active):
+            break
+
+    for r, image in enumerate(active):  # reached max_length: keep the cut hypotheses too
+        for b in range(k):
+            if scores[r, b] > NEG_INF / 2:
+                finished[image].append(_make_caption(vocab, words[r, b], scores[r, b], False, alpha))
+
+    results = []
+    for hyps in finished:
+        hyps = sorted(hyps, key=lambda cap: (-cap.normalized_log_prob, -cap.log_prob, cap.tokens))
+        results.append(hyps[:top])
+    return results

@@ -1,0 +1,127 @@
+"""Safe decoding of untrusted image bytes into the array the encoder expects.
+
+Every photo, whether a Flickr8k training image or a browser upload, goes through
+`prepare_for_encoder`, so training and inference cannot disagree on preprocessing.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+# Refuse anything larger than ~40 megapixels before decoding pixels (a 30000x30000 PNG
+# bomb is 900 MP). Pillow only warns below 2x its own limit, so we check explicitly.
+MAX_PIXELS = 40_000_000
+MAX_FILE_BYTES = 20 * 1024 * 1024
+ENCODER_SIZE = 299
+# Flickr8k as shipped here is stored at 224x224; every photo is first brought to that
+# size so features of an upload match the distribution the decoder was trained on.
+SOURCE_SIZE = 224
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "MPO")
+
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+ImageSource = Union[str, os.PathLike, bytes, Image.Image]
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image; the message is one sentence for the user."""
+
+
+def _describe(source: ImageSource, name: str | None) -> str:
+    if name:
+        return name
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return "the image"
+
+
+def load_image(source: ImageSource, name: str | None = None,
+               max_bytes: int = MAX_FILE_BYTES) -> Image.Image:
+    """Decode a path, raw bytes or PIL image into an upright RGB PIL image.
+
+    Raises ImageError with a one-line message naming `name` (or the path) and the problem.
+    """
+    label = _describe(source, name)
+    if isinstance(source, Image.Image):
+        return _to_rgb(source, label)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"{label}: no such file.")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ImageError(f"{label}: file is {size / 1e6:.1f} MB, over the "
+                             f"{max_bytes / 1e6:.0f} MB limit.")
+        data = path.read_bytes()
+    else:
+        data = bytes(source)
+    if not data:
+        raise ImageError(f"{label}: file is empty.")
+    if len(data) > max_bytes:
+        raise ImageError(f"{label}: file is {len(data) / 1e6:.1f} MB, over the "
+                         f"{max_bytes / 1e6:.0f} MB limit.")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError(f"{label}: not an image (supported: JPEG, PNG, WebP, BMP, GIF).") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{label}: image is too large to decode safely "
+                         f"(over {MAX_PIXELS // 1_000_000} megapixels).") from None
+    except Exception as exc:  # Pillow raises many types for malformed headers
+        raise ImageError(f"{label}: image data is truncated or corrupt ({exc}).") from None
+    if img.format not in SUPPORTED_FORMATS:
+        raise ImageError(f"{label}: {img.format} images are not supported "
+                         "(use JPEG, PNG, WebP, BMP or GIF).")
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"{label}: image is {width}x{height} pixels, too large to decode "
+                         f"safely (limit {MAX_PIXELS // 1_000_000} megapixels).")
+    if width < 1 or height < 1:
+        raise ImageError(f"{label}: image has no pixels.")
+    try:
+        img.seek(0)  # animated GIF/WebP: first frame
+        img.load()
+    except Image.DecompressionBombError:
+        raise ImageError(f"{label}: image is too large to decode safely.") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{label}: image data is truncated or corrupt ({exc}).") from None
+    return _to_rgb(img, label)
+
+
+def _to_rgb(img: Image.Image, label: str) -> Image.Image:
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block should not cost the user a caption
+        pass
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grayscale: scale to 8 bits rather than clipping to white.
+        arr = np.asarray(img, dtype=np.float64)
+        top = arr.max() or 1.0
+        img = Image.fromarray((arr * (255.0 / top)).clip(0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        img = Image.fromarray(((arr - lo) / ((hi - lo) or 1.0) * 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Composite transparency onto white, as a browser would show it.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    try:
+        return img.convert("RGB")
+    except Exception as exc:
+        raise ImageError(f"{label}: cannot convert {img.mode} image to RGB ({exc}).") from None
+
+
+def prepare_for_encoder(img: Image.Image) -> np.ndarray:
+    """RGB PIL image -> float32 (299, 299, 3) array in Xception's [-1, 1] range."""
+    small = img.resize((SOURCE_SIZE, SOURCE_SIZE), Image.BICUBIC, reducing_gap=3.0)
+    big = small.resize((ENCODER_SIZE, ENCODER_SIZE), Image.BICUBIC)
+    arr = np.asarray(big, dtype=np.float32)
+    return arr / 127.5 - 1.0

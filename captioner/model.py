@@ -1,0 +1,98 @@
+"""The merge decoder: image vector -> Dense; caption -> Embedding -> LSTM; add -> Dense -> vocab.
+
+Training runs it on whole captions at once (teacher forcing, the LSTM returns every step).
+Decoding does not call Keras: `DecoderWeights` holds the same arrays and `step` advances a
+batch of partial captions by one word in NumPy, which is exact (tested against the Keras
+forward pass) and far cheaper than a Keras call per word on a CPU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import Config
+
+LAYER_NAMES = ("image_dense", "embedding", "lstm", "merge_dense", "logits")
+
+
+def build_decoder(config: Config, vocab_size: int | None = None):
+    import keras
+    from keras import layers
+
+    vocab_size = vocab_size or config.vocab_size
+    image = keras.Input(shape=(config.feature_dim,), name="image")
+    tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
+
+    image_vec = layers.Dropout(config.image_dropout, name="image_dropout")(image)
+    image_vec = layers.Dense(config.units, activation="relu", name="image_dense")(image_vec)
+    image_vec = layers.Reshape((1, config.units), name="image_as_step")(image_vec)
+
+    words = layers.Embedding(vocab_size, config.embed_dim, mask_zero=True, name="embedding")(tokens)
+    words = layers.Dropout(config.embed_dropout, name="embed_dropout")(words)
+    words = layers.LSTM(config.units, return_sequences=True, name="lstm")(words)
+
+    merged = layers.Add(name="merge")([image_vec, words])  # broadcasts the image over time
+    merged = layers.Dense(config.units, activation="relu", name="merge_dense")(merged)
+    logits = layers.Dense(vocab_size, name="logits")(merged)
+    return keras.Model([image, tokens], logits, name="merge_decoder")
+
+
+@dataclass
+class DecoderWeights:
+    image_kernel: np.ndarray
+    image_bias: np.ndarray
+    embedding: np.ndarray
+    lstm_kernel: np.ndarray
+    lstm_recurrent: np.ndarray
+    lstm_bias: np.ndarray
+    merge_kernel: np.ndarray
+    merge_bias: np.ndarray
+    logits_kernel: np.ndarray
+    logits_bias: np.ndarray
+
+    @classmethod
+    def from_keras(cls, model) -> "DecoderWeights":
+        get = lambda name: [np.asarray(w, dtype=np.float32) for w in model.get_layer(name).get_weights()]
+        image_kernel, image_bias = get("image_dense")
+        (embedding,) = get("embedding")
+        lstm_kernel, lstm_recurrent, lstm_bias = get("lstm")
+        merge_kernel, merge_bias = get("merge_dense")
+        logits_kernel, logits_bias = get("logits")
+        return cls(image_kernel, image_bias, embedding, lstm_kernel, lstm_recurrent, lstm_bias,
+                   merge_kernel, merge_bias, logits_kernel, logits_bias)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.logits_kernel.shape[1]
+
+    @property
+    def units(self) -> int:
+        return self.lstm_recurrent.shape[0]
+
+    def project_image(self, features: np.ndarray) -> np.ndarray:
+        return np.maximum(features @ self.image_kernel + self.image_bias, 0.0)
+
+    def initial_state(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        zeros = np.zeros((batch, self.units), dtype=np.float32)
+        return zeros, zeros.copy()
+
+    def step(self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray, image_proj: np.ndarray):
+        """One word for a batch: returns (log-probabilities (B, V), new h, new c)."""
+        x = self.embedding[tokens]
+        z = x @ self.lstm_kernel + h @ self.lstm_recurrent + self.lstm_bias
+        i, f, g, o = np.split(z, 4, axis=1)  # Keras gate order
+        c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+        h = _sigmoid(o) * np.tanh(c)
+        hidden = np.maximum((image_proj + h) @ self.merge_kernel + self.merge_bias, 0.0)
+        logits = hidden @ self.logits_kernel + self.logits_bias
+        return _log_softmax(logits), h, c
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # overflow-free form of 1/(1+e^-x)
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(axis=1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=1, keepdims=True))

@@ -1,0 +1,143 @@
+"""Shared fixtures: tiny datasets the tests make, and the real data/model for integration."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SHARED_DATA = Path(os.environ.get("CAPTIONER_DATA_DIR") or ROOT.parent / "shared" / "flickr8k")
+TRAINED = ROOT / "trained"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(path: Path, what: str) -> Path:
+    """Integration inputs: a failure in CI, a skip on a developer machine without them."""
+    if not Path(path).exists():
+        message = f"{what} not found at {path}"
+        if IN_CI:
+            pytest.fail(message + " (required in CI)")
+        pytest.skip(message)
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return require(SHARED_DATA / "Flickr8k_text" / "Flickr8k.token.txt", "Flickr8k").parent.parent
+
+
+@pytest.fixture(scope="session")
+def trained_dir() -> Path:
+    return require(TRAINED / "decoder.weights.h5", "trained model").parent
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    from captioner.encoder import Encoder, cached_weights_path
+    require(cached_weights_path(), "Xception weights (run `make setup`)")
+    return Encoder(allow_download=False)
+
+
+@pytest.fixture(scope="session")
+def captioner(trained_dir, encoder):
+    from captioner import Captioner
+    return Captioner.load(trained_dir, encoder=encoder)
+
+
+# -- tiny datasets -----------------------------------------------------------------------
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220),
+           "yellow": (230, 220, 30)}
+SHAPES = ("square", "stripes")
+
+
+def make_photo(colour: str, shape: str, seed: int, size: int = 64) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    arr = np.full((size, size, 3), 245, dtype=np.uint8)
+    rgb = np.array(COLOURS[colour], dtype=np.uint8)
+    if shape == "square":
+        o = rng.integers(4, 16)
+        arr[o:o + 32, o:o + 32] = rgb
+    else:
+        arr[:, ::8] = rgb
+        arr[:, 1::8] = rgb
+    noise = rng.integers(0, 12, arr.shape, dtype=np.uint8)
+    return Image.fromarray(np.clip(arr.astype(int) + noise - 6, 0, 255).astype(np.uint8))
+
+
+def tiny_corpus(n_images: int = 40):
+    """(name, photo, five captions) for generated photos whose captions say colour and shape."""
+    items = []
+    for i in range(n_images):
+        colour = list(COLOURS)[i % len(COLOURS)]
+        shape = SHAPES[(i // len(COLOURS)) % len(SHAPES)]
+        name = f"{1000 + i}_{i:04x}.jpg"
+        captions = [f"A {colour} {shape} on white .", f"a {colour} {shape}",
+                    f"The {shape} is {colour} .", f"{colour.title()} {shape} !",
+                    f"a picture of a {colour} {shape}"]
+        items.append((name, make_photo(colour, shape, i), captions))
+    return items
+
+
+def write_original_layout(root: Path, n_images: int = 40) -> Path:
+    items = tiny_corpus(n_images)
+    photos, text = root / "Flicker8k_Dataset", root / "Flickr8k_text"
+    photos.mkdir(parents=True)
+    text.mkdir()
+    with open(text / "Flickr8k.token.txt", "w") as handle:
+        for name, photo, captions in items:
+            photo.save(photos / name, quality=92)
+            for j, caption in enumerate(captions):
+                handle.write(f"{name}#{j}\t{caption}\n")
+    names = [name for name, _, _ in items]
+    n_test = n_val = max(1, n_images // 8)
+    (text / "Flickr_8k.testImages.txt").write_text("\n".join(names[:n_test]) + "\n")
+    (text / "Flickr_8k.devImages.txt").write_text("\n".join(names[n_test:n_test + n_val]) + "\n")
+    (text / "Flickr_8k.trainImages.txt").write_text("\n".join(names[n_test + n_val:]) + "\n")
+    return root
+
+
+def write_kaggle_layout(root: Path, n_images: int = 40) -> Path:
+    items = tiny_corpus(n_images)
+    (root / "Images").mkdir(parents=True)
+    with open(root / "captions.txt", "w") as handle:
+        handle.write("image,caption\n")
+        for name, photo, captions in items:
+            photo.save(root / "Images" / name, quality=92)
+            for caption in captions:
+                handle.write(f"{name},{caption}\n")
+    return root
+
+
+@pytest.fixture
+def original_dataset(tmp_path) -> Path:
+    return write_original_layout(tmp_path / "flickr_original")
+
+
+@pytest.fixture
+def kaggle_dataset(tmp_path) -> Path:
+    return write_kaggle_layout(tmp_path / "flickr_kaggle")
+
+
+class PixelEncoder:
+    """A stand-in for Xception in unit tests: mean colours of a 4x4 grid, tiled to 2048-d.
+
+    Deterministic and instant, so training tests exercise our code, not ImageNet features.
+    """
+    checksum = "pixel-encoder-for-tests"
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch, dtype=np.float32)
+        if batch.ndim == 3:
+            batch = batch[None]
+        n, h, w, _ = batch.shape
+        grid = batch[:, : h // 4 * 4, : w // 4 * 4].reshape(n, 4, h // 4, 4, w // 4, 3).mean(axis=(2, 4))
+        flat = grid.reshape(n, -1)  # 48 values
+        return np.tile(flat, (1, 2048 // 48 + 1))[:, :2048].astype(np.float32)

@@ -1,0 +1,124 @@
+"""Training end to end on a tiny generated dataset, kill-and-resume, and trained/ handling."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from captioner import artifacts
+from captioner.artifacts import ArtifactError, load_trained
+from captioner.features import FeatureCache
+
+HELPER = Path(__file__).resolve().parent / "train_helper.py"
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAPTIONER_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def run_helper(data, out, ckpt, env_extra=None):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
+    return subprocess.Popen([sys.executable, str(HELPER), str(data), str(out), str(ckpt)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+@pytest.mark.slow
+def test_training_is_killed_then_resumes_and_writes_a_consistent_model(tmp_path, original_dataset):
+    out, ckpt = tmp_path / "trained", tmp_path / "ckpt"
+    proc = run_helper(original_dataset, out, ckpt)
+    state = ckpt / "state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training finished before it could be killed:\n" + proc.stdout.read()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert not out.exists(), "a killed run must not leave trained/ behind"
+
+    proc = run_helper(original_dataset, out, ckpt)
+    log, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, log
+    assert f"Resuming from {ckpt} after epoch {killed_at}" in log
+
+    trained = load_trained(out)
+    epochs = [row["epoch"] for row in trained.history]
+    assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) > killed_at
+    assert set(trained.metrics["beam"]) == {"1", "3", "5"}
+    assert trained.metrics["beam"]["3"]["BLEU-1"] > 0.3  # learned colour and shape words
+    assert not ckpt.exists()
+
+
+@pytest.mark.slow
+def test_kaggle_layout_trains_too(tmp_path, kaggle_dataset):
+    proc = run_helper(kaggle_dataset, tmp_path / "trained", tmp_path / "ckpt")
+    log, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, log
+    manifest = json.loads((tmp_path / "trained" / "manifest.json").read_text())
+    assert manifest["dataset"]["layout"] == "kaggle"
+
+
+def tiny_trained(tmp_path, vocab_words=("a", "red", "square")):
+    from captioner.config import Config
+    from captioner.model import build_decoder
+    from captioner.text import Vocabulary
+    vocab = Vocabulary(list(vocab_words))
+    config = Config(vocab_size=len(vocab), units=8, embed_dim=4)
+    out = tmp_path / "trained"
+    artifacts.save_trained(out, build_decoder(config), vocab, config, [], {"split": "test"}, {"k": 1})
+    return out, config, vocab
+
+
+def test_roundtrip_and_atomic_replacement(tmp_path, monkeypatch):
+    out, config, vocab = tiny_trained(tmp_path)
+    first = load_trained(out)
+    assert first.config.vocab_size == len(first.vocab) == 7
+    from captioner.model import build_decoder
+
+    def crash(*_args, **_kw):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(artifacts, "write_json_atomic", crash)
+    with pytest.raises(OSError):
+        artifacts.save_trained(out, build_decoder(config), vocab, config, [], None, {})
+    monkeypatch.undo()
+    assert load_trained(out).manifest == first.manifest  # the old model is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["trained"]  # no staging left behind
+
+    artifacts.save_trained(out, build_decoder(config), vocab, config, [{"epoch": 1}], None, {"k": 2})
+    assert load_trained(out).manifest["k"] == 2
+
+
+def test_inconsistent_model_is_refused(tmp_path):
+    out, config, vocab = tiny_trained(tmp_path)
+    other, _, _ = tiny_trained(tmp_path / "other", ("a", "dog"))
+    (out / "vocab.json").write_bytes((other / "vocab.json").read_bytes())
+    with pytest.raises(ArtifactError, match="do not match manifest.json"):
+        load_trained(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["files"].pop("vocab.json")
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="config.json says 7 words but vocab.json has 6"):
+        load_trained(out)
+    (out / "weights.tmp").write_text("")
+    (out / "decoder.weights.h5").unlink()
+    with pytest.raises(ArtifactError, match="missing decoder.weights.h5"):
+        load_trained(out)
+    with pytest.raises(ArtifactError, match="no trained model"):
+        load_trained(tmp_path / "nothing")
+
+
+def test_feature_cache_ignores_damaged_entries(tmp_path):
+    import numpy as np
+    cache = FeatureCache("abc", root=tmp_path)
+    cache.put("deadbeef", np.ones(2048))
+    assert cache.get("deadbeef").sum() == 2048
+    cache.path_for("deadbeef").write_bytes(b"garbage")
+    assert cache.get("deadbeef") is None

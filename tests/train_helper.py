@@ -1,0 +1,17 @@
+"""Run a tiny training in a subprocess (so tests can kill it): python train_helper.py DATA OUT CKPT."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from conftest import PixelEncoder  # noqa: E402
+from captioner.config import Config  # noqa: E402
+from captioner.train import train  # noqa: E402
+
+TINY = Config(min_word_count=1, embed_dim=16, units=32, batch_size=16, max_epochs=6, patience=6,
+              learning_rate=3e-3, max_decode_length=8, image_dropout=0.1, embed_dropout=0.1)
+
+if __name__ == "__main__":
+    data, out, checkpoint = sys.argv[1:4]
+    train(data, out, TINY, checkpoint, encoder=PixelEncoder(), evaluate_test=True, progress=False)
