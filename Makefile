@@ -34,8 +34,14 @@ weights: venv
 run: setup
 	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT)
 
-caption: setup
-	$(PY) -m captioner caption docs/example.jpg --beam 3 --top 3
+# Captions a photo that ships with scikit-image (Chelsea the cat), or IMAGE=path/to/photo.jpg.
+IMAGE ?= build/example-chelsea.png
+build/example-chelsea.png: | venv
+	mkdir -p build
+	$(PY) -c "from skimage import data; from PIL import Image; Image.fromarray(data.chelsea()).save('$@')"
+
+caption: setup $(IMAGE)
+	$(PY) -m captioner caption $(IMAGE) --beam 3 --top 3
 
 train: setup
 	$(PY) training_scripts/train.py --data $(DATA) --out trained

@@ -84,6 +84,8 @@ def main(argv=None) -> int:
     info.set_defaults(func=cmd_info)
 
     args = parser.parse_args(argv)
+    from .tf_setup import import_tensorflow_quietly
+    import_tensorflow_quietly()
     return run_reporting_errors(lambda: args.func(args))
 
 

@@ -33,6 +33,8 @@ def main(argv=None) -> int:
                             default=getattr(defaults, field.name), help=f"(default: %(default)s)")
     args = parser.parse_args(argv)
 
+    from captioner.tf_setup import import_tensorflow_quietly
+    import_tensorflow_quietly()
     from captioner.cli_errors import run_reporting_errors
     from captioner.dataset import data_dir_from_env
     from captioner.encoder import Encoder

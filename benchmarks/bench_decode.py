@@ -1,0 +1,155 @@
+#!/usr/bin/env python
+"""Encoder and decoder speed on this machine, against the seed tutorials' way of decoding.
+
+    python benchmarks/bench_decode.py --data ../shared/flickr8k [--photos 20] [--json]
+
+"Naive" decoding is what the tutorials do: `model.predict` on the growing prefix for every
+word, and for beam search one such call per beam per word. Both run in the same process on
+the same photos, so the ratio is meaningful on a noisy shared machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def timed(fn, repeat: int = 1):
+    """Median milliseconds of `repeat` calls, and the last result."""
+    times, result = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times), result
+
+
+def naive_greedy(model, vocab, feature, max_length):
+    """Tutorial greedy: one model.predict on the whole prefix per word."""
+    from captioner.text import Vocabulary
+    prefix = [Vocabulary.start_id]
+    for _ in range(max_length):
+        logits = model.predict([feature[None], np.array([prefix], np.int32)], verbose=0)[0, -1]
+        logits[[0, 1, 2]] = -np.inf
+        word = int(logits.argmax())
+        if word == Vocabulary.end_id:
+            break
+        prefix.append(word)
+    return vocab.decode(prefix[1:])
+
+
+def naive_beam(model, vocab, feature, beam, max_length):
+    """Tutorial beam search: one model.predict per beam per word, ranked by total log-prob."""
+    from captioner.text import Vocabulary
+    beams = [([Vocabulary.start_id], 0.0, False)]
+    for _ in range(max_length):
+        candidates = []
+        for seq, score, done in beams:
+            if done:
+                candidates.append((seq, score, True))
+                continue
+            logits = model.predict([feature[None], np.array([seq], np.int32)], verbose=0)[0, -1]
+            logp = logits - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
+            logp[[0, 1, 2]] = -np.inf
+            for word in np.argsort(logp)[-beam:]:
+                candidates.append((seq + [int(word)], score + float(logp[word]),
+                                   int(word) == Vocabulary.end_id))
+        beams = sorted(candidates, key=lambda b: -b[1])[:beam]
+        if all(done for _, _, done in beams):
+            break
+    return vocab.decode(beams[0][0][1:])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=os.environ.get("CAPTIONER_DATA_DIR", "../shared/flickr8k"))
+    parser.add_argument("--model", default=None, help="trained model directory (default: trained/)")
+    parser.add_argument("--photos", type=int, default=20, help="test photos to decode (default 20)")
+    parser.add_argument("--naive-photos", type=int, default=5, help="photos for the slow baseline")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+
+    from captioner import Captioner
+    from captioner.dataset import load_flickr8k
+    from captioner.images import load_image, prepare_for_encoder
+
+    dataset = load_flickr8k(args.data)
+    names = dataset.images("test")[: max(args.photos, 32)]
+    captioner = Captioner.load(args.model)
+    encoder = captioner.encoder
+    arrays = np.stack([prepare_for_encoder(load_image(dataset.image_path(n))) for n in names])
+    prepare_ms, _ = timed(lambda: prepare_for_encoder(load_image(dataset.image_path(names[0]))), 10)
+
+    encoder.encode(arrays[:1])          # warm-up: builds the TF graph for each batch size
+    encoder.encode(arrays[:32])
+    batch1_ms, _ = timed(lambda: encoder.encode(arrays[:1]), 10)
+    batch32_ms, _ = timed(lambda: encoder.encode(arrays[:32]), 3)
+    features = encoder.encode(arrays[: args.photos])
+
+    results = {"photos": args.photos, "naive_photos": args.naive_photos,
+               "prepare_ms": round(prepare_ms, 2),
+               "encoder_ms_batch1": round(batch1_ms, 1),
+               "encoder_ms_per_photo_batch32": round(batch32_ms / 32, 1),
+               "encoder_images_per_s_batch32": round(32000 / batch32_ms, 2)}
+    ours = {}
+    for label, beam in (("greedy", 1), ("beam3", 3), ("beam5", 5)):
+        per_photo = [timed(lambda f=f: captioner.caption(f, beam=beam), 3)[0] for f in features]
+        results[f"{label}_ms"] = round(statistics.median(per_photo), 2)
+        ours[label] = [captioner.caption(f, beam=beam)[0].text for f in features]
+    batch_ms, _ = timed(lambda: captioner.caption_batch(features, beam=3), 3)
+    results["beam3_batched_ms_per_photo"] = round(batch_ms / len(features), 2)
+
+    model, vocab, max_len = captioner.trained.model, captioner.vocab, captioner.config.max_decode_length
+    naive_features = features[: args.naive_photos]
+    naive_greedy(model, vocab, naive_features[0], 2)  # warm-up
+    greedy_times, greedy_same = [], 0
+    for i, f in enumerate(naive_features):
+        ms, text = timed(lambda f=f: naive_greedy(model, vocab, f, max_len))
+        greedy_times.append(ms)
+        greedy_same += text == ours["greedy"][i]
+    beam_times = [timed(lambda f=f: naive_beam(model, vocab, f, 3, max_len))[0] for f in naive_features]
+    results.update(
+        naive_greedy_ms=round(statistics.median(greedy_times), 1),
+        naive_beam3_ms=round(statistics.median(beam_times), 1),
+        naive_greedy_same_captions=f"{greedy_same}/{len(naive_features)}")
+    results["speedup_greedy"] = round(results["naive_greedy_ms"] / results["greedy_ms"], 1)
+    results["speedup_beam3"] = round(results["naive_beam3_ms"] / results["beam3_ms"], 1)
+    results["beam3_share_of_encoder_batch1"] = round(results["beam3_ms"] / results["encoder_ms_batch1"], 4)
+    results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    results["targets_met"] = {"beam3_10x_faster_than_naive": results["speedup_beam3"] >= 10,
+                              "beam3_under_15pct_of_encoder": results["beam3_share_of_encoder_batch1"] < 0.15}
+
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    rows = [("Xception encoder, batch 1", f"{results['encoder_ms_batch1']} ms/photo", ""),
+            ("Xception encoder, batch 32", f"{results['encoder_ms_per_photo_batch32']} ms/photo",
+             f"{results['encoder_images_per_s_batch32']} photos/s"),
+            ("Decode greedy", f"{results['greedy_ms']} ms", f"naive {results['naive_greedy_ms']} ms "
+             f"({results['speedup_greedy']}x)"),
+            ("Decode beam 3", f"{results['beam3_ms']} ms", f"naive {results['naive_beam3_ms']} ms "
+             f"({results['speedup_beam3']}x)"),
+            ("Decode beam 5", f"{results['beam5_ms']} ms", ""),
+            ("Beam 3, 20 photos batched", f"{results['beam3_batched_ms_per_photo']} ms/photo", "")]
+    print(f"{'what':<30} {'ours':<22} baseline / note")
+    for row in rows:
+        print(f"{row[0]:<30} {row[1]:<22} {row[2]}")
+    print(f"beam 3 = {100 * results['beam3_share_of_encoder_batch1']:.1f}% of one encoder call; "
+          f"naive greedy gave the same caption for {results['naive_greedy_same_captions']} photos; "
+          f"peak RSS {results['peak_rss_mb']} MB")
+    print("targets met:", results["targets_met"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
