@@ -46,6 +46,7 @@ def write_json_atomic(path: Path, data) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=2)
         handle.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes files private; these are meant to be read
     os.replace(tmp, path)
 
 
@@ -65,7 +66,12 @@ def save_trained(out_dir: Path, model, vocab: Vocabulary, config: Config,
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.staging-"))
     try:
-        model.save_weights(str(staging / WEIGHTS))
+        # A compiled model's save_weights also stores the optimiser's moments (3x the size);
+        # the app needs only the decoder, so save an uncompiled copy.
+        from .model import build_decoder
+        decoder = build_decoder(config)
+        decoder.set_weights(model.get_weights())
+        decoder.save_weights(str(staging / WEIGHTS))
         vocab.save(staging / VOCAB)
         config.save(staging / CONFIG)
         write_json_atomic(staging / HISTORY, history)

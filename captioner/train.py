@@ -24,7 +24,7 @@ from . import artifacts
 from .config import Config
 from .dataset import Flickr8k, load_flickr8k
 from .decoding import beam_search, greedy_search
-from .evaluate import coco_scores, distinct_fraction, mean_length, quick_bleu4
+from .evaluate import coco_scores, distinct_fraction, human_ceiling, mean_length, quick_bleu4
 from .features import FeatureCache, extract_features
 from .model import DecoderWeights, build_decoder
 from .text import Vocabulary
@@ -234,6 +234,8 @@ def evaluate_split(weights, vocab, config, features, names, references, encoder_
     metrics = {"split": split, "n_images": len(names), "beam": {}, "length_alpha": config.length_alpha,
                "distinct_captions": {}, "mean_words": {},
                "encoder": {"name": "xception", "weights_checksum": encoder_checksum}}
+    # The same toolkit scoring each photo's first reference against the other four.
+    metrics["human_first_reference"] = human_ceiling(references)
     for beam in beams:
         t0 = time.time()
         caps = beam_search(weights, vocab, features, beam=beam, max_length=config.max_decode_length,

@@ -72,7 +72,10 @@ def tiny_trained(tmp_path, vocab_words=("a", "red", "square")):
     vocab = Vocabulary(list(vocab_words))
     config = Config(vocab_size=len(vocab), units=8, embed_dim=4)
     out = tmp_path / "trained"
-    artifacts.save_trained(out, build_decoder(config), vocab, config, [], {"split": "test"}, {"k": 1})
+    model = build_decoder(config)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)  # as after training: Adam moments exist
+    artifacts.save_trained(out, model, vocab, config, [], {"split": "test"}, {"k": 1})
     return out, config, vocab
 
 
@@ -80,6 +83,10 @@ def test_roundtrip_and_atomic_replacement(tmp_path, monkeypatch):
     out, config, vocab = tiny_trained(tmp_path)
     first = load_trained(out)
     assert first.config.vocab_size == len(first.vocab) == 7
+    import h5py
+    with h5py.File(out / "decoder.weights.h5") as weights:
+        assert "optimizer" not in weights  # only what decoding needs is shipped
+    assert all(p.stat().st_mode & 0o044 for p in out.iterdir())  # readable by the app's user
     from captioner.model import build_decoder
 
     def crash(*_args, **_kw):

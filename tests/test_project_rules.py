@@ -1,0 +1,34 @@
+"""Rules the whole code base keeps: no pickle, no raw HTML, the library never imports Streamlit."""
+import re
+
+from conftest import ROOT
+
+SOURCES = [p for p in ROOT.rglob("*.py")
+           if ".venv" not in p.parts and "build" not in p.parts and p.name != "test_project_rules.py"]
+
+
+def test_sources_found():
+    assert len(SOURCES) > 20
+
+
+def test_no_pickle_anywhere():
+    for path in SOURCES:
+        text = path.read_text()
+        assert not re.search(r"^\s*(import|from)\s+(c?pickle|joblib|dill)\b", text, re.M), path
+        assert "allow_pickle=True" not in text, path
+
+
+def test_no_unsafe_html():
+    for path in SOURCES:
+        assert "unsafe_allow_html" not in path.read_text(), path
+
+
+def test_library_does_not_import_streamlit():
+    for path in (ROOT / "captioner").rglob("*.py"):
+        assert not re.search(r"^\s*(import|from)\s+streamlit", path.read_text(), re.M), path
+
+
+def test_streamlit_config_caps_uploads_and_keeps_xsrf():
+    text = (ROOT / ".streamlit" / "config.toml").read_text()
+    assert re.search(r"^maxUploadSize\s*=\s*20\s*$", text, re.M)
+    assert re.search(r"^enableXsrfProtection\s*=\s*true\s*$", text, re.M)
