@@ -25,17 +25,21 @@ def random_weights(seed: int, vocab_size: int = len(VOCAB), units=8, embed=4, fe
 
 
 def exhaustive_best(w: DecoderWeights, feature: np.ndarray, max_length: int, alpha: float):
-    """Score every caption of up to max_length words; return (normalised score, tokens)."""
+    """Score every caption of up to max_length words; return (normalised score, tokens).
+
+    Captions that repeat a word twice in a row are not allowed, as in the searches."""
     proj = w.project_image(feature[None])
     words = range(4, w.vocab_size)
     best = (-np.inf, ())
     for length in range(max_length + 1):
         for seq in itertools.product(words, repeat=length):
+            if any(a == b for a, b in zip(seq, seq[1:])):
+                continue
             h, c = w.initial_state(1)
             token, total = Vocabulary.start_id, 0.0
             for word in seq:
                 lp, h, c = w.step(np.array([token]), h, c, proj)
-                lp[:, BANNED] = -1e30
+                lp[:, BANNED + [token]] = -1e30
                 total, token = total + lp[0, word], word
             if length < max_length:
                 lp, h, c = w.step(np.array([token]), h, c, proj)
@@ -77,6 +81,7 @@ def test_never_emits_banned_tokens_and_respects_max_length():
             beam_search(w, VOCAB, features, beam=4, top=4, max_length=5):
         for cap in caps:
             assert set(cap.tokens) <= {4, 5, 6} and len(cap.tokens) == 5 and not cap.finished
+            assert all(a != b for a, b in zip(cap.tokens, cap.tokens[1:])), cap.text
 
 
 def test_deterministic_and_batch_independent():
