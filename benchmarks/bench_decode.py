@@ -18,10 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import captioner  # noqa: E402,F401  (sets thread and logging defaults before NumPy loads)
+import numpy as np  # noqa: E402
 
 
 def timed(fn, repeat: int = 1):

@@ -1,0 +1,41 @@
+"""Helpers shared by the web app's tests (test_app.py, test_app_browser.py).
+
+The real model and data come from conftest.py's `trained_dir` and `shared_data` fixtures:
+skipped on a developer machine without them, a failure in CI.
+"""
+from __future__ import annotations
+
+import io
+
+from conftest import ROOT
+
+APP = str(ROOT / "streamlit_app.py")
+
+
+def photo_png(name: str = "chelsea", flip: bool = False) -> bytes:
+    """A scikit-image sample photo (never a Flickr8k one) as PNG bytes."""
+    import skimage.data
+    from PIL import Image, ImageOps
+    array = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
+    image = Image.fromarray(array)
+    if flip:
+        image = ImageOps.mirror(image)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def model_vocabulary(trained_dir) -> set[str]:
+    from captioner.text import Vocabulary
+    return set(Vocabulary.load(trained_dir / "vocab.json").itos)
+
+
+def assert_plausible_caption(text: str, vocabulary: set[str] | None = None) -> None:
+    """A caption a person could read: 2-30 lowercase words, from the model's vocabulary,
+    not one word repeated."""
+    words = text.split()
+    assert 2 <= len(words) <= 30, text
+    assert all(word.isalpha() and word.islower() for word in words), text
+    if vocabulary is not None:
+        assert set(words) <= vocabulary, text
+    assert len(set(words)) > 1, f"degenerate caption: {text!r}"

@@ -1,0 +1,198 @@
+"""The web app in a real browser: `streamlit run` as a subprocess, driven by Chromium.
+
+Needs Debian's chromium (`apt-get install chromium`) and the Python playwright package;
+the screenshots it takes are the ones in docs/. The dataset page is photographed on its
+Statistics tab, so that no Flickr8k photo ends up in the repository.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from app_fixtures import APP, assert_plausible_caption, model_vocabulary, photo_png
+from conftest import IN_CI, ROOT, require
+
+pytestmark = pytest.mark.integration
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+UPLOADER = '[data-testid="stFileUploaderDropzoneInput"]'
+DOCS = ROOT / "docs"
+VIEWPORT = {"width": 1280, "height": 1500}
+SESSIONS = 8
+CAPTION_TIMEOUT_MS = 120_000
+
+
+@dataclass
+class Server:
+    url: str
+    log: Path
+
+    def log_problems(self) -> list[str]:
+        text = self.log.read_text(errors="replace")
+        return [line for line in text.splitlines()
+                if re.search(r"Traceback|Exception|\bERROR\b|Error:", line)]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    require(Path(CHROMIUM), "Chromium (`make setup` installs it)")
+    if importlib.util.find_spec("playwright") is None:
+        message = "the playwright package is missing (pip install -r requirements.txt)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def server(trained_dir, shared_data, chromium, tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("streamlit") / "server.log"
+    env = dict(os.environ, CAPTIONER_MODEL_DIR=str(trained_dir), CAPTIONER_DATA_DIR=str(shared_data),
+               PYTHONUNBUFFERED="1")
+    command = [sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port),
+               "--server.address", "127.0.0.1", "--server.headless", "true",
+               "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"streamlit exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not answer within 60 s:\n{log.read_text()}")
+            time.sleep(0.5)
+        yield Server(url, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def vocabulary(trained_dir) -> set[str]:
+    return model_vocabulary(trained_dir)
+
+
+def _photo_file(tmp_path: Path, name: str, flip: bool = False) -> Path:
+    path = tmp_path / f"{name}{'-flipped' if flip else ''}.png"
+    path.write_bytes(photo_png(name, flip))
+    return path
+
+
+def wait_until_idle(page) -> None:
+    """Until the script run is over (Streamlit shows a Stop button while it runs)."""
+    from playwright.sync_api import expect
+    expect(page.get_by_role("button", name="Stop")).to_have_count(0, timeout=60_000)
+
+
+def test_caption_dataset_and_training_pages(server, chromium, vocabulary, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    photo = _photo_file(tmp_path, "chelsea")
+    DOCS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(server.url)
+            page.locator(UPLOADER).set_input_files(photo)
+            for beam in (1, 3, 5):
+                heading = page.locator(f".st-key-beam-{beam} h3")
+                expect(heading).to_be_visible(timeout=CAPTION_TIMEOUT_MS)
+                assert_plausible_caption(heading.inner_text().strip(), vocabulary)
+                expect(page.locator(f".st-key-beam-{beam} table")).to_be_visible()
+            wait_until_idle(page)
+            expect(page.get_by_text("Encoded just now.")).to_be_visible()
+            expect(page.locator('[data-testid="stSidebar"]')).to_contain_text("Image encoder ready")
+            page.screenshot(path=DOCS / "screenshot-caption.png")
+
+            page.get_by_role("link", name="Flickr8k dataset").click()
+            expect(page.get_by_text(re.compile(r"^8,000 photos match"))).to_be_visible(timeout=60_000)
+            search = page.get_by_label("Search captions")
+            search.fill("red shirt")
+            search.press("Enter")
+            expect(page.get_by_text(re.compile(r"^\d+ photos match"))).to_be_visible(timeout=30_000)
+            expect(page.locator('[data-testid="stSidebar"]')).to_contain_text("Model in use")
+            page.get_by_role("tab", name="Statistics").click()
+            expect(page.get_by_text("Most frequent words")).to_be_visible()
+            expect(page.locator('[data-testid="stVegaLiteChart"]')).to_have_count(4, timeout=30_000)
+            wait_until_idle(page)
+            page.wait_for_timeout(1000)  # let the charts draw
+            page.screenshot(path=DOCS / "screenshot-dataset.png")
+
+            page.get_by_role("link", name="Training").click()
+            expect(page.get_by_text("Test scores by beam width")).to_be_visible(timeout=60_000)
+            expect(page.locator('[data-testid="stVegaLiteChart"]')).to_have_count(2, timeout=30_000)
+            expect(page.locator('[data-testid="stSidebar"]')).to_contain_text("Model in use")
+            wait_until_idle(page)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=DOCS / "screenshot-training.png")
+            assert page.locator('[data-testid="stException"]').count() == 0
+        finally:
+            browser.close()
+    assert not server.log_problems(), server.log_problems()
+
+
+def test_concurrent_sessions_all_get_captions(server, chromium, vocabulary, tmp_path):
+    from playwright.async_api import async_playwright
+
+    names = ["chelsea", "coffee", "astronaut", "rocket", "motorcycle", "camera", "chelsea", "coffee"]
+    photos = [_photo_file(tmp_path, name, flip=i >= 6) for i, name in enumerate(names[:SESSIONS])]
+
+    async def session(browser, photo: Path) -> str:
+        context = await browser.new_context(viewport={"width": 1100, "height": 900})
+        try:
+            page = await context.new_page()
+            await page.goto(server.url)
+            await page.locator(UPLOADER).set_input_files(photo)
+            heading = page.locator(".st-key-beam-3 h3")
+            await heading.wait_for(timeout=CAPTION_TIMEOUT_MS)
+            assert await page.locator('[data-testid="stException"]').count() == 0
+            assert await page.locator('[data-testid="stAlert"]').count() == 0
+            return (await heading.inner_text()).strip()
+        finally:
+            await context.close()
+
+    async def main() -> list[str]:
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+            try:
+                return await asyncio.gather(*(session(browser, photo) for photo in photos))
+            finally:
+                await browser.close()
+
+    captions = asyncio.run(main())
+    assert len(captions) == SESSIONS
+    for caption in captions:
+        assert_plausible_caption(caption, vocabulary)
+    assert not server.log_problems(), server.log_problems()
