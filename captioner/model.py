@@ -62,6 +62,11 @@ class DecoderWeights:
         return cls(image_kernel, image_bias, embedding, lstm_kernel, lstm_recurrent, lstm_bias,
                    merge_kernel, merge_bias, logits_kernel, logits_bias)
 
+    def __post_init__(self):
+        # Embedding and input kernel folded into one table: each step gathers a row instead
+        # of multiplying (about a fifth of a step's arithmetic, for 2528x2048 floats).
+        self.token_gates = self.embedding @ self.lstm_kernel + self.lstm_bias
+
     @property
     def vocab_size(self) -> int:
         return self.logits_kernel.shape[1]
@@ -79,8 +84,7 @@ class DecoderWeights:
 
     def step(self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray, image_proj: np.ndarray):
         """One word for a batch: returns (log-probabilities (B, V), new h, new c)."""
-        x = self.embedding[tokens]
-        z = x @ self.lstm_kernel + h @ self.lstm_recurrent + self.lstm_bias
+        z = self.token_gates[tokens] + h @ self.lstm_recurrent
         i, f, g, o = np.split(z, 4, axis=1)  # Keras gate order
         c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
         h = _sigmoid(o) * np.tanh(c)

@@ -37,6 +37,9 @@ else:
                                   **{"distinct captions": (metrics.get("distinct_captions") or {}).get(beam),
                                      "mean words": (metrics.get("mean_words") or {}).get(beam)})
             for beam, scores in sorted(metrics.get("beam", {}).items(), key=lambda item: int(item[0]))}
+    human = metrics.get("human_first_reference")
+    if human:  # the same toolkit on people: each photo's first caption against the other four
+        rows["people (1 vs 4 refs)"] = dict(human)
     scores = pd.DataFrame.from_dict(rows, orient="index")
     st.dataframe(scores, column_config={
         name: st.column_config.NumberColumn(format="%.2f" if name == "mean words" else "%.3f")
