@@ -57,32 +57,39 @@ def caption_sequences(dataset: Flickr8k, names: list[str], vocab: Vocabulary, ma
 
 
 class Checkpoint:
-    """Model + optimiser (.keras, loaded in safe mode), best weights, and a JSON state."""
+    """Model + optimiser (.keras, loaded in safe mode), best weights, and a JSON state.
+
+    Each epoch's model goes to its own file and state.json, written last and atomically,
+    names it: a kill at any moment leaves a state that matches the model it points to.
+    """
 
     def __init__(self, directory: Path):
         self.dir = Path(directory)
-        self.model_path = self.dir / "last.keras"
-        self.best_path = self.dir / "best.weights.h5"
         self.state_path = self.dir / "state.json"
 
     def exists(self) -> bool:
-        return self.state_path.is_file() and self.model_path.is_file()
+        return self.state_path.is_file()
+
+    def best_path(self, state: dict) -> Path:
+        return self.dir / state["best_weights"]
 
     def save(self, model, state: dict, is_best: bool) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp_model = self.dir / "last.tmp.keras"
-        model.save(str(tmp_model))
-        os.replace(tmp_model, self.model_path)
+        epoch = state["epoch"]
+        model.save(str(self.dir / f"epoch-{epoch}.keras"))
+        state["model"] = f"epoch-{epoch}.keras"
         if is_best:
-            tmp_best = self.dir / "best.tmp.weights.h5"
-            model.save_weights(str(tmp_best))
-            os.replace(tmp_best, self.best_path)
-        artifacts.write_json_atomic(self.state_path, state)  # last: marks the epoch complete
+            model.save_weights(str(self.dir / f"best-{epoch}.weights.h5"))
+            state["best_weights"] = f"best-{epoch}.weights.h5"
+        artifacts.write_json_atomic(self.state_path, state)
+        for path in self.dir.iterdir():  # files no state points to any more
+            if path.name not in (state["model"], state["best_weights"], self.state_path.name):
+                path.unlink(missing_ok=True)
 
     def load(self):
         import keras
         state = artifacts.read_json(self.state_path)
-        model = keras.models.load_model(str(self.model_path), safe_mode=True)
+        model = keras.models.load_model(str(self.dir / state["model"]), safe_mode=True)
         return model, state
 
 
@@ -191,7 +198,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
             return {}
 
     log(f"Training done: best val BLEU-4 {state['best_bleu4']:.4f} at epoch {state['best_epoch']}")
-    model.load_weights(str(checkpoint.best_path))
+    model.load_weights(str(checkpoint.best_path(state)))
     weights = DecoderWeights.from_keras(model)
 
     # The length penalty is chosen on the validation split (CIDEr at beam 3), never on test.
