@@ -96,7 +96,11 @@ def beam_search(weights: DecoderWeights, vocab: Vocabulary, features: np.ndarray
 
     for t in range(max_length):
         a = len(active)
-        log_probs, h, c = weights.step(tokens, h, c, image_proj)
+        if t == 0:  # the k beams of a photo are still identical: compute one, copy it
+            log_probs, h, c = (np.repeat(x, k, axis=0) for x in weights.step(
+                tokens[::k], h[::k], c[::k], image_proj[::k]))
+        else:
+            log_probs, h, c = weights.step(tokens, h, c, image_proj)
         _mask_banned(log_probs, tokens)
         flat = (scores[:, :, None] + log_probs.reshape(a, k, vocab_size)).reshape(a, -1)
         part = np.argpartition(-flat, n_candidates - 1, axis=1)[:, :n_candidates]
