@@ -201,19 +201,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
     model.load_weights(str(checkpoint.best_path(state)))
     weights = DecoderWeights.from_keras(model)
 
-    # The length penalty is chosen on the validation split (CIDEr at beam 3), never on test.
-    alpha_scores = {}
-    for alpha in ALPHA_CHOICES:
-        caps = beam_search(weights, vocab, features["val"], beam=3, max_length=config.max_decode_length,
-                           alpha=alpha)
-        hyps = {n: c[0].text for n, c in zip(splits["val"], caps)}
-        alpha_scores[alpha] = coco_scores(hyps, val_refs, meteor=False)
-        log(f"val beam 3, alpha {alpha}: BLEU-4 {alpha_scores[alpha]['BLEU-4']:.4f} "
-            f"CIDEr {alpha_scores[alpha]['CIDEr']:.4f}")
-    best_alpha = max(ALPHA_CHOICES, key=lambda a: (alpha_scores[a]["CIDEr"], a))
-    config = dataclasses.replace(config, length_alpha=best_alpha,
-                                 extra={"val_alpha_search": {str(a): s for a, s in alpha_scores.items()}})
-    log(f"Chosen length penalty alpha = {best_alpha}")
+    config = choose_length_alpha(weights, vocab, config, features["val"], splits["val"], val_refs)
 
     metrics = None
     if evaluate_test and splits["test"]:
@@ -234,6 +222,50 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
     log(f"Model written to {out_dir} ({time.time() - started:.0f} s in all)")
     shutil.rmtree(checkpoint.dir, ignore_errors=True)
     return metrics or {}
+
+
+def choose_length_alpha(weights, vocab, config: Config, features, names, references) -> Config:
+    """The length penalty, chosen on the validation split (CIDEr at beam 3), never on test."""
+    alpha_scores = {}
+    for alpha in ALPHA_CHOICES:
+        caps = beam_search(weights, vocab, features, beam=3, max_length=config.max_decode_length,
+                           alpha=alpha)
+        hyps = {n: c[0].text for n, c in zip(names, caps)}
+        alpha_scores[alpha] = coco_scores(hyps, references, meteor=False)
+        log(f"val beam 3, alpha {alpha}: BLEU-4 {alpha_scores[alpha]['BLEU-4']:.4f} "
+            f"CIDEr {alpha_scores[alpha]['CIDEr']:.4f}")
+    best_alpha = max(ALPHA_CHOICES, key=lambda a: (alpha_scores[a]["CIDEr"], a))
+    log(f"Chosen length penalty alpha = {best_alpha}")
+    return dataclasses.replace(config, length_alpha=best_alpha,
+                               extra={"val_alpha_search": {str(a): s for a, s in alpha_scores.items()}})
+
+
+def rescore(data_dir: str | os.PathLike, model_dir: str | os.PathLike, encoder=None,
+            progress: bool = True) -> dict:
+    """Re-choose the length penalty and re-score the test split of an existing trained/,
+    keeping its weights: for when decoding improves. Writes the directory atomically."""
+    from .artifacts import load_trained
+    trained = load_trained(model_dir)
+    dataset = load_flickr8k(data_dir)
+    if encoder is None:
+        from .encoder import Encoder
+        encoder = Encoder()
+    cache = FeatureCache(encoder.checksum)
+    names = {s: dataset.images(s) for s in ("val", "test")}
+    features = {s: extract_features([dataset.image_path(n) for n in n_], encoder, cache,
+                                    progress=progress, desc=f"Features ({s})")
+                for s, n_ in names.items()}
+    weights = DecoderWeights.from_keras(trained.model)
+    config = choose_length_alpha(weights, trained.vocab, trained.config, features["val"], names["val"],
+                                 {n: dataset.captions[n] for n in names["val"]})
+    metrics = evaluate_split(weights, trained.vocab, config, features["test"], names["test"],
+                             {n: dataset.captions[n] for n in names["test"]}, encoder.checksum)
+    info = {k: v for k, v in trained.manifest.items() if k != "files"}
+    info["rescored"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    artifacts.save_trained(Path(model_dir), trained.model, trained.vocab, config, trained.history,
+                           metrics, info)
+    log(f"Re-scored {model_dir}")
+    return metrics
 
 
 def evaluate_split(weights, vocab, config, features, names, references, encoder_checksum,

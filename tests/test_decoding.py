@@ -24,6 +24,11 @@ def random_weights(seed: int, vocab_size: int = len(VOCAB), units=8, embed=4, fe
     return w
 
 
+def repeats_trigram(seq) -> bool:
+    grams = [tuple(seq[i:i + 3]) for i in range(len(seq) - 2)]
+    return len(grams) != len(set(grams))
+
+
 def exhaustive_best(w: DecoderWeights, feature: np.ndarray, max_length: int, alpha: float):
     """Score every caption of up to max_length words; return (normalised score, tokens).
 
@@ -33,7 +38,7 @@ def exhaustive_best(w: DecoderWeights, feature: np.ndarray, max_length: int, alp
     best = (-np.inf, ())
     for length in range(max_length + 1):
         for seq in itertools.product(words, repeat=length):
-            if any(a == b for a, b in zip(seq, seq[1:])):
+            if any(a == b for a, b in zip(seq, seq[1:])) or repeats_trigram(seq):
                 continue
             h, c = w.initial_state(1)
             token, total = Vocabulary.start_id, 0.0
@@ -56,14 +61,15 @@ def exhaustive_best(w: DecoderWeights, feature: np.ndarray, max_length: int, alp
 def test_beam_one_is_greedy_and_full_beam_is_exact(seed, alpha):
     w = random_weights(seed)
     features = np.random.default_rng(seed + 100).standard_normal((6, 6)).astype(np.float32)
-    greedy = greedy_search(w, VOCAB, features, max_length=4, alpha=alpha)
-    beam1 = beam_search(w, VOCAB, features, beam=1, max_length=4, alpha=alpha)
-    # 3 words and 4 steps: at most 3**4 = 81 live prefixes, so k=81 prunes nothing.
-    full = beam_search(w, VOCAB, features, beam=81, top=3, max_length=4, alpha=alpha)
+    greedy = greedy_search(w, VOCAB, features, max_length=6, alpha=alpha)
+    beam1 = beam_search(w, VOCAB, features, beam=1, max_length=6, alpha=alpha)
+    # 3 words, 6 steps, no word twice in a row: at most 3 * 2**5 = 96 live prefixes, so
+    # k=96 prunes nothing (and 6 words are enough to meet the repeated-trigram rule).
+    full = beam_search(w, VOCAB, features, beam=96, top=3, max_length=6, alpha=alpha)
     for i in range(len(features)):
         assert beam1[i][0].tokens == greedy[i].tokens
         assert beam1[i][0].log_prob == pytest.approx(greedy[i].log_prob, abs=1e-4)
-        score, tokens = exhaustive_best(w, features[i], 4, alpha)
+        score, tokens = exhaustive_best(w, features[i], 6, alpha)
         assert full[i][0].tokens == tokens
         assert full[i][0].normalized_log_prob == pytest.approx(score, abs=1e-4)
         assert [c.normalized_log_prob for c in full[i]] == sorted(
@@ -77,11 +83,12 @@ def test_never_emits_banned_tokens_and_respects_max_length():
     w.logits_bias[Vocabulary.start_id] += 40.0
     w.logits_bias[Vocabulary.end_id] -= 50.0   # and never stops by itself
     features = np.ones((3, 6), dtype=np.float32)
-    for caps in [[c] for c in greedy_search(w, VOCAB, features, max_length=5)] + \
-            beam_search(w, VOCAB, features, beam=4, top=4, max_length=5):
+    for caps in [[c] for c in greedy_search(w, VOCAB, features, max_length=7)] + \
+            beam_search(w, VOCAB, features, beam=4, top=4, max_length=7):
         for cap in caps:
-            assert set(cap.tokens) <= {4, 5, 6} and len(cap.tokens) == 5 and not cap.finished
+            assert set(cap.tokens) <= {4, 5, 6} and len(cap.tokens) == 7 and not cap.finished
             assert all(a != b for a, b in zip(cap.tokens, cap.tokens[1:])), cap.text
+            assert not repeats_trigram(cap.tokens), cap.text
 
 
 def test_deterministic_and_batch_independent():

@@ -1,0 +1,41 @@
+#!/usr/bin/env python
+"""Re-score an existing trained/ on Flickr8k without retraining it.
+
+    python training_scripts/evaluate.py --data ../shared/flickr8k --model trained/
+
+Keeps the decoder weights and history; re-chooses the length penalty on the validation
+split and rewrites metrics.json (test split, beams 1, 3 and 5) atomically. Use it after a
+change to decoding, so the recorded scores describe what the app does.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", help="Flickr8k directory (either layout); default $CAPTIONER_DATA_DIR")
+    parser.add_argument("--model", default="trained", help="model directory (default: trained)")
+    parser.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")
+    args = parser.parse_args(argv)
+
+    from captioner.tf_setup import import_tensorflow_quietly
+    import_tensorflow_quietly()
+    from captioner.cli_errors import run_reporting_errors
+    from captioner.dataset import data_dir_from_env
+    from captioner.encoder import Encoder
+    from captioner.train import rescore
+
+    def job():
+        rescore(data_dir_from_env(args.data), args.model, Encoder(args.xception_weights))
+        return 0
+
+    return run_reporting_errors(job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
