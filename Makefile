@@ -34,11 +34,11 @@ weights: venv
 run: setup
 	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT)
 
-# Captions a photo that ships with scikit-image (Chelsea the cat), or IMAGE=path/to/photo.jpg.
-IMAGE ?= build/example-chelsea.png
-build/example-chelsea.png: | venv
+# Captions a photo that ships with scikit-image (the cameraman), or IMAGE=path/to/photo.jpg.
+IMAGE ?= build/example-camera.png
+build/example-camera.png: | venv
 	mkdir -p build
-	$(PY) -c "from skimage import data; from PIL import Image; Image.fromarray(data.chelsea()).save('$@')"
+	$(PY) -c "from skimage import data; from PIL import Image; Image.fromarray(data.camera()).save('$@')"
 
 caption: setup $(IMAGE)
 	$(PY) -m captioner caption $(IMAGE) --beam 3 --top 3

@@ -118,7 +118,7 @@ def wait_until_idle(page) -> None:
 def test_caption_dataset_and_training_pages(server, chromium, vocabulary, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    photo = _photo_file(tmp_path, "chelsea")
+    photo = _photo_file(tmp_path, "camera")  # the README shows this one
     DOCS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
