@@ -108,6 +108,7 @@ def _encoder_error(directory: str, stamp: tuple) -> str | None:
     for attempt in range(3):
         try:
             captioner.check_encoder()
+            captioner.encoder.warm_up()  # the first upload then shows a real encoding time
             return None
         except ValueError:  # Keras' duplicate-name error, see above
             if attempt == 2:

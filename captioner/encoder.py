@@ -124,6 +124,10 @@ class Encoder:
         # memory predictable when several app sessions encode at once on two cores.
         self._lock = threading.Lock()
 
+    def warm_up(self) -> None:
+        """Trace the graph now, so the first real photo is timed like every later one."""
+        self.feature_maps(np.zeros((1, ENCODER_SIZE, ENCODER_SIZE, 3), dtype=np.float32))
+
     def feature_maps(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch, dtype=np.float32)
         if batch.ndim == 3:
