@@ -116,3 +116,29 @@ def test_cli_plain_text_and_bad_model_dir(tmp_path, test_split, trained_dir, enc
     result = run_cli("caption", photo, "--model", tmp_path)
     assert result.returncode == 2 and result.stderr.startswith("error: ")
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_encoder_weights_resolution_never_falls_back_to_random(tmp_path, monkeypatch, encoder):
+    import shutil
+
+    import h5py
+
+    from captioner.encoder import EncoderWeightsError, cached_weights_path, resolve_weights
+    with pytest.raises(EncoderWeightsError, match="nowhere.h5: Xception weights file not found"):
+        resolve_weights(tmp_path / "nowhere.h5")
+    real = cached_weights_path()
+    monkeypatch.setenv("CAPTIONER_CACHE_DIR", str(tmp_path / "empty"))
+    monkeypatch.delenv("CAPTIONER_XCEPTION_WEIGHTS", raising=False)
+    with pytest.raises(EncoderWeightsError, match="make setup"):
+        resolve_weights(allow_download=False)
+
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    monkeypatch.setenv("CAPTIONER_CACHE_DIR", str(tampered))
+    shutil.copy(real, tampered / real.name)
+    with h5py.File(tampered / real.name, "r+") as weights:
+        names = []
+        weights.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        weights[names[0]][...] = weights[names[0]][...] * 1.01
+    with pytest.raises(EncoderWeightsError, match="checksum"):
+        resolve_weights(allow_download=False)
