@@ -17,8 +17,8 @@ def cmd_caption(args) -> int:
     from .captioner import MAX_BEAM, Captioner
     from .images import ImageError
 
-    if not 1 <= args.beam <= MAX_BEAM:
-        print(f"error: --beam must be between 1 and {MAX_BEAM}.", file=sys.stderr)
+    if not 1 <= args.beam <= MAX_BEAM or not 1 <= args.top <= MAX_BEAM:
+        print(f"error: --beam and --top must be between 1 and {MAX_BEAM}.", file=sys.stderr)
         return 2
     captioner = Captioner.load(args.model, encoder_weights=args.xception_weights)
     captioner.check_encoder()
@@ -52,8 +52,11 @@ def cmd_fetch_weights(args) -> int:
 
 
 def cmd_info(args) -> int:
+    import os
+
     from .artifacts import load_trained
-    trained = load_trained(args.model or "trained")
+    from .captioner import DEFAULT_MODEL_DIR
+    trained = load_trained(args.model or os.environ.get("CAPTIONER_MODEL_DIR") or DEFAULT_MODEL_DIR)
     beam3 = (trained.metrics or {}).get("beam", {}).get("3", {})
     print(json.dumps({"model": str(trained.directory), "vocab_size": len(trained.vocab),
                       "config": trained.config.to_json(), "test_beam3": beam3}, indent=2))

@@ -136,7 +136,11 @@ def load_trained(directory: str | os.PathLike) -> TrainedModel:
     if missing:
         raise ArtifactError(f"{directory}: incomplete model, missing {', '.join(missing)}.")
     manifest = read_json(directory / MANIFEST)
-    for name, expected in manifest.get("files", {}).items():
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not {WEIGHTS, VOCAB, CONFIG} <= set(files):
+        raise ArtifactError(f"{directory / MANIFEST}: does not list the sha256 of "
+                            f"{WEIGHTS}, {VOCAB} and {CONFIG}.")
+    for name, expected in files.items():
         path = directory / name
         if not path.is_file():
             raise ArtifactError(f"{path}: listed in {MANIFEST} but missing.")

@@ -18,7 +18,7 @@ import numpy as np
 
 from .artifacts import TrainedModel, load_trained
 from .decoding import Caption, beam_search, greedy_search
-from .encoder import Encoder
+from .encoder import Encoder, EncoderWeightsError
 from .images import ImageSource, load_image, prepare_for_encoder
 from .model import DecoderWeights
 
@@ -57,7 +57,7 @@ class Captioner:
         """Build the encoder now and refuse one whose weights differ from training's."""
         expected = (self.trained.manifest.get("encoder") or {}).get("weights_checksum")
         if expected and self.encoder.checksum != expected:
-            raise RuntimeError(f"Encoder weights {self.encoder.checksum[:12]} differ from the "
+            raise EncoderWeightsError(f"Encoder weights {self.encoder.checksum[:12]} differ from the "
                                f"ones this model was trained with ({expected[:12]}).")
 
     def features(self, image: ImageSource, name: str | None = None) -> np.ndarray:
@@ -84,6 +84,8 @@ class Captioner:
         beam = self.config.default_beam if beam is None else int(beam)
         if not 1 <= beam <= MAX_BEAM:
             raise ValueError(f"beam width must be between 1 and {MAX_BEAM}, got {beam}")
+        if not 1 <= top <= MAX_BEAM:
+            raise ValueError(f"top must be between 1 and {MAX_BEAM}, got {top}")
         alpha = self.config.length_alpha if alpha is None else alpha
         max_length = max_length or self.config.max_decode_length
         features = np.asarray(features, dtype=np.float32)

@@ -8,7 +8,11 @@ from .dataset import DatasetError
 from .encoder import EncoderWeightsError
 from .images import ImageError
 
-USER_ERRORS = (ArtifactError, DatasetError, EncoderWeightsError, ImageError, FileNotFoundError)
+from .train import TrainingError
+
+# OSError covers unreadable files and full disks: a message, not a traceback.
+USER_ERRORS = (ArtifactError, DatasetError, EncoderWeightsError, ImageError, TrainingError,
+               ValueError, OSError)
 
 
 def run_reporting_errors(job) -> int:

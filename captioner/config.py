@@ -33,6 +33,19 @@ class Config:
     vocab_size: int = 0
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        positive = ("min_word_count", "max_caption_words", "feature_dim", "embed_dim", "units",
+                    "batch_size", "max_epochs", "patience", "lr_decay_patience",
+                    "max_decode_length", "default_beam")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        for name in ("image_dropout", "embed_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
+        if self.learning_rate <= 0 or self.length_alpha < 0:
+            raise ValueError("learning_rate must be positive and length_alpha not negative.")
+
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -70,7 +70,13 @@ def detect_layout(root: Path) -> str:
 def load_flickr8k(root: str | os.PathLike) -> Flickr8k:
     root = Path(root).expanduser()
     layout = detect_layout(root)
-    return _load_original(root) if layout == "original" else _load_kaggle(root)
+    try:
+        return _load_original(root) if layout == "original" else _load_kaggle(root)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{root}: a caption or split file is not UTF-8 text ({exc.reason} "
+                           f"at byte {exc.start}).") from None
+    except csv.Error as exc:
+        raise DatasetError(f"{root / 'captions.txt'}: malformed CSV ({exc}).") from None
 
 
 def _require(path: Path, what: str) -> Path:

@@ -24,9 +24,9 @@ NEG_INF = np.float32(-1e30)
 class Caption:
     text: str
     tokens: tuple[int, ...]       # word ids, without start/end
-    log_prob: float               # total log-probability (end token included if finished)
+    log_prob: float               # total log-probability, always including the end token
     normalized_log_prob: float    # log_prob / length ** alpha
-    finished: bool                # False if cut at the maximum length
+    finished: bool                # False if cut at the maximum length (end then forced)
 
     def to_json(self) -> dict:
         return {"caption": self.text, "log_prob": round(self.log_prob, 4),
@@ -37,7 +37,7 @@ class Caption:
 def _make_caption(vocab: Vocabulary, words, log_prob: float, finished: bool,
                   alpha: float) -> Caption:
     words = tuple(int(w) for w in words)
-    length = len(words) + (1 if finished else 0)
+    length = len(words) + 1  # the end token, chosen or forced at the length limit
     return Caption(vocab.decode(words), words, float(log_prob),
                    float(log_prob) / (max(length, 1) ** alpha), finished)
 
@@ -87,6 +87,10 @@ def greedy_search(weights: DecoderWeights, vocab: Vocabulary, features: np.ndarr
         words[going, t] = best[~ended]
         lengths[going] += 1
         token[rows] = best
+    rows = np.flatnonzero(live)
+    if len(rows):  # cut at the limit: charge the end token, so all captions score alike
+        log_probs, _, _ = weights.step(token[rows], h[rows], c[rows], image_proj[rows])
+        total[rows] += log_probs[:, Vocabulary.end_id]
     return [_make_caption(vocab, words[i, :lengths[i]], total[i], not live[i], alpha)
             for i in range(n)]
 
@@ -95,9 +99,11 @@ def beam_search(weights: DecoderWeights, vocab: Vocabulary, features: np.ndarray
                 beam: int = 3, top: int = 1, max_length: int = 30,
                 alpha: float = 0.7) -> list[list[Caption]]:
     """The `top` best captions (by normalised score) for each row of `features`."""
-    if beam < 1:
-        raise ValueError(f"beam width must be at least 1, got {beam}")
+    if beam < 1 or top < 1:
+        raise ValueError(f"beam width and top must be at least 1, got {beam} and {top}")
     features = np.atleast_2d(np.asarray(features, dtype=np.float32))
+    if not len(features):
+        return []
     n, k, vocab_size = len(features), beam, weights.vocab_size
     image_proj = np.repeat(weights.project_image(features), k, axis=0)
     h, c = weights.initial_state(n * k)
@@ -159,10 +165,13 @@ def beam_search(weights: DecoderWeights, vocab: Vocabulary, features: np.ndarray
         if not len(active):
             break
 
-    for r, image in enumerate(active):  # reached max_length: keep the cut hypotheses too
-        for b in range(k):
-            if scores[r, b] > NEG_INF / 2:
-                finished[image].append(_make_caption(vocab, words[r, b], scores[r, b], False, alpha))
+    if len(active):  # reached max_length: keep the cut hypotheses, charged for an end token
+        end_log_probs = weights.step(tokens, h, c, image_proj)[0][:, Vocabulary.end_id]
+        for r, image in enumerate(active):
+            for b in range(k):
+                if scores[r, b] > NEG_INF / 2:
+                    finished[image].append(_make_caption(
+                        vocab, words[r, b], scores[r, b] + end_log_probs[r * k + b], False, alpha))
 
     results = []
     for hyps in finished:

@@ -71,6 +71,9 @@ class Vocabulary:
                              f"(expected 'tokens' starting with {list(SPECIAL_TOKENS)}).")
         if len(set(tokens)) != len(tokens):
             raise ValueError(f"{source}: vocabulary has duplicate tokens.")
+        odd = [t for t in tokens[4:] if not _WORD.fullmatch(t)]
+        if odd:  # clean_caption only makes a-z words; anything else did not come from training
+            raise ValueError(f"{source}: vocabulary has non-word tokens such as {odd[0]!r}.")
         return cls(tokens[4:], int(data.get("min_count", 1)))
 
     def save(self, path: Path) -> None:

@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import os
 import platform
-import shutil
+import re
 import sys
 import time
 from pathlib import Path
@@ -30,6 +30,10 @@ from .model import DecoderWeights, build_decoder
 from .text import Vocabulary
 
 EVAL_BEAMS = (1, 3, 5)
+
+
+class TrainingError(RuntimeError):
+    """A training run cannot start or resume as asked."""
 ALPHA_CHOICES = (0.0, 0.5, 0.7, 1.0)
 
 
@@ -63,12 +67,28 @@ class Checkpoint:
     names it: a kill at any moment leaves a state that matches the model it points to.
     """
 
+    OUR_FILES = re.compile(r"^(epoch-\d+\.keras|best-\d+\.weights\.h5|state\.json)$")
+
     def __init__(self, directory: Path):
         self.dir = Path(directory)
         self.state_path = self.dir / "state.json"
+        if self.dir.is_dir() and not self.exists() and any(self.dir.iterdir()):
+            raise TrainingError(f"{self.dir}: checkpoint directory is not empty and holds no "
+                                "state.json; choose an empty or new directory.")
 
     def exists(self) -> bool:
         return self.state_path.is_file()
+
+    def remove(self) -> None:
+        """Delete the checkpoint files (only ours) and the directory if that empties it."""
+        if self.dir.is_dir():
+            for path in self.dir.iterdir():
+                if self.OUR_FILES.match(path.name):
+                    path.unlink(missing_ok=True)
+            try:
+                self.dir.rmdir()
+            except OSError:
+                pass
 
     def best_path(self, state: dict) -> Path:
         return self.dir / state["best_weights"]
@@ -82,8 +102,9 @@ class Checkpoint:
             model.save_weights(str(self.dir / f"best-{epoch}.weights.h5"))
             state["best_weights"] = f"best-{epoch}.weights.h5"
         artifacts.write_json_atomic(self.state_path, state)
-        for path in self.dir.iterdir():  # files no state points to any more
-            if path.name not in (state["model"], state["best_weights"], self.state_path.name):
+        for path in self.dir.iterdir():  # our files that no state points to any more
+            if self.OUR_FILES.match(path.name) and path.name not in (
+                    state["model"], state["best_weights"], self.state_path.name):
                 path.unlink(missing_ok=True)
 
     def load(self):
@@ -139,10 +160,12 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
 
     if checkpoint.exists():
         model, state = checkpoint.load()
-        saved = state["config"]
-        if saved != config.to_json():
-            raise RuntimeError(f"{checkpoint.dir}: checkpoint was made with other settings; "
-                               "delete it to start over.")
+        if state["config"] != config.to_json():
+            raise TrainingError(f"{checkpoint.dir}: checkpoint was made with other settings; "
+                                "delete it to start over, or resume with the same flags.")
+        if state.get("encoder_checksum", encoder.checksum) != encoder.checksum:
+            raise TrainingError(f"{checkpoint.dir}: checkpoint was trained on features of other "
+                                "encoder weights; delete it to start over.")
         log(f"Resuming from {checkpoint.dir} after epoch {state['epoch']}")
     else:
         keras.utils.set_random_seed(config.seed)
@@ -150,7 +173,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         compile_model(model, config.learning_rate)
         state = {"epoch": 0, "best_bleu4": -1.0, "best_epoch": 0, "stale_epochs": 0,
                  "learning_rate": config.learning_rate, "history": [],
-                 "config": config.to_json()}
+                 "config": config.to_json(), "encoder_checksum": encoder.checksum}
 
     def batches(epoch: int):
         order = np.random.default_rng(config.seed + epoch).permutation(len(rows))
@@ -220,7 +243,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
     }
     artifacts.save_trained(out_dir, model, vocab, config, state["history"], metrics, info)
     log(f"Model written to {out_dir} ({time.time() - started:.0f} s in all)")
-    shutil.rmtree(checkpoint.dir, ignore_errors=True)
+    checkpoint.remove()
     return metrics or {}
 
 

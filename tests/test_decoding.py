@@ -46,13 +46,9 @@ def exhaustive_best(w: DecoderWeights, feature: np.ndarray, max_length: int, alp
                 lp, h, c = w.step(np.array([token]), h, c, proj)
                 lp[:, BANNED + [token]] = -1e30
                 total, token = total + lp[0, word], word
-            if length < max_length:
-                lp, h, c = w.step(np.array([token]), h, c, proj)
-                lp[:, BANNED] = -1e30
-                score = (total + lp[0, Vocabulary.end_id]) / (length + 1) ** alpha
-            else:
-                score = total / max(length, 1) ** alpha
-            best = max(best, (score, seq))
+            # Finished or cut at the limit, a caption is charged for its end token.
+            lp, h, c = w.step(np.array([token]), h, c, proj)
+            best = max(best, ((total + lp[0, Vocabulary.end_id]) / (length + 1) ** alpha, seq))
     return best
 
 
@@ -81,14 +77,16 @@ def test_never_emits_banned_tokens_and_respects_max_length():
     w = random_weights(7)
     w.logits_bias[Vocabulary.unk_id] += 50.0   # the model would love to say <unk>
     w.logits_bias[Vocabulary.start_id] += 40.0
-    w.logits_bias[Vocabulary.end_id] -= 50.0   # and never stops by itself
+    w.logits_bias[Vocabulary.end_id] -= 50.0   # and hardly ever stops by itself
     features = np.ones((3, 6), dtype=np.float32)
-    for caps in [[c] for c in greedy_search(w, VOCAB, features, max_length=7)] + \
-            beam_search(w, VOCAB, features, beam=4, top=4, max_length=7):
-        for cap in caps:
-            assert set(cap.tokens) <= {4, 5, 6} and len(cap.tokens) == 7 and not cap.finished
-            assert all(a != b for a, b in zip(cap.tokens, cap.tokens[1:])), cap.text
-            assert not repeats_trigram(cap.tokens), cap.text
+    captions = [c for c in greedy_search(w, VOCAB, features, max_length=7)]
+    captions += [c for caps in beam_search(w, VOCAB, features, beam=4, top=4, max_length=7) for c in caps]
+    for cap in captions:
+        assert set(cap.tokens) <= {4, 5, 6} and len(cap.tokens) <= 7
+        assert cap.finished or len(cap.tokens) == 7
+        assert all(a != b for a, b in zip(cap.tokens, cap.tokens[1:])), cap.text
+        assert not repeats_trigram(cap.tokens), cap.text
+    assert any(not cap.finished for cap in captions)  # the limit was reached and respected
 
 
 def test_deterministic_and_batch_independent():

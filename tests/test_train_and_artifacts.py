@@ -112,6 +112,10 @@ def test_inconsistent_model_is_refused(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["files"].pop("vocab.json")
     (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="does not list the sha256"):
+        load_trained(out)
+    manifest["files"]["vocab.json"] = artifacts.sha256_file(out / "vocab.json")
+    (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="config.json says 7 words but vocab.json has 6"):
         load_trained(out)
     (out / "weights.tmp").write_text("")

