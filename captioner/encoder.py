@@ -9,7 +9,6 @@ Weights are looked up in this order, never falling back to random ones:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 from pathlib import Path
@@ -89,22 +88,13 @@ def _load_file(path: Path, verify: bool):
     except Exception as exc:
         raise EncoderWeightsError(f"{path}: not a valid Xception weights file ({exc}).") from None
     checksum = weights_checksum(model.get_weights())
-    if verify:
-        recorded = _recorded_checksum(path)
-        if checksum not in {recorded, EXPECTED_CHECKSUM}:
-            raise EncoderWeightsError(
-                f"{path}: weights checksum {checksum[:12]} does not match the recorded "
-                f"{(recorded or EXPECTED_CHECKSUM)[:12]}; delete it and run "
-                "`python -m captioner fetch-weights` again.")
+    # The cache only ever holds the weights fetch-weights extracted, whose checksum is pinned
+    # (and recorded beside the file); anything else is damage or tampering.
+    if verify and checksum != EXPECTED_CHECKSUM:
+        raise EncoderWeightsError(
+            f"{path}: weights checksum {checksum[:12]} is not the expected "
+            f"{EXPECTED_CHECKSUM[:12]}; delete it and run `python -m captioner fetch-weights` again.")
     return model, checksum, str(path)
-
-
-def _recorded_checksum(weights_path: Path) -> str | None:
-    meta = weights_path.with_name(CHECKSUM_FILENAME)
-    try:
-        return json.loads(meta.read_text())["sha256"]
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 class Encoder:
