@@ -60,6 +60,19 @@ def caption_sequences(dataset: Flickr8k, names: list[str], vocab: Vocabulary, ma
     return np.array(rows), np.stack(inputs), np.stack(targets)
 
 
+def _default_encoder():
+    from .encoder import Encoder
+    return Encoder()
+
+
+def split_features(dataset: Flickr8k, splits: dict[str, list[str]], encoder, progress: bool) -> dict:
+    """Xception vectors of each split's photos, through the on-disk cache."""
+    cache = FeatureCache(encoder.checksum)
+    return {s: extract_features([dataset.image_path(n) for n in names], encoder, cache,
+                                progress=progress, desc=f"Features ({s})")
+            for s, names in splits.items() if names}
+
+
 class Checkpoint:
     """Model + optimiser (.keras, loaded in safe mode), best weights, and a JSON state.
 
@@ -141,13 +154,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
     log(f"Dataset {dataset.root} ({dataset.layout} layout): "
         + ", ".join(f"{s} {len(n)}" for s, n in splits.items()))
 
-    if encoder is None:
-        from .encoder import Encoder
-        encoder = Encoder()
-    cache = FeatureCache(encoder.checksum)
-    features = {s: extract_features([dataset.image_path(n) for n in names], encoder, cache,
-                                    progress=progress, desc=f"Features ({s})")
-                for s, names in splits.items() if names}
+    encoder = encoder or _default_encoder()
+    features = split_features(dataset, splits, encoder, progress)
 
     train_captions = [c for n in splits["train"] for c in dataset.captions[n]]
     vocab = Vocabulary.build(train_captions, config.min_word_count)
@@ -270,14 +278,9 @@ def rescore(data_dir: str | os.PathLike, model_dir: str | os.PathLike, encoder=N
     from .artifacts import load_trained
     trained = load_trained(model_dir)
     dataset = load_flickr8k(data_dir)
-    if encoder is None:
-        from .encoder import Encoder
-        encoder = Encoder()
-    cache = FeatureCache(encoder.checksum)
+    encoder = encoder or _default_encoder()
     names = {s: dataset.images(s) for s in ("val", "test")}
-    features = {s: extract_features([dataset.image_path(n) for n in n_], encoder, cache,
-                                    progress=progress, desc=f"Features ({s})")
-                for s, n_ in names.items()}
+    features = split_features(dataset, names, encoder, progress)
     weights = DecoderWeights.from_keras(trained.model)
     config = choose_length_alpha(weights, trained.vocab, trained.config, features["val"], names["val"],
                                  {n: dataset.captions[n] for n in names["val"]})

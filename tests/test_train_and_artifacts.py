@@ -64,6 +64,15 @@ def test_kaggle_layout_trains_too(tmp_path, kaggle_dataset):
     manifest = json.loads((tmp_path / "trained" / "manifest.json").read_text())
     assert manifest["dataset"]["layout"] == "kaggle"
 
+    # Re-scoring keeps the weights and history, and rewrites the metrics atomically.
+    from captioner.train import rescore
+    from conftest import PixelEncoder
+    before = load_trained(tmp_path / "trained")
+    metrics = rescore(kaggle_dataset, tmp_path / "trained", PixelEncoder(), progress=False)
+    after = load_trained(tmp_path / "trained")
+    assert after.manifest["files"]["decoder.weights.h5"] == before.manifest["files"]["decoder.weights.h5"]
+    assert after.history == before.history and after.metrics == metrics and "rescored" in after.manifest
+
 
 def tiny_trained(tmp_path, vocab_words=("a", "red", "square")):
     from captioner.config import Config
