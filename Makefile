@@ -43,8 +43,10 @@ build/example-camera.png: | venv
 caption: setup $(IMAGE)
 	$(PY) -m captioner caption $(IMAGE) --beam 3 --top 3
 
+# Both decoders (merge, then attention); DECODER=attention trains one.
+DECODER ?= both
 train: setup
-	$(PY) training_scripts/train.py --data $(DATA) --out trained
+	$(PY) training_scripts/train.py --data $(DATA) --out trained --decoder $(DECODER)
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -57,11 +57,15 @@ def model_dir() -> Path:
 
 def _model_stamp(directory: Path) -> tuple:
     """Changes when training swaps in a new model, so the cache reloads it."""
-    try:
-        stat = (directory / "manifest.json").stat()
-        return stat.st_mtime_ns, stat.st_size
-    except OSError:
-        return ()
+    from captioner.captioner import available_models
+    stamp = []
+    for name, path in sorted(available_models(directory).items()):
+        try:
+            stat = (path / "manifest.json").stat()
+            stamp.append((name, stat.st_mtime_ns, stat.st_size))
+        except OSError:
+            pass
+    return tuple(stamp)
 
 
 @st.cache_resource(show_spinner="Loading the caption model…", max_entries=1)

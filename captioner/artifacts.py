@@ -68,7 +68,7 @@ def save_trained(out_dir: Path, model, vocab: Vocabulary, config: Config,
     try:
         # A compiled model's save_weights also stores the optimiser's moments (3x the size);
         # the app needs only the decoder, so save an uncompiled copy.
-        from .model import build_decoder
+        from .decoders import build_decoder
         decoder = build_decoder(config)
         decoder.set_weights(model.get_weights())
         decoder.save_weights(str(staging / WEIGHTS))
@@ -155,7 +155,7 @@ def load_trained(directory: str | os.PathLike) -> TrainedModel:
     if config.vocab_size != len(vocab):
         raise ArtifactError(f"{directory}: {CONFIG} says {config.vocab_size} words but "
                             f"{VOCAB} has {len(vocab)}; they come from different runs.")
-    from .model import build_decoder
+    from .decoders import build_decoder
     model = build_decoder(config)
     try:
         model.load_weights(str(directory / WEIGHTS))

@@ -1,9 +1,12 @@
 """The Python API the app and the command line use.
 
-    captioner = Captioner.load("trained/")
+    captioner = Captioner.load()                          # the best model in trained/ (or name=...)
     features = captioner.features("photo.jpg")            # encode once (~0.25 s on 2 cores)
     for beam in (1, 3, 5):
         captioner.caption(features, beam=beam, top=3)      # decode many times (milliseconds)
+
+`features` is Xception's 10x10x2048 map (float16); the merge decoder reads its mean, the
+attention decoder all 100 regions, so one encoder pass serves both models.
 
 Thread safety: the encoder serialises its calls with a lock; decoding only reads the NumPy
 weight arrays and allocates its own state, so any number of threads may decode at once.
@@ -16,14 +19,55 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import TrainedModel, load_trained
+from .artifacts import MANIFEST, METRICS, ArtifactError, TrainedModel, load_trained, read_json
+from .decoders import numpy_decoder
 from .decoding import Caption, beam_search, greedy_search
 from .encoder import Encoder, EncoderWeightsError
 from .images import ImageSource, load_image, prepare_for_encoder
-from .model import DecoderWeights
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "trained"
 MAX_BEAM = 20
+
+
+def default_model_root() -> Path:
+    return Path(os.environ.get("CAPTIONER_MODEL_DIR") or DEFAULT_MODEL_DIR)
+
+
+def available_models(root: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Model directories by name: the subdirectories of `root` holding a model (trained/merge,
+    trained/attention), or `root` itself, named by its decoder, when it is one model."""
+    root = Path(root or default_model_root())
+    if (root / MANIFEST).is_file():
+        try:
+            name = read_json(root / "config.json").get("decoder", "merge")
+        except ArtifactError:
+            name = root.name
+        return {name: root}
+    if not root.is_dir():
+        return {}
+    return {d.name: d for d in sorted(root.iterdir()) if (d / MANIFEST).is_file()}
+
+
+def test_cider(directory: Path) -> float:
+    """A model's test CIDEr at beam 3 (as recorded by training), or -1 if it has none."""
+    try:
+        return float(read_json(Path(directory) / METRICS)["beam"]["3"]["CIDEr"])
+    except (ArtifactError, KeyError, TypeError, ValueError):
+        return -1.0
+
+
+def resolve_model(root: str | os.PathLike | None = None, name: str | None = None) -> Path:
+    """The directory of model `name`, or of the best model by test CIDEr."""
+    root = Path(root or default_model_root())
+    models = available_models(root)
+    if not models:
+        raise ArtifactError(f"{root}: no trained model here (run `make train`, or "
+                            "training_scripts/train.py).")
+    if name is None:
+        return max(models.values(), key=lambda d: (test_cider(d), d.name))
+    if name not in models:
+        raise ArtifactError(f"{root}: no model named {name!r} (available: {', '.join(models)}).")
+    return models[name]
 
 
 class Captioner:
@@ -32,16 +76,23 @@ class Captioner:
         self.trained = trained
         self.config = trained.config
         self.vocab = trained.vocab
-        self.weights = DecoderWeights.from_keras(trained.model)
+        self.name = trained.config.decoder
+        self.decoder = numpy_decoder(trained.model, trained.config)
         self._encoder = encoder
         self._encoder_weights = encoder_weights
         self._encoder_lock = threading.Lock()
 
     @classmethod
-    def load(cls, directory: str | os.PathLike | None = None, encoder: Encoder | None = None,
+    def load(cls, directory: str | os.PathLike | None = None, name: str | None = None,
+             encoder: Encoder | None = None,
              encoder_weights: str | os.PathLike | None = None) -> "Captioner":
-        directory = directory or os.environ.get("CAPTIONER_MODEL_DIR") or DEFAULT_MODEL_DIR
-        return cls(load_trained(directory), encoder, encoder_weights)
+        """Model `name` ("merge", "attention") from `directory` (default trained/), or the one
+        with the best test CIDEr; `directory` may also be one model's own directory."""
+        return cls(load_trained(resolve_model(directory, name)), encoder, encoder_weights)
+
+    @property
+    def has_attention(self) -> bool:
+        return self.decoder.has_attention
 
     # -- encoder ---------------------------------------------------------------------------
     @property
@@ -61,26 +112,25 @@ class Captioner:
                                f"ones this model was trained with ({expected[:12]}).")
 
     def features(self, image: ImageSource, name: str | None = None) -> np.ndarray:
-        """2048-d Xception vector of one photo (path, bytes or PIL image)."""
+        """Xception's (10, 10, 2048) float16 map of one photo (path, bytes or PIL image)."""
         return self.features_batch([image], [name])[0]
 
     def features_batch(self, images: list[ImageSource], names: list[str | None] | None = None) -> np.ndarray:
         names = names or [None] * len(images)
         arrays = np.stack([prepare_for_encoder(load_image(img, name)) for img, name in zip(images, names)])
-        return self.encoder.encode(arrays)
-
-    def feature_map(self, image: ImageSource, name: str | None = None) -> np.ndarray:
-        """10x10x2048 spatial Xception features, for attention models."""
-        return self.encoder.feature_maps(prepare_for_encoder(load_image(image, name)))[0]
+        return self.encoder.feature_maps(arrays)
 
     # -- decoder ---------------------------------------------------------------------------
     def caption(self, features: np.ndarray, beam: int | None = None, top: int = 1,
-                alpha: float | None = None, max_length: int | None = None) -> list[Caption]:
-        """The `top` best captions for one feature vector; beam=1 is greedy search."""
-        return self.caption_batch(np.atleast_2d(features), beam, top, alpha, max_length)[0]
+                alpha: float | None = None, max_length: int | None = None,
+                attention: bool = False) -> list[Caption]:
+        """The `top` best captions for one photo's features; beam=1 is greedy search.
+        With `attention` (attention model only), each caption carries its per-word weights."""
+        return self.caption_batch(np.asarray(features)[None], beam, top, alpha, max_length, attention)[0]
 
     def caption_batch(self, features: np.ndarray, beam: int | None = None, top: int = 1,
-                      alpha: float | None = None, max_length: int | None = None) -> list[list[Caption]]:
+                      alpha: float | None = None, max_length: int | None = None,
+                      attention: bool = False) -> list[list[Caption]]:
         beam = self.config.default_beam if beam is None else int(beam)
         if not 1 <= beam <= MAX_BEAM:
             raise ValueError(f"beam width must be between 1 and {MAX_BEAM}, got {beam}")
@@ -88,13 +138,18 @@ class Captioner:
             raise ValueError(f"top must be between 1 and {MAX_BEAM}, got {top}")
         alpha = self.config.length_alpha if alpha is None else alpha
         max_length = max_length or self.config.max_decode_length
-        features = np.asarray(features, dtype=np.float32)
-        if features.ndim != 2 or features.shape[1] != self.config.feature_dim:
-            raise ValueError(f"expected features of shape (n, {self.config.feature_dim}), "
-                             f"got {features.shape}")
+        features = np.asarray(features)
+        maps = features.ndim == 4 and features.shape[1:] == (10, 10, self.config.feature_dim)
+        vectors = features.ndim == 2 and features.shape[1] == self.config.feature_dim
+        if not (maps or (vectors and not self.has_attention)):
+            raise ValueError(f"expected Xception maps of shape (n, 10, 10, {self.config.feature_dim})"
+                             + ("" if self.has_attention else f" or vectors (n, {self.config.feature_dim})")
+                             + f", got {features.shape}")
+        attention = attention and self.has_attention
         if beam == 1 and top == 1:
-            return [[cap] for cap in greedy_search(self.weights, self.vocab, features, max_length, alpha)]
-        return beam_search(self.weights, self.vocab, features, beam, top, max_length, alpha)
+            return [[cap] for cap in greedy_search(self.decoder, self.vocab, features, max_length,
+                                                   alpha, attention)]
+        return beam_search(self.decoder, self.vocab, features, beam, top, max_length, alpha, attention)
 
     def caption_image(self, image: ImageSource, beam: int | None = None, top: int = 1,
                       name: str | None = None) -> list[Caption]:

@@ -7,17 +7,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+DECODERS = ("merge", "attention")
+
+
 @dataclass
 class Config:
     # Vocabulary and captions
     min_word_count: int = 5
     max_caption_words: int = 30        # longer training captions are truncated
-    # Decoder (merge architecture)
+    # Decoder: "merge" (image vector added to the LSTM output) or "attention" (adaptive
+    # attention over the 10x10 map, see attention.py)
+    decoder: str = "merge"
     feature_dim: int = 2048
     embed_dim: int = 256
     units: int = 512
     image_dropout: float = 0.5
     embed_dropout: float = 0.5
+    attention_dim: int = 256           # attention decoder only
     # Optimisation
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -25,6 +31,11 @@ class Config:
     patience: int = 4                  # epochs without a better val BLEU-4 before stopping
     lr_decay_patience: int = 2         # halve the learning rate after this many flat epochs
     seed: int = 1234
+    # Self-critical sequence training (CIDEr-D reward) after cross-entropy; 0 epochs skips it
+    scst_max_epochs: int = 15
+    scst_samples: int = 5              # captions sampled per photo; baseline = mean of the others
+    scst_learning_rate: float = 5e-5
+    scst_patience: int = 3             # epochs without a better val CIDEr before stopping
     # Decoding
     max_decode_length: int = 30
     length_alpha: float = 0.7          # score = sum log p / (length ** alpha)
@@ -34,7 +45,13 @@ class Config:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}.")
+        if self.scst_max_epochs < 0 or self.scst_samples < 2 or self.scst_learning_rate <= 0:
+            raise ValueError("scst_max_epochs must be >= 0, scst_samples >= 2 (the baseline is the "
+                             "mean of the other samples) and scst_learning_rate positive.")
         positive = ("min_word_count", "max_caption_words", "feature_dim", "embed_dim", "units",
+                    "attention_dim", "scst_patience",
                     "batch_size", "max_epochs", "patience", "lr_decay_patience",
                     "max_decode_length", "default_beam")
         for name in positive:

@@ -97,11 +97,18 @@ def _load_file(path: Path, verify: bool):
     return model, checksum, str(path)
 
 
+def pool(feature_maps: np.ndarray) -> np.ndarray:
+    """(n, 10, 10, 2048) maps -> (n, 2048) float32 vectors: the global average the merge
+    decoder reads. Always taken from the float16 map, as cached, so training and inference agree."""
+    maps = np.asarray(feature_maps)
+    return maps.reshape(len(maps), -1, maps.shape[-1]).astype(np.float32).mean(axis=1)
+
+
 class Encoder:
     """Turns prepared image arrays into Xception features.
 
-    `feature_maps` gives the 10x10x2048 spatial map (for attention decoders);
-    `encode` gives its global average, the 2048-d vector the merge decoder uses.
+    `feature_maps` gives the 10x10x2048 spatial map as float16 (what the cache stores and
+    the attention decoder reads); `encode` gives its global average, the merge decoder's input.
     """
 
     def __init__(self, weights: str | os.PathLike | None = None, allow_download: bool = True):
@@ -123,7 +130,7 @@ class Encoder:
         if batch.ndim == 3:
             batch = batch[None]
         with self._lock:
-            return self._forward(batch).numpy()
+            return self._forward(batch).numpy().astype(np.float16)
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
-        return self.feature_maps(batch).mean(axis=(1, 2))
+        return pool(self.feature_maps(batch))

@@ -1,9 +1,10 @@
 """The merge decoder: image vector -> Dense; caption -> Embedding -> LSTM; add -> Dense -> vocab.
 
 Training runs it on whole captions at once (teacher forcing, the LSTM returns every step).
-Decoding does not call Keras: `DecoderWeights` holds the same arrays and `step` advances a
-batch of partial captions by one word in NumPy, which is exact (tested against the Keras
-forward pass) and far cheaper than a Keras call per word on a CPU.
+Decoding does not call Keras: `MergeDecoder` holds the same arrays and advances a batch of
+partial captions by one word in NumPy, which is exact (tested against the Keras forward
+pass) and far cheaper than a Keras call per word on a CPU. It implements the step interface
+of `decoding.py`, shared with the attention decoder.
 """
 from __future__ import annotations
 
@@ -12,11 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import Config
+from .encoder import pool
 
-LAYER_NAMES = ("image_dense", "embedding", "lstm", "merge_dense", "logits")
 
-
-def build_decoder(config: Config, vocab_size: int | None = None):
+def build_merge_decoder(config: Config, vocab_size: int | None = None):
     import keras
     from keras import layers
 
@@ -38,8 +38,25 @@ def build_decoder(config: Config, vocab_size: int | None = None):
     return keras.Model([image, tokens], logits, name="merge_decoder")
 
 
+def as_vectors(features: np.ndarray) -> np.ndarray:
+    """Pooled (n, 2048) vectors from maps (n, 10, 10, 2048) or (n, 100, 2048), or vectors."""
+    features = np.asarray(features)
+    if features.ndim == 2:
+        return features.astype(np.float32, copy=False)
+    if features.ndim in (3, 4):
+        return pool(features)
+    raise ValueError(f"expected Xception maps or vectors, got shape {features.shape}")
+
+
 @dataclass
-class DecoderWeights:
+class StepOutput:
+    log_probs: np.ndarray                  # (rows, vocab)
+    state: tuple                           # arrays with one row per hypothesis
+    attention: np.ndarray | None = None    # (rows, regions + 1): where the word looked; last = sentinel
+
+
+@dataclass
+class MergeDecoder:
     image_kernel: np.ndarray
     image_bias: np.ndarray
     embedding: np.ndarray
@@ -51,8 +68,10 @@ class DecoderWeights:
     logits_kernel: np.ndarray
     logits_bias: np.ndarray
 
+    has_attention = False
+
     @classmethod
-    def from_keras(cls, model) -> "DecoderWeights":
+    def from_keras(cls, model) -> "MergeDecoder":
         get = lambda name: [np.asarray(w, dtype=np.float32) for w in model.get_layer(name).get_weights()]
         image_kernel, image_bias = get("image_dense")
         (embedding,) = get("embedding")
@@ -75,22 +94,23 @@ class DecoderWeights:
     def units(self) -> int:
         return self.lstm_recurrent.shape[0]
 
-    def project_image(self, features: np.ndarray) -> np.ndarray:
-        return np.maximum(features @ self.image_kernel + self.image_bias, 0.0)
+    def prepare(self, features: np.ndarray) -> dict:
+        """Per-photo work done once, whatever the number of beams: the projected image."""
+        vectors = as_vectors(features)
+        return {"image": np.maximum(vectors @ self.image_kernel + self.image_bias, 0.0)}
 
-    def initial_state(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        zeros = np.zeros((batch, self.units), dtype=np.float32)
+    def initial_state(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        zeros = np.zeros((rows, self.units), dtype=np.float32)
         return zeros, zeros.copy()
 
-    def step(self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray, image_proj: np.ndarray):
-        """One word for a batch: returns (log-probabilities (B, V), new h, new c)."""
-        z = self.token_gates[tokens] + _matmul(h, self.lstm_recurrent)
-        i, f, g, o = np.split(z, 4, axis=1)  # Keras gate order
-        c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
-        h = _sigmoid(o) * np.tanh(c)
-        hidden = np.maximum(_matmul(image_proj + h, self.merge_kernel) + self.merge_bias, 0.0)
-        logits = _matmul(hidden, self.logits_kernel) + self.logits_bias
-        return _log_softmax(logits), h, c
+    def step(self, tokens: np.ndarray, state: tuple, context: dict, photos: np.ndarray) -> StepOutput:
+        """One word for a batch of rows; row r belongs to photo `photos[r]` of `context`."""
+        h, c = state
+        z = self.token_gates[tokens] + matmul(h, self.lstm_recurrent)
+        h, c = lstm_update(z, c)
+        hidden = np.maximum(matmul(context["image"][photos] + h, self.merge_kernel) + self.merge_bias, 0.0)
+        logits = matmul(hidden, self.logits_kernel) + self.logits_bias
+        return StepOutput(log_softmax(logits), (h, c))
 
 
 # Below this many rows, one matrix-vector product per row beats a matrix product: OpenBLAS
@@ -99,16 +119,27 @@ class DecoderWeights:
 SMALL_BATCH_ROWS = 6
 
 
-def _matmul(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def matmul(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
     if 1 < len(x) <= SMALL_BATCH_ROWS:
         return np.stack([row @ weights for row in x])
     return x @ weights
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def lstm_update(z: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    i, f, g, o = np.split(z, 4, axis=1)  # Keras gate order
+    c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+    return sigmoid(o) * np.tanh(c), c
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (np.tanh(0.5 * x) + 1.0)  # overflow-free form of 1/(1+e^-x)
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(axis=1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    x = np.exp(x - x.max(axis=-1, keepdims=True))
+    return x / x.sum(axis=-1, keepdims=True)

@@ -10,6 +10,14 @@ from typing import Iterable
 PAD, UNK, START, END = "<pad>", "<unk>", "<start>", "<end>"
 SPECIAL_TOKENS = (PAD, UNK, START, END)
 _WORD = re.compile(r"[a-z]+")
+# Words that may repeat in a pair ("a dog in a field in a park"): articles, prepositions,
+# conjunctions, pronouns and auxiliaries. Decoding bans a repeated pair of other words.
+FUNCTION_WORDS = frozenset("""
+a an the this that these those some another other each its his her their our your my
+in on at of to from with without by for into onto over under near behind beside between
+through across along around up down off out about above below past while as than
+and or but is are was were be being been has have had does do there here it he she they
+one two three four""".split())
 
 
 def clean_caption(caption: str) -> list[str]:
@@ -39,6 +47,15 @@ class Vocabulary:
         words = sorted((w for w, c in counts.items() if c >= min_count),
                        key=lambda w: (-counts[w], w))
         return cls(words, min_count)
+
+    @property
+    def content_mask(self) -> "np.ndarray":
+        """True for each id that is a content word (not special, not a function word)."""
+        if getattr(self, "_content_mask", None) is None or len(self._content_mask) != len(self.itos):
+            import numpy as np
+            self._content_mask = np.array([w not in FUNCTION_WORDS and w not in SPECIAL_TOKENS
+                                           for w in self.itos])
+        return self._content_mask
 
     def __len__(self) -> int:
         return len(self.itos)

@@ -1,8 +1,15 @@
-"""Train the merge decoder on Flickr8k end to end, resumably.
+"""Train a decoder (merge or attention) on Flickr8k end to end, resumably.
 
-    features (cached) -> vocabulary -> epochs of teacher forcing -> val loss + val BLEU-4
-    -> checkpoint every epoch -> early stop -> choose length penalty on val -> test metrics
-    -> trained/ written atomically.
+    features (cached) -> vocabulary
+    -> cross-entropy epochs (teacher forcing)      ┐ checkpoint every epoch; the epoch kept
+    -> self-critical epochs (CIDEr-D reward)       ┘ is the one with the best val CIDEr
+    -> length penalty chosen on val -> test metrics -> the model directory, written atomically.
+
+Both phases run the same training step: a weighted sum of the word log-likelihoods. For
+cross-entropy the weights are 1 on every real word; for self-critical training they are the
+sample's advantage, reward minus the mean reward of the photo's other samples (Rennie et al.
+2017, with the "new self-critical" baseline), so the one step raises the probability of
+captions better than their siblings and lowers the others'.
 
 A killed run restarts from its last checkpoint (`<out>.checkpoint/`, outside trained/).
 """
@@ -10,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import os
 import platform
 import re
@@ -21,43 +27,72 @@ from pathlib import Path
 import numpy as np
 
 from . import artifacts
+from .cider import CiderD
 from .config import Config
 from .dataset import Flickr8k, load_flickr8k
-from .decoding import beam_search, greedy_search
-from .evaluate import coco_scores, distinct_fraction, human_ceiling, mean_length, quick_bleu4
-from .features import FeatureCache, extract_features
-from .model import DecoderWeights, build_decoder
-from .text import Vocabulary
+from .decoders import build_decoder, keras_inputs, numpy_decoder, training_features
+from .decoding import beam_search, greedy_search, sample_captions
+from .evaluate import caption_statistics, coco_scores, human_ceiling, quick_scores
+from .features import FeatureCache, extract_feature_maps
+from .text import Vocabulary, clean_caption
 
 EVAL_BEAMS = (1, 3, 5)
+ALPHA_CHOICES = (0.0, 0.5, 0.7, 1.0)
+# metrics.json key of each caption statistic, per beam width
+STATISTICS = {"distinct": "distinct_captions", "mean_words": "mean_words",
+              "vocabulary_used": "vocabulary_used", "bigram_repeats": "bigram_repeat_rate",
+              "bad_endings": "bad_ending_rate"}
+SCST_SAMPLE_PHOTOS = 96     # photos sampled with one copy of the weights (then 6-8 updates)
+END_WORD = "<end>"          # kept in the reward, so stopping mid-phrase costs CIDEr
 
 
 class TrainingError(RuntimeError):
     """A training run cannot start or resume as asked."""
-ALPHA_CHOICES = (0.0, 0.5, 0.7, 1.0)
 
 
 def log(message: str) -> None:
     print(f"[{dt.datetime.now():%H:%M:%S}] {message}", flush=True)
 
 
-def caption_sequences(dataset: Flickr8k, names: list[str], vocab: Vocabulary, max_words: int):
-    """(image row, input ids, target ids) for every caption: input <start> w.., target w.. <end>."""
-    rows, inputs, targets = [], [], []
-    width = max_words + 1
-    for row, name in enumerate(names):
-        for caption in dataset.captions[name]:
-            ids = vocab.encode(caption)[:max_words]
-            if not ids:
-                continue
-            inp = np.zeros(width, dtype=np.int32)
-            tgt = np.zeros(width, dtype=np.int32)
-            inp[:len(ids) + 1] = [Vocabulary.start_id] + ids
-            tgt[:len(ids) + 1] = ids + [Vocabulary.end_id]
-            rows.append(row)
-            inputs.append(inp)
-            targets.append(tgt)
-    return np.array(rows), np.stack(inputs), np.stack(targets)
+@dataclasses.dataclass
+class CaptionSet:
+    """Every caption of a split as word ids, and which photo (row of the split) it describes."""
+    photos: np.ndarray            # (C,)
+    ids: list                     # C arrays of word ids, without start/end
+    by_photo: list                # per photo, the indices of its captions
+
+    @classmethod
+    def build(cls, dataset: Flickr8k, names: list[str], vocab: Vocabulary, max_words: int):
+        photos, ids, by_photo = [], [], [[] for _ in names]
+        for row, name in enumerate(names):
+            for caption in dataset.captions[name]:
+                words = vocab.encode(caption)[:max_words]
+                if words:
+                    by_photo[row].append(len(ids))
+                    photos.append(row)
+                    ids.append(np.array(words, dtype=np.int32))
+        return cls(np.array(photos, dtype=np.int64), ids, by_photo)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, indices) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Teacher forcing: inputs <start> w1..wn, targets w1..wn <end>, padded to the batch."""
+        width = max(len(self.ids[i]) for i in indices) + 1
+        inputs = np.zeros((len(indices), width), dtype=np.int32)
+        targets = np.zeros((len(indices), width), dtype=np.int32)
+        for j, i in enumerate(indices):
+            words = self.ids[i]
+            inputs[j, 0] = Vocabulary.start_id
+            inputs[j, 1:len(words) + 1] = words
+            targets[j, :len(words)] = words
+            targets[j, len(words)] = Vocabulary.end_id
+        return self.photos[indices], inputs, targets
+
+
+def photo_batches(n_photos: int, photos_per_batch: int, rng: np.random.Generator):
+    order = rng.permutation(n_photos)
+    return [order[i:i + photos_per_batch] for i in range(0, n_photos, photos_per_batch)]
 
 
 def _default_encoder():
@@ -65,22 +100,28 @@ def _default_encoder():
     return Encoder()
 
 
-def split_features(dataset: Flickr8k, splits: dict[str, list[str]], encoder, progress: bool) -> dict:
-    """Xception vectors of each split's photos, through the on-disk cache."""
+def split_features(dataset: Flickr8k, splits: dict[str, list[str]], encoder, progress: bool,
+                   config: Config | None = None) -> dict:
+    """Each split's features through the on-disk cache, in the form `config.decoder` reads
+    (pooled vectors for merge, 100 regions for attention)."""
+    config = config or Config()
     cache = FeatureCache(encoder.checksum)
-    return {s: extract_features([dataset.image_path(n) for n in names], encoder, cache,
-                                progress=progress, desc=f"Features ({s})")
-            for s, names in splits.items() if names}
+    pooled = config.decoder == "merge"
+    out = {}
+    for split, names in splits.items():
+        if names:
+            maps = extract_feature_maps([dataset.image_path(n) for n in names], encoder, cache,
+                                        progress=progress, pooled=pooled, desc=f"Features ({split})")
+            out[split] = maps if pooled else training_features(config, maps)
+    return out
 
 
 class Checkpoint:
-    """Model + optimiser (.keras, loaded in safe mode), best weights, and a JSON state.
+    """Weights with the optimiser's moments (one .weights.h5 per epoch), the best weights,
+    and a JSON state. state.json, written last and atomically, names the files: a kill at
+    any moment leaves a state that matches the weights it points to."""
 
-    Each epoch's model goes to its own file and state.json, written last and atomically,
-    names it: a kill at any moment leaves a state that matches the model it points to.
-    """
-
-    OUR_FILES = re.compile(r"^(epoch-\d+\.keras|best-\d+\.weights\.h5|state\.json)$")
+    OUR_FILES = re.compile(r"^(epoch-\d+\.weights\.h5|best-\d+\.weights\.h5|state\.json)$")
 
     def __init__(self, directory: Path):
         self.dir = Path(directory)
@@ -109,8 +150,8 @@ class Checkpoint:
     def save(self, model, state: dict, is_best: bool) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         epoch = state["epoch"]
-        model.save(str(self.dir / f"epoch-{epoch}.keras"))
-        state["model"] = f"epoch-{epoch}.keras"
+        model.save_weights(str(self.dir / f"epoch-{epoch}.weights.h5"))  # with optimiser state
+        state["model"] = f"epoch-{epoch}.weights.h5"
         if is_best:
             model.save_weights(str(self.dir / f"best-{epoch}.weights.h5"))
             state["best_weights"] = f"best-{epoch}.weights.h5"
@@ -120,146 +161,289 @@ class Checkpoint:
                     state["model"], state["best_weights"], self.state_path.name):
                 path.unlink(missing_ok=True)
 
-    def load(self):
-        import keras
+    def load(self, config: Config):
         state = artifacts.read_json(self.state_path)
-        model = keras.models.load_model(str(self.dir / state["model"]), safe_mode=True)
+        if state.get("config") != config.to_json():
+            raise TrainingError(f"{self.dir}: checkpoint was made with other settings; "
+                                "delete it to start over, or resume with the same flags.")
+        model = new_model(config, state["learning_rate"])
+        model.load_weights(str(self.dir / state["model"]))
         return model, state
 
 
-def compile_model(model, learning_rate: float) -> None:
+def new_model(config: Config, learning_rate: float):
+    """A decoder with its optimiser built, so saved weights include (and restore) its moments."""
     import keras
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=5.0),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  weighted_metrics=[])
+    model = build_decoder(config)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=5.0))
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def make_train_step(model):
+    """One update on sum(weights * -log p(target)) / normaliser: cross-entropy or SCST."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def train_step(inputs, targets, weights, normaliser):
+        with tf.GradientTape() as tape:
+            logits = model(inputs, training=True)
+            nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+            loss = tf.reduce_sum(nll * weights) / normaliser
+        grads = tape.gradient(loss, model.trainable_variables)
+        model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    @tf.function(reduce_retracing=True)
+    def nll_sum(inputs, targets, weights):
+        logits = model(inputs, training=False)
+        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+        return tf.reduce_sum(nll * weights)
+
+    return train_step, nll_sum
+
+
+class Run:
+    """Everything one training run needs, loaded once: data, features, vocabulary, model."""
+
+    def __init__(self, data_dir, config: Config, encoder, progress: bool, max_images: int | None):
+        self.progress = progress
+        self.dataset = load_flickr8k(data_dir)
+        self.splits = {s: self.dataset.images(s)[:max_images] if max_images else self.dataset.images(s)
+                       for s in ("train", "val", "test")}
+        log(f"Dataset {self.dataset.root} ({self.dataset.layout} layout): "
+            + ", ".join(f"{s} {len(n)}" for s, n in self.splits.items()))
+        self.features = split_features(self.dataset, self.splits, encoder, progress, config)
+        train_captions = [c for n in self.splits["train"] for c in self.dataset.captions[n]]
+        self.vocab = Vocabulary.build(train_captions, config.min_word_count)
+        self.config = dataclasses.replace(config, vocab_size=len(self.vocab))
+        log(f"Vocabulary: {len(self.vocab)} tokens (words seen >= {config.min_word_count} times in train)")
+        self.captions = {s: CaptionSet.build(self.dataset, self.splits[s], self.vocab,
+                                             config.max_caption_words) for s in ("train", "val")}
+        self.references = {s: {n: self.dataset.captions[n] for n in names}
+                           for s, names in self.splits.items()}
+        per_photo = len(self.captions["train"]) / max(len(self.splits["train"]), 1)
+        self.photos_per_batch = max(1, round(config.batch_size / max(per_photo, 1)))
+
+    def inputs(self, split: str, photos, tokens) -> dict:
+        return keras_inputs(self.config, self.features[split], photos, tokens)
+
+    def val_scores(self, model) -> tuple[dict, list]:
+        """Greedy captions of the val photos and their BLEU-4 and CIDEr (our tokens, no Java)."""
+        decoder = numpy_decoder(model, self.config)
+        captions = greedy_search(decoder, self.vocab, self.features["val"],
+                                 self.config.max_decode_length, self.config.length_alpha)
+        hyps = {n: c.text for n, c in zip(self.splits["val"], captions)}
+        return quick_scores(hyps, self.references["val"]), captions
 
 
 def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Config | None = None,
           checkpoint_dir: str | os.PathLike | None = None, encoder=None,
           evaluate_test: bool = True, progress: bool = True, stop_after_epochs: int | None = None,
           max_images: int | None = None) -> dict:
-    """Run (or resume) a whole training run and write `out_dir`. Returns the metrics."""
+    """Run (or resume) a whole training run and write `out_dir`. Returns the test metrics."""
     import keras
-    import tensorflow as tf
 
     config = config or Config()
     out_dir = Path(out_dir)
     checkpoint = Checkpoint(Path(checkpoint_dir) if checkpoint_dir
                             else out_dir.with_name(f".{out_dir.name}.checkpoint"))
     started = time.time()
-
-    dataset = load_flickr8k(data_dir)
-    splits = {s: dataset.images(s)[:max_images] if max_images else dataset.images(s)
-              for s in ("train", "val", "test")}
-    log(f"Dataset {dataset.root} ({dataset.layout} layout): "
-        + ", ".join(f"{s} {len(n)}" for s, n in splits.items()))
-
     encoder = encoder or _default_encoder()
-    features = split_features(dataset, splits, encoder, progress)
-
-    train_captions = [c for n in splits["train"] for c in dataset.captions[n]]
-    vocab = Vocabulary.build(train_captions, config.min_word_count)
-    config = dataclasses.replace(config, vocab_size=len(vocab))
-    log(f"Vocabulary: {len(vocab)} tokens (words seen >= {config.min_word_count} times in train)")
-
-    rows, inputs, targets = caption_sequences(dataset, splits["train"], vocab, config.max_caption_words)
-    v_rows, v_inputs, v_targets = caption_sequences(dataset, splits["val"], vocab, config.max_caption_words)
-    val_refs = {n: dataset.captions[n] for n in splits["val"]}
+    run = Run(data_dir, config, encoder, progress, max_images)
+    config = run.config
 
     if checkpoint.exists():
-        model, state = checkpoint.load()
-        if state["config"] != config.to_json():
-            raise TrainingError(f"{checkpoint.dir}: checkpoint was made with other settings; "
-                                "delete it to start over, or resume with the same flags.")
+        model, state = checkpoint.load(config)
         if state.get("encoder_checksum", encoder.checksum) != encoder.checksum:
             raise TrainingError(f"{checkpoint.dir}: checkpoint was trained on features of other "
                                 "encoder weights; delete it to start over.")
-        log(f"Resuming from {checkpoint.dir} after epoch {state['epoch']}")
+        log(f"Resuming from {checkpoint.dir} after epoch {state['epoch']} ({state['phase']})")
     else:
         keras.utils.set_random_seed(config.seed)
-        model = build_decoder(config)
-        compile_model(model, config.learning_rate)
-        state = {"epoch": 0, "best_bleu4": -1.0, "best_epoch": 0, "stale_epochs": 0,
-                 "learning_rate": config.learning_rate, "history": [],
+        model = new_model(config, config.learning_rate)
+        state = {"phase": "xe", "epoch": 0, "phase_epoch": 0, "best_cider": -1.0, "best_epoch": 0,
+                 "stale_epochs": 0, "learning_rate": config.learning_rate, "history": [],
                  "config": config.to_json(), "encoder_checksum": encoder.checksum}
-
-    def batches(epoch: int):
-        order = np.random.default_rng(config.seed + epoch).permutation(len(rows))
-        sample_weight = (targets[order] > 0).astype(np.float32)
-        return tf.data.Dataset.from_tensor_slices(
-            ({"image": features["train"][rows[order]], "tokens": inputs[order]},
-             targets[order], sample_weight)).batch(config.batch_size).prefetch(2)
-
-    val_data = tf.data.Dataset.from_tensor_slices(
-        ({"image": features["val"][v_rows], "tokens": v_inputs}, v_targets,
-         (v_targets > 0).astype(np.float32))).batch(256)
-
+    train_step, nll_sum = make_train_step(model)
+    cider = None
     epochs_this_call = 0
-    while state["epoch"] < config.max_epochs and state["stale_epochs"] < config.patience:
+
+    while state["phase"] != "done":
+        if state["phase"] == "xe" and (state["phase_epoch"] >= config.max_epochs
+                                       or state["stale_epochs"] >= config.patience):
+            # Self-critical training starts from the best cross-entropy weights, with a
+            # fresh optimiser at its own (much smaller) learning rate.
+            log(f"Cross-entropy done: best val CIDEr {state['best_cider']:.4f} at epoch {state['best_epoch']}")
+            best = checkpoint.best_path(state)
+            model = new_model(config, config.scst_learning_rate)
+            _load_decoder_only(model, best, config)
+            train_step, nll_sum = make_train_step(model)
+            state.update(phase="scst" if config.scst_max_epochs else "done", phase_epoch=0,
+                         stale_epochs=0, learning_rate=config.scst_learning_rate)
+            continue
+        if state["phase"] == "scst" and (state["phase_epoch"] >= config.scst_max_epochs
+                                         or state["stale_epochs"] >= config.scst_patience):
+            state["phase"] = "done"
+            continue
+
         epoch = state["epoch"] + 1
         model.optimizer.learning_rate.assign(state["learning_rate"])
+        rng = np.random.default_rng(config.seed + epoch)
         t0 = time.time()
-        fit = model.fit(batches(epoch), epochs=1, verbose=1 if progress else 0)
-        loss = float(fit.history["loss"][-1])
-        val_loss = float(model.evaluate(val_data, verbose=0))
-        weights = DecoderWeights.from_keras(model)
-        greedy = greedy_search(weights, vocab, features["val"], config.max_decode_length,
-                               config.length_alpha)
-        hyps = {n: cap.text for n, cap in zip(splits["val"], greedy)}
-        bleu4 = quick_bleu4(hyps, val_refs)
-        improved = bleu4 > state["best_bleu4"]
+        if state["phase"] == "xe":
+            row = xe_epoch(run, train_step, nll_sum, rng, epoch)
+        else:
+            if cider is None:
+                cider = reward_scorer(run)
+            row = scst_epoch(run, model, train_step, cider, rng, epoch)
+        scores, greedy = run.val_scores(model)
+        improved = scores["CIDEr"] > state["best_cider"]
         if improved:
-            state.update(best_bleu4=bleu4, best_epoch=epoch, stale_epochs=0)
+            state.update(best_cider=scores["CIDEr"], best_epoch=epoch, stale_epochs=0)
         else:
             state["stale_epochs"] += 1
-            if state["stale_epochs"] % config.lr_decay_patience == 0:
+            if state["phase"] == "xe" and state["stale_epochs"] % config.lr_decay_patience == 0:
                 state["learning_rate"] /= 2
-        row = {"epoch": epoch, "loss": round(loss, 4), "val_loss": round(val_loss, 4),
-               "val_bleu4": round(bleu4, 4), "learning_rate": model.optimizer.learning_rate.numpy().item(),
-               "seconds": round(time.time() - t0, 1),
-               "val_distinct": distinct_fraction(list(hyps.values()))}
+        texts = [c.text for c in greedy]
+        stats = caption_statistics(texts)
+        row.update({"phase": state["phase"], "epoch": epoch, "val_bleu4": scores["BLEU-4"],
+                    "val_cider": scores["CIDEr"], "learning_rate": float(model.optimizer.learning_rate.numpy()),
+                    "seconds": round(time.time() - t0, 1), "val_distinct": stats["distinct"],
+                    "val_bad_endings": stats["bad_endings"]})
         state["history"].append(row)
-        state["epoch"] = epoch
+        state["epoch"], state["phase_epoch"] = epoch, state["phase_epoch"] + 1
         checkpoint.save(model, state, improved)
-        log(f"epoch {epoch}: loss {loss:.4f} val_loss {val_loss:.4f} val BLEU-4 {bleu4:.4f}"
-            f"{' (best)' if improved else ''}  e.g. {greedy[0].text!r}")
+        extra = "".join(f" {k} {row[k]}" for k in ("loss", "val_loss", "mean_reward") if k in row)
+        log(f"epoch {epoch} ({state['phase']}):{extra} val BLEU-4 {scores['BLEU-4']:.4f} "
+            f"CIDEr {scores['CIDEr']:.4f}{' (best)' if improved else ''}  e.g. {texts[0]!r}")
         epochs_this_call += 1
         if stop_after_epochs and epochs_this_call >= stop_after_epochs:
             log("Stopping early on request (resume by running again).")
             return {}
 
-    log(f"Training done: best val BLEU-4 {state['best_bleu4']:.4f} at epoch {state['best_epoch']}")
-    model.load_weights(str(checkpoint.best_path(state)))
-    weights = DecoderWeights.from_keras(model)
-
-    config = choose_length_alpha(weights, vocab, config, features["val"], splits["val"], val_refs)
-
+    log(f"Training done: best val CIDEr {state['best_cider']:.4f} at epoch {state['best_epoch']}")
+    model = build_decoder(config)
+    _load_decoder_only(model, checkpoint.best_path(state), config)
+    decoder = numpy_decoder(model, config)
+    config = choose_length_alpha(decoder, run.vocab, config, run.features["val"], run.splits["val"],
+                                 run.references["val"])
     metrics = None
-    if evaluate_test and splits["test"]:
-        metrics = evaluate_split(weights, vocab, config, features["test"], splits["test"],
-                                 {n: dataset.captions[n] for n in splits["test"]}, encoder.checksum)
+    if evaluate_test and run.splits["test"]:
+        test_features = split_features(run.dataset, {"test": run.splits["test"]}, encoder, progress,
+                                       config)["test"]
+        metrics = evaluate_split(decoder, run.vocab, config, test_features, run.splits["test"],
+                                 run.references["test"], encoder.checksum)
+    best_row = next(h for h in state["history"] if h["epoch"] == state["best_epoch"])
     info = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "dataset": {"path": str(dataset.root), "layout": dataset.layout,
-                    "images": {s: len(n) for s, n in splits.items()},
-                    "train_captions": int(len(rows))},
-        "best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
+        "decoder": config.decoder,
+        "dataset": {"path": str(run.dataset.root), "layout": run.dataset.layout,
+                    "images": {s: len(n) for s, n in run.splits.items()},
+                    "train_captions": len(run.captions["train"])},
+        "best_epoch": state["best_epoch"], "best_phase": best_row["phase"], "epochs_run": state["epoch"],
         "parameters": int(model.count_params()),
         "training_seconds": round(sum(h["seconds"] for h in state["history"]), 1),
+        "phase_seconds": {p: round(sum(h["seconds"] for h in state["history"] if h["phase"] == p), 1)
+                          for p in ("xe", "scst")},
         "encoder": {"name": "xception", "weights_checksum": encoder.checksum},
         "versions": _versions(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
     }
-    artifacts.save_trained(out_dir, model, vocab, config, state["history"], metrics, info)
+    artifacts.save_trained(out_dir, model, run.vocab, config, state["history"], metrics, info)
     log(f"Model written to {out_dir} ({time.time() - started:.0f} s in all)")
     checkpoint.remove()
     return metrics or {}
 
 
-def choose_length_alpha(weights, vocab, config: Config, features, names, references) -> Config:
+def _load_decoder_only(model, path: Path, config: Config) -> None:
+    """Load a checkpoint's decoder weights into `model`, leaving its optimiser as it is."""
+    donor = new_model(config, config.learning_rate)
+    donor.load_weights(str(path))
+    model.set_weights(donor.get_weights())
+
+
+def xe_epoch(run: Run, train_step, nll_sum, rng, epoch: int) -> dict:
+    from tqdm import tqdm
+    captions, losses = run.captions["train"], []
+    batches = photo_batches(len(run.splits["train"]), run.photos_per_batch, rng)
+    bar = tqdm(batches, desc=f"Epoch {epoch} cross-entropy", unit="batch", disable=not run.progress,
+               file=sys.stderr, dynamic_ncols=True)
+    for photos in bar:
+        indices = [i for p in photos for i in captions.by_photo[p]]
+        rows, inputs, targets = captions.batch(indices)
+        mask = (targets > 0).astype(np.float32)
+        loss = train_step(run.inputs("train", rows, inputs), targets, mask, np.float32(mask.sum()))
+        losses.append(float(loss))
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", refresh=False)
+    return {"loss": round(float(np.mean(losses)), 4), "val_loss": round(val_loss(run, nll_sum), 4)}
+
+
+def val_loss(run: Run, nll_sum) -> float:
+    captions = run.captions["val"]
+    total, count = 0.0, 0.0
+    for start in range(0, len(run.splits["val"]), 50):
+        indices = [i for p in range(start, min(start + 50, len(run.splits["val"])))
+                   for i in captions.by_photo[p]]
+        rows, inputs, targets = captions.batch(indices)
+        mask = (targets > 0).astype(np.float32)
+        total += float(nll_sum(run.inputs("val", rows, inputs), targets, mask))
+        count += float(mask.sum())
+    return total / max(count, 1.0)
+
+
+def reward_scorer(run: Run) -> CiderD:
+    """CIDEr-D over the training references, each ending in the end word (computed once)."""
+    refs = {n: [" ".join(clean_caption(c) + [END_WORD]) for c in run.references["train"][n]]
+            for n in run.splits["train"]}
+    return CiderD(refs)
+
+
+def scst_epoch(run: Run, model, train_step, cider: CiderD, rng, epoch: int) -> dict:
+    """One pass of self-critical training over the training photos."""
+    from tqdm import tqdm
+    config, vocab, samples = run.config, run.vocab, run.config.scst_samples
+    names = run.splits["train"]
+    order = rng.permutation(len(names))
+    chunks = [order[i:i + SCST_SAMPLE_PHOTOS] for i in range(0, len(order), SCST_SAMPLE_PHOTOS)]
+    per_update = max(1, run.photos_per_batch)
+    rewards_all, losses = [], []
+    bar = tqdm(total=len(order), desc=f"Epoch {epoch} self-critical", unit="photo",
+               disable=not run.progress, file=sys.stderr, dynamic_ncols=True)
+    for chunk in chunks:
+        decoder = numpy_decoder(model, config)  # the current weights, for this chunk's samples
+        ids, ended = sample_captions(decoder, run.features["train"][chunk], samples,
+                                     config.max_decode_length, rng)
+        texts = [vocab.decode(row) + (f" {END_WORD}" if done else "") for row, done in zip(ids, ended)]
+        keys = [names[p] for p in np.repeat(chunk, samples)]
+        rewards = cider.score_many(keys, [t.strip() for t in texts]).reshape(len(chunk), samples)
+        baseline = (rewards.sum(axis=1, keepdims=True) - rewards) / (samples - 1)
+        advantage = (rewards - baseline).reshape(-1).astype(np.float32)
+        rewards_all.append(rewards.mean(axis=1))
+        lengths = np.where(ended, (ids != Vocabulary.end_id).argmin(axis=1) + 1, (ids > 0).sum(axis=1))
+        for start in range(0, len(chunk), per_update):
+            rows = np.arange(start * samples, min(start + per_update, len(chunk)) * samples)
+            width = int(lengths[rows].max())
+            targets = ids[rows, :width]
+            inputs = np.concatenate([np.full((len(rows), 1), Vocabulary.start_id, np.int32),
+                                     targets[:, :-1]], axis=1)
+            inputs[inputs == Vocabulary.end_id] = 0  # after the end a row is padding
+            mask = (np.arange(width)[None, :] < lengths[rows, None]).astype(np.float32)
+            photos = np.repeat(chunk[start:start + per_update], samples)
+            loss = train_step(run.inputs("train", photos, inputs), targets,
+                              mask * advantage[rows, None], np.float32(mask.sum()))
+            losses.append(float(loss))
+        bar.update(len(chunk))
+        bar.set_postfix(reward=f"{np.concatenate(rewards_all).mean():.3f}", refresh=False)
+    bar.close()
+    return {"loss": round(float(np.mean(losses)), 4),
+            "mean_reward": round(float(np.concatenate(rewards_all).mean()), 4)}
+
+
+def choose_length_alpha(decoder, vocab, config: Config, features, names, references) -> Config:
     """The length penalty, chosen on the validation split (CIDEr at beam 3), never on test."""
     alpha_scores = {}
     for alpha in ALPHA_CHOICES:
-        caps = beam_search(weights, vocab, features, beam=3, max_length=config.max_decode_length,
+        caps = beam_search(decoder, vocab, features, beam=3, max_length=config.max_decode_length,
                            alpha=alpha)
         hyps = {n: c[0].text for n, c in zip(names, caps)}
         alpha_scores[alpha] = coco_scores(hyps, references, meteor=False)
@@ -273,18 +457,18 @@ def choose_length_alpha(weights, vocab, config: Config, features, names, referen
 
 def rescore(data_dir: str | os.PathLike, model_dir: str | os.PathLike, encoder=None,
             progress: bool = True) -> dict:
-    """Re-choose the length penalty and re-score the test split of an existing trained/,
-    keeping its weights: for when decoding improves. Writes the directory atomically."""
+    """Re-choose the length penalty and re-score the test split of an existing model
+    directory, keeping its weights: for when decoding improves. Writes it atomically."""
     from .artifacts import load_trained
     trained = load_trained(model_dir)
     dataset = load_flickr8k(data_dir)
     encoder = encoder or _default_encoder()
     names = {s: dataset.images(s) for s in ("val", "test")}
-    features = split_features(dataset, names, encoder, progress)
-    weights = DecoderWeights.from_keras(trained.model)
-    config = choose_length_alpha(weights, trained.vocab, trained.config, features["val"], names["val"],
+    features = split_features(dataset, names, encoder, progress, trained.config)
+    decoder = numpy_decoder(trained.model, trained.config)
+    config = choose_length_alpha(decoder, trained.vocab, trained.config, features["val"], names["val"],
                                  {n: dataset.captions[n] for n in names["val"]})
-    metrics = evaluate_split(weights, trained.vocab, config, features["test"], names["test"],
+    metrics = evaluate_split(decoder, trained.vocab, config, features["test"], names["test"],
                              {n: dataset.captions[n] for n in names["test"]}, encoder.checksum)
     info = {k: v for k, v in trained.manifest.items() if k != "files"}
     info["rescored"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -294,24 +478,25 @@ def rescore(data_dir: str | os.PathLike, model_dir: str | os.PathLike, encoder=N
     return metrics
 
 
-def evaluate_split(weights, vocab, config, features, names, references, encoder_checksum,
+def evaluate_split(decoder, vocab, config, features, names, references, encoder_checksum,
                    beams=EVAL_BEAMS, split="test") -> dict:
-    metrics = {"split": split, "n_images": len(names), "beam": {}, "length_alpha": config.length_alpha,
-               "distinct_captions": {}, "mean_words": {},
+    metrics = {"split": split, "n_images": len(names), "decoder": config.decoder, "beam": {},
+               "length_alpha": config.length_alpha, **{key: {} for key in STATISTICS.values()},
                "encoder": {"name": "xception", "weights_checksum": encoder_checksum}}
     # The same toolkit scoring each photo's first reference against the other four.
     metrics["human_first_reference"] = human_ceiling(references)
     for beam in beams:
         t0 = time.time()
-        caps = beam_search(weights, vocab, features, beam=beam, max_length=config.max_decode_length,
+        caps = beam_search(decoder, vocab, features, beam=beam, max_length=config.max_decode_length,
                            alpha=config.length_alpha)
         texts = [c[0].text for c in caps]
         scores = coco_scores(dict(zip(names, texts)), references)
         metrics["beam"][str(beam)] = scores
-        metrics["distinct_captions"][str(beam)] = distinct_fraction(texts)
-        metrics["mean_words"][str(beam)] = mean_length(texts)
+        stats = caption_statistics(texts)
+        for name, key in STATISTICS.items():
+            metrics[key][str(beam)] = stats[name]
         log(f"{split} beam {beam}: " + " ".join(f"{k} {v}" for k, v in scores.items())
-            + f" distinct {metrics['distinct_captions'][str(beam)]} ({time.time() - t0:.0f} s)")
+            + f" {stats} ({time.time() - t0:.0f} s)")
     return metrics
 
 

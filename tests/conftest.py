@@ -34,9 +34,18 @@ def shared_data() -> Path:
     return require(SHARED_DATA / "Flickr8k_text" / "Flickr8k.token.txt", "Flickr8k").parent.parent
 
 
+def trained_models() -> dict:
+    """The committed models by name (trained/merge, trained/attention)."""
+    from captioner.captioner import available_models
+    return available_models(TRAINED)
+
+
 @pytest.fixture(scope="session")
 def trained_dir() -> Path:
-    return require(TRAINED / "decoder.weights.h5", "trained model").parent
+    """The model the app and CLI load by default: the best committed one by test CIDEr."""
+    from captioner.captioner import resolve_model
+    require(TRAINED / "merge" / "decoder.weights.h5", "trained merge model")
+    return resolve_model(TRAINED)
 
 
 @pytest.fixture(scope="session")
@@ -127,17 +136,23 @@ def kaggle_dataset(tmp_path) -> Path:
 
 
 class PixelEncoder:
-    """A stand-in for Xception in unit tests: mean colours of a 4x4 grid, tiled to 2048-d.
-
-    Deterministic and instant, so training tests exercise our code, not ImageNet features.
-    """
+    """A stand-in for Xception in unit tests: a 10x10 map whose cells hold their own mean
+    colour and the photo's 4x4 grid of mean colours, tiled to 2048 values (float16, like
+    Xception's maps). Deterministic and instant, so training tests exercise our code."""
     checksum = "pixel-encoder-for-tests"
 
-    def encode(self, batch: np.ndarray) -> np.ndarray:
+    def feature_maps(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch, dtype=np.float32)
         if batch.ndim == 3:
             batch = batch[None]
         n, h, w, _ = batch.shape
-        grid = batch[:, : h // 4 * 4, : w // 4 * 4].reshape(n, 4, h // 4, 4, w // 4, 3).mean(axis=(2, 4))
-        flat = grid.reshape(n, -1)  # 48 values
-        return np.tile(flat, (1, 2048 // 48 + 1))[:, :2048].astype(np.float32)
+        def grid(k):
+            return batch[:, : h // k * k, : w // k * k].reshape(n, k, h // k, k, w // k, 3).mean(axis=(2, 4))
+        cells = grid(10)                                              # (n, 10, 10, 3)
+        whole = np.broadcast_to(grid(4).reshape(n, 1, 1, 48), (n, 10, 10, 48))
+        values = np.concatenate([cells, whole], axis=-1)              # 51 values a cell
+        return np.tile(values, (1, 1, 1, 2048 // 51 + 1))[..., :2048].astype(np.float16)
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        from captioner.encoder import pool
+        return pool(self.feature_maps(batch))

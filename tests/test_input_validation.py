@@ -10,11 +10,13 @@ from captioner.decoding import beam_search
 from captioner.encoder import EncoderWeightsError
 from captioner.text import Vocabulary
 from captioner.train import Checkpoint, TrainingError
-from test_decoding import VOCAB, random_weights
+from test_decoding import VOCAB, random_merge
 
 
 @pytest.mark.parametrize("setting", [{"patience": 0}, {"lr_decay_patience": 0}, {"max_epochs": 0},
-                                     {"image_dropout": 1.0}, {"learning_rate": 0.0}])
+                                     {"image_dropout": 1.0}, {"learning_rate": 0.0},
+                                     {"decoder": "transformer"}, {"scst_samples": 1},
+                                     {"attention_dim": 0}])
 def test_config_rejects_settings_that_would_fail_hours_later(setting):
     with pytest.raises(ValueError, match="must be"):
         Config(**setting)
@@ -30,7 +32,7 @@ def test_checkpoint_refuses_a_directory_with_other_files(tmp_path):
 def test_checkpoint_cleanup_removes_only_its_own_files(tmp_path):
     checkpoint = Checkpoint(tmp_path / "ckpt")
     checkpoint.dir.mkdir()
-    for name in ("state.json", "epoch-3.keras", "best-2.weights.h5", "keep.txt"):
+    for name in ("state.json", "epoch-3.weights.h5", "best-2.weights.h5", "keep.txt"):
         (checkpoint.dir / name).write_text("x")
     checkpoint.remove()
     assert [p.name for p in checkpoint.dir.iterdir()] == ["keep.txt"]
@@ -51,7 +53,7 @@ def test_vocabulary_refuses_tokens_training_cannot_make(tmp_path):
 
 
 def test_beam_search_arguments():
-    w = random_weights(0)
+    w = random_merge(0)
     assert beam_search(w, VOCAB, np.zeros((0, 6), np.float32)) == []
     with pytest.raises(ValueError, match="at least 1"):
         beam_search(w, VOCAB, np.zeros((1, 6), np.float32), top=0)

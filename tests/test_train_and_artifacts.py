@@ -76,7 +76,7 @@ def test_kaggle_layout_trains_too(tmp_path, kaggle_dataset):
 
 def tiny_trained(tmp_path, vocab_words=("a", "red", "square")):
     from captioner.config import Config
-    from captioner.model import build_decoder
+    from captioner.decoders import build_decoder
     from captioner.text import Vocabulary
     vocab = Vocabulary(list(vocab_words))
     config = Config(vocab_size=len(vocab), units=8, embed_dim=4)
@@ -96,7 +96,7 @@ def test_roundtrip_and_atomic_replacement(tmp_path, monkeypatch):
     with h5py.File(out / "decoder.weights.h5") as weights:
         assert "optimizer" not in weights  # only what decoding needs is shipped
     assert all(p.stat().st_mode & 0o044 for p in out.iterdir())  # readable by the app's user
-    from captioner.model import build_decoder
+    from captioner.decoders import build_decoder
 
     def crash(*_args, **_kw):
         raise OSError("disk full")
@@ -138,7 +138,10 @@ def test_inconsistent_model_is_refused(tmp_path):
 def test_feature_cache_ignores_damaged_entries(tmp_path):
     import numpy as np
     cache = FeatureCache("abc", root=tmp_path)
-    cache.put("deadbeef", np.ones(2048))
-    assert cache.get("deadbeef").sum() == 2048
+    cache.put("deadbeef", np.ones((10, 10, 2048)))
+    stored = cache.get("deadbeef")
+    assert stored.dtype == np.float16 and stored.shape == (10, 10, 2048) and stored.astype(np.float32).sum() == 204800
+    cache.put("cafe", np.ones(2048))          # an old-style vector: not a map, recomputed
+    assert cache.get("cafe") is None
     cache.path_for("deadbeef").write_bytes(b"garbage")
     assert cache.get("deadbeef") is None

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Re-score an existing trained/ on Flickr8k without retraining it.
 
-    python training_scripts/evaluate.py --data ../shared/flickr8k --model trained/
+    python training_scripts/evaluate.py --data ../shared/flickr8k --model trained/    # every model
+    python training_scripts/evaluate.py --data ../shared/flickr8k --model trained/merge
 
 Keeps the decoder weights and history; re-chooses the length penalty on the validation
 split and rewrites metrics.json (test split, beams 1, 3 and 5) atomically. Use it after a
@@ -19,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="Flickr8k directory (either layout); default $CAPTIONER_DATA_DIR")
-    parser.add_argument("--model", default="trained", help="model directory (default: trained)")
+    parser.add_argument("--model", default="trained", help="a model directory, or a directory of them (default: trained)")
     parser.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")
     args = parser.parse_args(argv)
 
@@ -30,8 +31,15 @@ def main(argv=None) -> int:
     from captioner.encoder import Encoder
     from captioner.train import rescore
 
+    from captioner.captioner import available_models
+
     def job():
-        rescore(data_dir_from_env(args.data), args.model, Encoder(args.xception_weights))
+        encoder = Encoder(args.xception_weights)
+        models = available_models(args.model)
+        if not models:
+            raise SystemExit(f"error: {args.model}: no trained model here.")
+        for directory in models.values():
+            rescore(data_dir_from_env(args.data), directory, encoder)
         return 0
 
     return run_reporting_errors(job)

@@ -1,9 +1,12 @@
 #!/usr/bin/env python
-"""Train the caption decoder on Flickr8k and write trained/.
+"""Train caption decoders on Flickr8k and write them to trained/<decoder>/.
 
-    python training_scripts/train.py --data ../shared/flickr8k --out trained/
+    python training_scripts/train.py --data ../shared/flickr8k --out trained            # both
+    python training_scripts/train.py --data ../shared/flickr8k --decoder attention      # one
 
-Re-running after a kill resumes from the last finished epoch.
+Each decoder trains with cross-entropy, then self-critical (CIDEr-D) epochs; the epoch with
+the best validation CIDEr is kept, its test scores written beside it. Re-running after a kill
+resumes from the last finished epoch (checkpoints in .<out>.checkpoint-<decoder>/ beside --out).
 """
 from __future__ import annotations
 
@@ -14,38 +17,47 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from captioner.config import Config  # noqa: E402
+from captioner.config import DECODERS, Config  # noqa: E402
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="Flickr8k directory (either layout); default $CAPTIONER_DATA_DIR")
-    parser.add_argument("--out", default="trained", help="model directory to write (default: trained)")
+    parser.add_argument("--out", default="trained", help="where models go: <out>/<decoder>/ (default: trained)")
+    parser.add_argument("--decoder", choices=(*DECODERS, "both"), default="both",
+                        help="which decoder to train (default: both, merge first)")
     parser.add_argument("--checkpoint-dir", help="where to keep resumable checkpoints "
-                        "(default: .<out>.checkpoint beside --out)")
+                        "(default: .<out>.checkpoint-<decoder> beside --out)")
     parser.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")
     parser.add_argument("--no-test", action="store_true", help="skip the test-split evaluation")
     defaults = Config()
     for field in dataclasses.fields(Config):
-        if field.name in ("vocab_size", "extra", "feature_dim"):
+        if field.name in ("vocab_size", "extra", "feature_dim", "decoder"):
             continue
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(getattr(defaults, field.name)),
                             default=getattr(defaults, field.name), help=f"(default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.checkpoint_dir and args.decoder == "both":
+        parser.error("--checkpoint-dir needs one --decoder (each decoder keeps its own checkpoint)")
 
     from captioner.tf_setup import import_tensorflow_quietly
     import_tensorflow_quietly()
     from captioner.cli_errors import run_reporting_errors
     from captioner.dataset import data_dir_from_env
     from captioner.encoder import Encoder
-    from captioner.train import train
+    from captioner.train import log, train
 
     def job():
-        config = Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
-                           if hasattr(args, f.name)})
         encoder = Encoder(args.xception_weights)
-        train(data_dir_from_env(args.data), args.out, config, args.checkpoint_dir, encoder,
-              evaluate_test=not args.no_test)
+        out = Path(args.out)
+        for decoder in (DECODERS if args.decoder == "both" else (args.decoder,)):
+            settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+                        if hasattr(args, f.name)}
+            config = Config(**settings, decoder=decoder)
+            checkpoint = args.checkpoint_dir or out.parent / f".{out.name}.checkpoint-{decoder}"
+            log(f"Training the {decoder} decoder into {out / decoder}")
+            train(data_dir_from_env(args.data), out / decoder, config, checkpoint, encoder,
+                  evaluate_test=not args.no_test)
         return 0
 
     return run_reporting_errors(job)

@@ -1,0 +1,242 @@
+"""The attention decoder: adaptive attention with a visual sentinel over Xception's 10x10 map.
+
+After Lu, Xiong, Parikh and Socher (2017), "Knowing when to look". For each word:
+
+    x_t   = [embedding(w_t); v_g]                      v_g: the projected mean of the map
+    h_t   = LSTM(x_t, h_{t-1})
+    s_t   = sigmoid(W_x x_t + W_h h_{t-1}) * h_t        the sentinel: what the language model holds
+    a_t   = softmax(w . tanh([K_1..K_100, W_s s_t] + W_q h_t))     100 regions + the sentinel
+    c_t   = sum_i a_ti V_i + a_t,sentinel * s_t
+    p_t   = softmax(W_o tanh(W_c (c_t + h_t)))
+
+The query is h_t, not h_{t-1}, so teacher-forced training runs the fused LSTM over the whole
+caption and then attends at every step at once: no Python loop over time, no custom RNN cell.
+(The paper's sentinel gates tanh(m_t), the LSTM's memory; a fused LSTM exposes only its
+output h_t = o_t * tanh(m_t), so the sentinel gates that.) The regions V and their keys K are
+projected once per photo and gathered for its captions (`photo_index`), not once per caption.
+
+`AttentionDecoder` is the same computation in NumPy for decoding, one word at a time, with the
+step interface of `decoding.py`; it is tested equal to this Keras model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import Config
+from .model import StepOutput, lstm_update, log_softmax, matmul, sigmoid, softmax
+
+REGIONS = 100  # Xception's 10x10 map at 299x299 input
+
+
+def _keras_classes():
+    """Keras classes are defined on first use, so importing captioner stays TensorFlow-free."""
+    if "AttentionCaptionModel" in _CLASSES:
+        return _CLASSES
+    import keras
+    from keras import layers, ops
+
+    @keras.saving.register_keras_serializable(package="captioner")
+    class AdaptiveAttention(layers.Layer):
+        """Scores 100 regions and the sentinel for every time step; returns context and weights."""
+
+        def __init__(self, attention_dim: int, **kwargs):
+            super().__init__(**kwargs)
+            self.attention_dim = attention_dim
+
+        def build(self, input_shape):
+            units = input_shape[0][-1]
+            self.query_kernel = self.add_weight(name="query_kernel", shape=(units, self.attention_dim),
+                                                initializer="glorot_uniform")
+            self.sentinel_kernel = self.add_weight(name="sentinel_kernel",
+                                                   shape=(units, self.attention_dim),
+                                                   initializer="glorot_uniform")
+            self.score_vector = self.add_weight(name="score_vector", shape=(self.attention_dim,),
+                                                initializer="glorot_uniform")
+
+        def call(self, inputs):
+            h, sentinel, regions, keys = inputs    # (C,T,U) (C,T,U) (C,R,U) (C,R,A)
+            query = ops.matmul(h, self.query_kernel)                           # (C,T,A)
+            region_scores = ops.tanh(keys[:, None, :, :] + query[:, :, None, :])  # (C,T,R,A)
+            region_scores = ops.matmul(region_scores, self.score_vector)       # (C,T,R)
+            sentinel_score = ops.matmul(ops.tanh(ops.matmul(sentinel, self.sentinel_kernel) + query),
+                                        self.score_vector)                     # (C,T)
+            weights = ops.softmax(ops.concatenate([region_scores, sentinel_score[..., None]], -1), -1)
+            context = ops.einsum("ctr,cru->ctu", weights[..., :-1], regions)
+            context = context + weights[..., -1:] * sentinel
+            return context, weights
+
+        def get_config(self):
+            return {**super().get_config(), "attention_dim": self.attention_dim}
+
+    @keras.saving.register_keras_serializable(package="captioner")
+    class AttentionCaptionModel(keras.Model):
+        """Inputs: regions (P, 100, 2048), photo_index (C,) into them, tokens (C, T) -> logits."""
+
+        def __init__(self, vocab_size: int, embed_dim: int, units: int, attention_dim: int,
+                     image_dropout: float, embed_dropout: float, **kwargs):
+            super().__init__(**kwargs)
+            self.settings = dict(vocab_size=vocab_size, embed_dim=embed_dim, units=units,
+                                 attention_dim=attention_dim, image_dropout=image_dropout,
+                                 embed_dropout=embed_dropout)
+            self.image_dropout = layers.Dropout(image_dropout, name="image_dropout")
+            self.region_dense = layers.Dense(units, activation="relu", name="region_dense")
+            self.region_keys = layers.Dense(attention_dim, use_bias=False, name="region_keys")
+            self.global_dense = layers.Dense(embed_dim, activation="relu", name="global_dense")
+            self.embedding = layers.Embedding(vocab_size, embed_dim, name="embedding")
+            self.embed_dropout = layers.Dropout(embed_dropout, name="embed_dropout")
+            self.lstm = layers.LSTM(units, return_sequences=True, name="lstm")
+            self.sentinel_input = layers.Dense(units, name="sentinel_input")
+            self.sentinel_hidden = layers.Dense(units, use_bias=False, name="sentinel_hidden")
+            self.attend = AdaptiveAttention(attention_dim, name="attention")
+            self.output_dense = layers.Dense(units, activation="tanh", name="output_dense")
+            self.output_dropout = layers.Dropout(embed_dropout, name="output_dropout")
+            self.logits = layers.Dense(vocab_size, name="logits")
+
+        def forward(self, inputs, training=False):
+            regions_in = ops.cast(inputs["regions"], "float32")
+            photo_index = ops.cast(inputs["photo_index"], "int32")
+            tokens = ops.cast(inputs["tokens"], "int32")
+            dropped = self.image_dropout(regions_in, training=training)
+            regions = self.region_dense(dropped)                            # (P,R,U)
+            keys = self.region_keys(regions)                                # (P,R,A)
+            global_vec = self.global_dense(ops.mean(dropped, axis=1))       # (P,E)
+            regions, keys, global_vec = (ops.take(x, photo_index, axis=0)
+                                         for x in (regions, keys, global_vec))  # per caption
+            words = self.embed_dropout(self.embedding(tokens), training=training)  # (C,T,E)
+            steps = ops.shape(words)[1]
+            x = ops.concatenate([words, ops.repeat(global_vec[:, None, :], steps, axis=1)], -1)
+            h = self.lstm(x, training=training)                             # (C,T,U)
+            h_prev = ops.pad(h, [[0, 0], [1, 0], [0, 0]])[:, :-1]
+            sentinel = ops.sigmoid(self.sentinel_input(x) + self.sentinel_hidden(h_prev)) * h
+            context, weights = self.attend([h, sentinel, regions, keys])
+            hidden = self.output_dropout(self.output_dense(context + h), training=training)
+            return self.logits(hidden), weights
+
+        def call(self, inputs, training=False):
+            return self.forward(inputs, training=training)[0]
+
+        def get_config(self):
+            return {**super().get_config(), **self.settings}
+
+    _CLASSES.update(AdaptiveAttention=AdaptiveAttention, AttentionCaptionModel=AttentionCaptionModel)
+    return _CLASSES
+
+
+_CLASSES: dict = {}
+
+
+def build_attention_decoder(config: Config, vocab_size: int | None = None):
+    model_class = _keras_classes()["AttentionCaptionModel"]
+    model = model_class(vocab_size or config.vocab_size, config.embed_dim, config.units,
+                        config.attention_dim, config.image_dropout, config.embed_dropout,
+                        name="attention_decoder")
+    # Build every weight now (load_weights and get_weights need them), on a dummy batch.
+    model({"regions": np.zeros((1, REGIONS, config.feature_dim), np.float32),
+           "photo_index": np.zeros((1,), np.int32), "tokens": np.zeros((1, 2), np.int32)})
+    return model
+
+
+def as_regions(features: np.ndarray) -> np.ndarray:
+    """(n, 100, 2048) float32 regions from maps (n, 10, 10, 2048) or (n, 100, 2048)."""
+    features = np.asarray(features)
+    if features.ndim == 4:
+        features = features.reshape(len(features), -1, features.shape[-1])
+    if features.ndim != 3 or features.shape[1] != REGIONS:
+        raise ValueError(f"the attention decoder needs Xception's 10x10x2048 maps, got shape "
+                         f"{features.shape}")
+    return features.astype(np.float32, copy=False)
+
+
+@dataclass
+class AttentionDecoder:
+    """The Keras model's arrays, and one decoding step in NumPy."""
+    region_kernel: np.ndarray
+    region_bias: np.ndarray
+    key_kernel: np.ndarray
+    global_kernel: np.ndarray
+    global_bias: np.ndarray
+    embedding: np.ndarray
+    lstm_kernel: np.ndarray
+    lstm_recurrent: np.ndarray
+    lstm_bias: np.ndarray
+    sentinel_input_kernel: np.ndarray
+    sentinel_input_bias: np.ndarray
+    sentinel_hidden_kernel: np.ndarray
+    query_kernel: np.ndarray
+    sentinel_kernel: np.ndarray
+    score_vector: np.ndarray
+    output_kernel: np.ndarray
+    output_bias: np.ndarray
+    logits_kernel: np.ndarray
+    logits_bias: np.ndarray
+
+    has_attention = True
+
+    @classmethod
+    def from_keras(cls, model) -> "AttentionDecoder":
+        get = lambda name: [np.asarray(w, dtype=np.float32) for w in model.get_layer(name).get_weights()]
+        region_kernel, region_bias = get("region_dense")
+        (key_kernel,) = get("region_keys")
+        global_kernel, global_bias = get("global_dense")
+        (embedding,) = get("embedding")
+        lstm_kernel, lstm_recurrent, lstm_bias = get("lstm")
+        sentinel_input_kernel, sentinel_input_bias = get("sentinel_input")
+        (sentinel_hidden_kernel,) = get("sentinel_hidden")
+        query_kernel, sentinel_kernel, score_vector = get("attention")
+        output_kernel, output_bias = get("output_dense")
+        logits_kernel, logits_bias = get("logits")
+        return cls(region_kernel, region_bias, key_kernel, global_kernel, global_bias, embedding,
+                   lstm_kernel, lstm_recurrent, lstm_bias, sentinel_input_kernel,
+                   sentinel_input_bias, sentinel_hidden_kernel, query_kernel, sentinel_kernel,
+                   score_vector, output_kernel, output_bias, logits_kernel, logits_bias)
+
+    def __post_init__(self):
+        # The LSTM's and the sentinel gate's input is [word; image]: the word half is folded
+        # into per-token tables, the image half into per-photo rows (`prepare`), so a step
+        # gathers rows instead of multiplying by either.
+        embed_dim = self.embedding.shape[1]
+        self.token_gates = self.embedding @ self.lstm_kernel[:embed_dim] + self.lstm_bias
+        self.token_sentinel = (self.embedding @ self.sentinel_input_kernel[:embed_dim]
+                               + self.sentinel_input_bias)
+        self._image_gate_kernel = self.lstm_kernel[embed_dim:]
+        self._image_sentinel_kernel = self.sentinel_input_kernel[embed_dim:]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.logits_kernel.shape[1]
+
+    @property
+    def units(self) -> int:
+        return self.lstm_recurrent.shape[0]
+
+    def prepare(self, features: np.ndarray) -> dict:
+        """Per-photo projections, computed once whatever the number of beams or samples."""
+        raw = as_regions(features)
+        regions = np.maximum(raw @ self.region_kernel + self.region_bias, 0.0)
+        global_vec = np.maximum(raw.mean(axis=1) @ self.global_kernel + self.global_bias, 0.0)
+        return {"regions": regions, "keys": regions @ self.key_kernel,
+                "image_gates": global_vec @ self._image_gate_kernel,
+                "image_sentinel": global_vec @ self._image_sentinel_kernel}
+
+    def initial_state(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        zeros = np.zeros((rows, self.units), dtype=np.float32)
+        return zeros, zeros.copy()
+
+    def step(self, tokens: np.ndarray, state: tuple, context: dict, photos: np.ndarray) -> StepOutput:
+        h_prev, c = state
+        z = self.token_gates[tokens] + context["image_gates"][photos] + matmul(h_prev, self.lstm_recurrent)
+        h, c = lstm_update(z, c)
+        gate = sigmoid(self.token_sentinel[tokens] + context["image_sentinel"][photos]
+                       + matmul(h_prev, self.sentinel_hidden_kernel))
+        sentinel = gate * h
+        query = matmul(h, self.query_kernel)
+        region_scores = np.tanh(context["keys"][photos] + query[:, None, :]) @ self.score_vector
+        sentinel_score = np.tanh(matmul(sentinel, self.sentinel_kernel) + query) @ self.score_vector
+        weights = softmax(np.concatenate([region_scores, sentinel_score[:, None]], axis=1))
+        attended = np.einsum("rk,rku->ru", weights[:, :-1], context["regions"][photos])
+        attended += weights[:, -1:] * sentinel
+        hidden = np.tanh(matmul(attended + h, self.output_kernel) + self.output_bias)
+        logits = matmul(hidden, self.logits_kernel) + self.logits_bias
+        return StepOutput(log_softmax(logits), (h, c), weights)
