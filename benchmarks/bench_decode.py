@@ -3,6 +3,9 @@
 
     python benchmarks/bench_decode.py --data ../shared/flickr8k [--photos 20] [--json]
 
+The merge decoder is compared with the tutorials' way; the attention decoder (when trained/
+has one) is timed on the same photos and features, and reported as attention_*.
+
 "Naive" decoding is what the tutorials do: `model.predict` on the growing prefix for every
 word, and for beam search one such call per beam per word. Both run in the same process on
 the same photos, so the ratio is meaningful on a noisy shared machine.
@@ -72,28 +75,30 @@ def naive_beam(model, vocab, feature, beam, max_length):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("CAPTIONER_DATA_DIR", "../shared/flickr8k"))
-    parser.add_argument("--model", default=None, help="trained model directory (default: trained/)")
+    parser.add_argument("--model", default=None, help="directory of the trained models (default: trained/)")
     parser.add_argument("--photos", type=int, default=20, help="test photos to decode (default 20)")
     parser.add_argument("--naive-photos", type=int, default=5, help="photos for the slow baseline")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
     from captioner import Captioner
+    from captioner.captioner import available_models
     from captioner.dataset import load_flickr8k
+    from captioner.encoder import pool
     from captioner.images import load_image, prepare_for_encoder
 
     dataset = load_flickr8k(args.data)
     names = dataset.images("test")[: max(args.photos, 32)]
-    captioner = Captioner.load(args.model)
+    captioner = Captioner.load(args.model, name="merge")
     encoder = captioner.encoder
     arrays = np.stack([prepare_for_encoder(load_image(dataset.image_path(n))) for n in names])
     prepare_ms, _ = timed(lambda: prepare_for_encoder(load_image(dataset.image_path(names[0]))), 10)
 
-    encoder.encode(arrays[:1])          # warm-up: builds the TF graph for each batch size
-    encoder.encode(arrays[:32])
-    batch1_ms, _ = timed(lambda: encoder.encode(arrays[:1]), 10)
-    batch32_ms, _ = timed(lambda: encoder.encode(arrays[:32]), 3)
-    features = encoder.encode(arrays[: args.photos])
+    encoder.feature_maps(arrays[:1])          # warm-up: builds the TF graph for each batch size
+    encoder.feature_maps(arrays[:32])
+    batch1_ms, _ = timed(lambda: encoder.feature_maps(arrays[:1]), 10)
+    batch32_ms, _ = timed(lambda: encoder.feature_maps(arrays[:32]), 3)
+    features = encoder.feature_maps(arrays[: args.photos])   # one pass serves both decoders
 
     results = {"photos": args.photos, "naive_photos": args.naive_photos,
                "prepare_ms": round(prepare_ms, 2),
@@ -107,9 +112,18 @@ def main(argv=None) -> int:
         ours[label] = [captioner.caption(f, beam=beam)[0].text for f in features]
     batch_ms, _ = timed(lambda: captioner.caption_batch(features, beam=3), 3)
     results["beam3_batched_ms_per_photo"] = round(batch_ms / len(features), 2)
+    if "attention" in available_models(args.model):
+        attention = Captioner.load(args.model, name="attention", encoder=encoder)
+        for label, beam in (("greedy", 1), ("beam3", 3), ("beam5", 5)):
+            per_photo = [timed(lambda f=f: attention.caption(f, beam=beam), 3)[0] for f in features]
+            results[f"attention_{label}_ms"] = round(statistics.median(per_photo), 2)
+        batch_ms, _ = timed(lambda: attention.caption_batch(features, beam=3), 3)
+        results["attention_beam3_batched_ms_per_photo"] = round(batch_ms / len(features), 2)
+        results["attention_beam3_share_of_encoder_batch1"] = round(
+            results["attention_beam3_ms"] / results["encoder_ms_batch1"], 4)
 
     model, vocab, max_len = captioner.trained.model, captioner.vocab, captioner.config.max_decode_length
-    naive_features = features[: args.naive_photos]
+    naive_features = pool(features[: args.naive_photos])  # the merge model's Keras input
     naive_greedy(model, vocab, naive_features[0], 2)  # warm-up
     greedy_times, greedy_same = [], 0
     for i, f in enumerate(naive_features):
@@ -127,6 +141,9 @@ def main(argv=None) -> int:
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     results["targets_met"] = {"beam3_10x_faster_than_naive": results["speedup_beam3"] >= 10,
                               "beam3_under_15pct_of_encoder": results["beam3_share_of_encoder_batch1"] < 0.15}
+    if "attention_beam3_ms" in results:
+        results["targets_met"]["attention_beam3_under_25pct_of_encoder"] = \
+            results["attention_beam3_share_of_encoder_batch1"] < 0.25
 
     if args.json:
         print(json.dumps(results, indent=2))
@@ -140,6 +157,12 @@ def main(argv=None) -> int:
              f"({results['speedup_beam3']}x)"),
             ("Decode beam 5", f"{results['beam5_ms']} ms", ""),
             ("Beam 3, 20 photos batched", f"{results['beam3_batched_ms_per_photo']} ms/photo", "")]
+    if "attention_beam3_ms" in results:
+        rows += [("Attention greedy", f"{results['attention_greedy_ms']} ms", ""),
+                 ("Attention beam 3", f"{results['attention_beam3_ms']} ms",
+                  f"{100 * results['attention_beam3_share_of_encoder_batch1']:.1f}% of one encoder call"),
+                 ("Attention beam 5", f"{results['attention_beam5_ms']} ms", ""),
+                 ("Attention beam 3, batched", f"{results['attention_beam3_batched_ms_per_photo']} ms/photo", "")]
     print(f"{'what':<30} {'ours':<22} baseline / note")
     for row in rows:
         print(f"{row[0]:<30} {row[1]:<22} {row[2]}")

@@ -21,38 +21,57 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CAPTIONER_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def run_helper(data, out, ckpt, env_extra=None):
+def run_helper(data, out, ckpt, decoder="merge", env_extra=None):
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
-    return subprocess.Popen([sys.executable, str(HELPER), str(data), str(out), str(ckpt)],
+    return subprocess.Popen([sys.executable, str(HELPER), str(data), str(out), str(ckpt), decoder],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
-@pytest.mark.slow
-def test_training_is_killed_then_resumes_and_writes_a_consistent_model(tmp_path, original_dataset):
-    out, ckpt = tmp_path / "trained", tmp_path / "ckpt"
-    proc = run_helper(original_dataset, out, ckpt)
-    state = ckpt / "state.json"
-    deadline = time.time() + 240
+def kill_when(proc, state_path: Path, ready, timeout=240):
+    deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
-        if state.exists() and json.loads(state.read_text())["epoch"] >= 2:
-            break
-        time.sleep(0.2)
+        try:
+            if state_path.exists() and ready(json.loads(state_path.read_text())):
+                break
+        except ValueError:
+            pass  # never half-written (atomic), but be safe
+        time.sleep(0.1)
     assert proc.poll() is None, "training finished before it could be killed:\n" + proc.stdout.read()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = json.loads(state.read_text())["epoch"]
+    return json.loads(state_path.read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("decoder, phase", [("merge", "xe"), ("attention", "scst")])
+def test_training_is_killed_then_resumes_and_writes_a_consistent_model(tmp_path, original_dataset,
+                                                                       decoder, phase):
+    out, ckpt = tmp_path / "trained", tmp_path / "ckpt"
+    proc = run_helper(original_dataset, out, ckpt, decoder)
+    state = kill_when(proc, ckpt / "state.json",
+                      lambda s: s["phase"] == phase and s["phase_epoch"] >= (2 if phase == "xe" else 1))
+    killed_at = state["epoch"]
     assert not out.exists(), "a killed run must not leave trained/ behind"
 
-    proc = run_helper(original_dataset, out, ckpt)
+    proc = run_helper(original_dataset, out, ckpt, decoder)
     log, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, log
-    assert f"Resuming from {ckpt} after epoch {killed_at}" in log
+    assert f"Resuming from {ckpt} after epoch {killed_at} ({phase})" in log
 
     trained = load_trained(out)
+    assert trained.config.decoder == decoder
     epochs = [row["epoch"] for row in trained.history]
     assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) > killed_at
+    phases = [row["phase"] for row in trained.history]
+    assert phases == sorted(phases, key=["xe", "scst"].index) and "scst" in phases
+    assert all("mean_reward" in row and "val_bad_endings" in row
+               for row in trained.history if row["phase"] == "scst")
+    assert trained.manifest["best_epoch"] == max(trained.history, key=lambda r: r["val_cider"])["epoch"]
     assert set(trained.metrics["beam"]) == {"1", "3", "5"}
     assert trained.metrics["beam"]["3"]["BLEU-1"] > 0.3  # learned colour and shape words
+    for key in ("distinct_captions", "mean_words", "vocabulary_used", "bigram_repeat_rate",
+                "bad_ending_rate"):
+        assert set(trained.metrics[key]) == {"1", "3", "5"}
     assert not ckpt.exists()
 
 

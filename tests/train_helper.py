@@ -1,4 +1,6 @@
-"""Run a tiny training in a subprocess (so tests can kill it): python train_helper.py DATA OUT CKPT."""
+"""Run a tiny training in a subprocess (so tests can kill it):
+python train_helper.py DATA OUT CKPT [merge|attention]."""
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -9,9 +11,12 @@ from conftest import PixelEncoder  # noqa: E402
 from captioner.config import Config  # noqa: E402
 from captioner.train import train  # noqa: E402
 
-TINY = Config(min_word_count=1, embed_dim=16, units=32, batch_size=16, max_epochs=6, patience=6,
-              learning_rate=3e-3, max_decode_length=8, image_dropout=0.1, embed_dropout=0.1)
+TINY = Config(min_word_count=1, embed_dim=16, units=32, attention_dim=16, batch_size=16, max_epochs=5,
+              patience=6, learning_rate=3e-3, max_decode_length=8, image_dropout=0.1, embed_dropout=0.1,
+              scst_max_epochs=3, scst_learning_rate=1e-3)
 
 if __name__ == "__main__":
     data, out, checkpoint = sys.argv[1:4]
-    train(data, out, TINY, checkpoint, encoder=PixelEncoder(), evaluate_test=True, progress=False)
+    decoder = sys.argv[4] if len(sys.argv) > 4 else "merge"
+    train(data, out, dataclasses.replace(TINY, decoder=decoder), checkpoint, encoder=PixelEncoder(),
+          evaluate_test=True, progress=False)
