@@ -58,11 +58,12 @@ def file_digest(path: Path) -> str:
 
 def extract_feature_maps(paths: list[Path], encoder, cache: FeatureCache | None = None,
                          batch_size: int = 32, progress: bool = True, pooled: bool = False,
-                         desc: str = "Extracting features") -> np.ndarray:
+                         desc: str = "Extracting features", on_progress=None) -> np.ndarray:
     """Xception features of `paths`, computing only what is not cached.
 
     Returns float16 maps (n, 10, 10, 2048), or with `pooled` their float32 means (n, 2048),
     pooled one photo at a time so the maps of a whole split need not fit in memory.
+    `on_progress(done, total)` is called after each batch the encoder runs.
     """
     from tqdm import tqdm
 
@@ -109,6 +110,8 @@ def extract_feature_maps(paths: list[Path], encoder, cache: FeatureCache | None 
                 cache.put(digests[i], feature_map)
                 store(i, feature_map)
             bar.update(len(batch))
+            if on_progress:
+                on_progress(bar.n, len(todo))
     bar.close()
     if progress:
         rate = len(todo) / max(time.perf_counter() - start, 1e-9)

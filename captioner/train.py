@@ -34,6 +34,7 @@ from .decoders import build_decoder, keras_inputs, numpy_decoder, training_featu
 from .decoding import beam_search, greedy_search, sample_captions
 from .evaluate import caption_statistics, coco_scores, human_ceiling, quick_scores
 from .features import FeatureCache, extract_feature_maps
+from .progress import PROGRESS_FILE, ProgressReporter
 from .text import Vocabulary, clean_caption
 
 EVAL_BEAMS = (1, 3, 5)
@@ -101,7 +102,7 @@ def _default_encoder():
 
 
 def split_features(dataset: Flickr8k, splits: dict[str, list[str]], encoder, progress: bool,
-                   config: Config | None = None) -> dict:
+                   config: Config | None = None, reporter: ProgressReporter | None = None) -> dict:
     """Each split's features through the on-disk cache, in the form `config.decoder` reads
     (pooled vectors for merge, 100 regions for attention)."""
     config = config or Config()
@@ -110,8 +111,11 @@ def split_features(dataset: Flickr8k, splits: dict[str, list[str]], encoder, pro
     out = {}
     for split, names in splits.items():
         if names:
+            on_progress = reporter and (lambda done, total, split=split: reporter.report(
+                split=split, done=done, total=total, unit="photos"))
             maps = extract_feature_maps([dataset.image_path(n) for n in names], encoder, cache,
-                                        progress=progress, pooled=pooled, desc=f"Features ({split})")
+                                        progress=progress, pooled=pooled, desc=f"Features ({split})",
+                                        on_progress=on_progress)
             out[split] = maps if pooled else training_features(config, maps)
     return out
 
@@ -121,12 +125,13 @@ class Checkpoint:
     and a JSON state. state.json, written last and atomically, names the files: a kill at
     any moment leaves a state that matches the weights it points to."""
 
-    OUR_FILES = re.compile(r"^(epoch-\d+\.weights\.h5|best-\d+\.weights\.h5|state\.json)$")
+    OUR_FILES = re.compile(r"^(epoch-\d+\.weights\.h5|best-\d+\.weights\.h5|state\.json|progress\.json)$")
 
     def __init__(self, directory: Path):
         self.dir = Path(directory)
         self.state_path = self.dir / "state.json"
-        if self.dir.is_dir() and not self.exists() and any(self.dir.iterdir()):
+        if self.dir.is_dir() and not self.exists() and any(
+                not self.OUR_FILES.match(p.name) for p in self.dir.iterdir()):
             raise TrainingError(f"{self.dir}: checkpoint directory is not empty and holds no "
                                 "state.json; choose an empty or new directory.")
 
@@ -158,7 +163,7 @@ class Checkpoint:
         artifacts.write_json_atomic(self.state_path, state)
         for path in self.dir.iterdir():  # our files that no state points to any more
             if self.OUR_FILES.match(path.name) and path.name not in (
-                    state["model"], state["best_weights"], self.state_path.name):
+                    state["model"], state["best_weights"], self.state_path.name, PROGRESS_FILE):
                 path.unlink(missing_ok=True)
 
     def load(self, config: Config):
@@ -206,14 +211,17 @@ def make_train_step(model):
 class Run:
     """Everything one training run needs, loaded once: data, features, vocabulary, model."""
 
-    def __init__(self, data_dir, config: Config, encoder, progress: bool, max_images: int | None):
+    def __init__(self, data_dir, config: Config, encoder, progress: bool, max_images: int | None,
+                 reporter: ProgressReporter):
         self.progress = progress
+        self.reporter = reporter
+        reporter.report(phase="features", force=True)
         self.dataset = load_flickr8k(data_dir)
         self.splits = {s: self.dataset.images(s)[:max_images] if max_images else self.dataset.images(s)
                        for s in ("train", "val", "test")}
         log(f"Dataset {self.dataset.root} ({self.dataset.layout} layout): "
             + ", ".join(f"{s} {len(n)}" for s, n in self.splits.items()))
-        self.features = split_features(self.dataset, self.splits, encoder, progress, config)
+        self.features = split_features(self.dataset, self.splits, encoder, progress, config, reporter)
         train_captions = [c for n in self.splits["train"] for c in self.dataset.captions[n]]
         self.vocab = Vocabulary.build(train_captions, config.min_word_count)
         self.config = dataclasses.replace(config, vocab_size=len(self.vocab))
@@ -250,7 +258,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
                             else out_dir.with_name(f".{out_dir.name}.checkpoint"))
     started = time.time()
     encoder = encoder or _default_encoder()
-    run = Run(data_dir, config, encoder, progress, max_images)
+    reporter = ProgressReporter(checkpoint.dir, config.decoder)
+    run = Run(data_dir, config, encoder, progress, max_images, reporter)
     config = run.config
 
     if checkpoint.exists():
@@ -288,6 +297,9 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
             continue
 
         epoch = state["epoch"] + 1
+        reporter.report(phase=state["phase"], epoch=epoch, phase_epoch=state["phase_epoch"] + 1,
+                        max_phase_epochs=config.max_epochs if state["phase"] == "xe" else config.scst_max_epochs,
+                        epoch_started=time.time(), step="training", done=0, total=0, force=True)
         model.optimizer.learning_rate.assign(state["learning_rate"])
         rng = np.random.default_rng(config.seed + epoch)
         t0 = time.time()
@@ -323,6 +335,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
             return {}
 
     log(f"Training done: best val CIDEr {state['best_cider']:.4f} at epoch {state['best_epoch']}")
+    reporter.report(phase="evaluation", force=True)
     model = build_decoder(config)
     _load_decoder_only(model, checkpoint.best_path(state), config)
     decoder = numpy_decoder(model, config)
@@ -330,9 +343,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
                                  run.references["val"])
     metrics = None
     if evaluate_test and run.splits["test"]:
-        test_features = split_features(run.dataset, {"test": run.splits["test"]}, encoder, progress,
-                                       config)["test"]
-        metrics = evaluate_split(decoder, run.vocab, config, test_features, run.splits["test"],
+        metrics = evaluate_split(decoder, run.vocab, config, run.features["test"], run.splits["test"],
                                  run.references["test"], encoder.checksum)
     best_row = next(h for h in state["history"] if h["epoch"] == state["best_epoch"])
     info = {
@@ -351,6 +362,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
     }
     artifacts.save_trained(out_dir, model, run.vocab, config, state["history"], metrics, info)
     log(f"Model written to {out_dir} ({time.time() - started:.0f} s in all)")
+    reporter.remove()
     checkpoint.remove()
     return metrics or {}
 
@@ -368,13 +380,16 @@ def xe_epoch(run: Run, train_step, nll_sum, rng, epoch: int) -> dict:
     batches = photo_batches(len(run.splits["train"]), run.photos_per_batch, rng)
     bar = tqdm(batches, desc=f"Epoch {epoch} cross-entropy", unit="batch", disable=not run.progress,
                file=sys.stderr, dynamic_ncols=True)
-    for photos in bar:
+    for done, photos in enumerate(bar, 1):
         indices = [i for p in photos for i in captions.by_photo[p]]
         rows, inputs, targets = captions.batch(indices)
         mask = (targets > 0).astype(np.float32)
         loss = train_step(run.inputs("train", rows, inputs), targets, mask, np.float32(mask.sum()))
         losses.append(float(loss))
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", refresh=False)
+        run.reporter.report(done=done, total=len(batches), unit="batches",
+                            loss=round(float(np.mean(losses[-50:])), 4))
+    run.reporter.report(step="validation", force=True)
     return {"loss": round(float(np.mean(losses)), 4), "val_loss": round(val_loss(run, nll_sum), 4)}
 
 
@@ -433,8 +448,12 @@ def scst_epoch(run: Run, model, train_step, cider: CiderD, rng, epoch: int) -> d
                               mask * advantage[rows, None], np.float32(mask.sum()))
             losses.append(float(loss))
         bar.update(len(chunk))
-        bar.set_postfix(reward=f"{np.concatenate(rewards_all).mean():.3f}", refresh=False)
+        mean_reward = float(np.concatenate(rewards_all).mean())
+        bar.set_postfix(reward=f"{mean_reward:.3f}", refresh=False)
+        run.reporter.report(done=bar.n, total=len(order), unit="photos", mean_reward=round(mean_reward, 4),
+                            loss=round(float(np.mean(losses[-20:])), 4))
     bar.close()
+    run.reporter.report(step="validation", force=True)
     return {"loss": round(float(np.mean(losses)), 4),
             "mean_reward": round(float(np.concatenate(rewards_all).mean()), 4)}
 

@@ -34,8 +34,8 @@ def random_attention(seed: int, vocab_size: int = len(VOCAB), units=8, embed=4, 
     r = _random(np.random.default_rng(seed))
     w = AttentionDecoder(r(feat, units), r(units), r(units, att), r(feat, embed), r(embed),
                          r(vocab_size, embed), r(2 * embed, 4 * units), r(units, 4 * units), r(4 * units),
-                         r(2 * embed, units), r(units), r(units, units), r(units, att), r(units, att),
-                         r(att) * 4, r(units, units), r(units), r(units, vocab_size), r(vocab_size))
+                         r(2 * embed, units), r(units), r(units, units), r(units, att) * 4, r(units, att),
+                         r(units, units), r(units), r(units, vocab_size), r(vocab_size))
     w.logits_bias[Vocabulary.end_id] -= 3.0
     w.logits_kernel[:, Vocabulary.end_id] *= 0.2
     w.__post_init__()
