@@ -25,6 +25,7 @@ CONFIG = "config.json"
 HISTORY = "history.json"
 METRICS = "metrics.json"
 MANIFEST = "manifest.json"
+PHOTO_SCORES = "test_captions.json"   # each test photo's caption and scores, for the app
 REQUIRED = (WEIGHTS, VOCAB, CONFIG, MANIFEST)
 
 
@@ -60,7 +61,8 @@ def read_json(path: Path):
 
 
 def save_trained(out_dir: Path, model, vocab: Vocabulary, config: Config,
-                 history: list[dict], metrics: dict | None, info: dict) -> Path:
+                 history: list[dict], metrics: dict | None, info: dict,
+                 photo_scores: list[dict] | None = None) -> Path:
     """Write a complete model directory and swap it in for `out_dir` atomically."""
     out_dir = Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +81,9 @@ def save_trained(out_dir: Path, model, vocab: Vocabulary, config: Config,
         if metrics is not None:
             write_json_atomic(staging / METRICS, metrics)
             files.append(METRICS)
+        if photo_scores:
+            write_json_atomic(staging / PHOTO_SCORES, photo_scores)
+            files.append(PHOTO_SCORES)
         manifest = dict(info, files={name: sha256_file(staging / name) for name in files})
         write_json_atomic(staging / MANIFEST, manifest)
         os.chmod(staging, 0o755)

@@ -29,8 +29,10 @@ def quick_scores(hypotheses: dict[str, str], references: dict[str, list[str]]) -
 
 
 def coco_scores(hypotheses: dict[str, str], references: dict[str, list[str]],
-                meteor: bool = True) -> dict[str, float | None]:
-    """BLEU-1..4, METEOR, CIDEr of one hypothesis per image against its references."""
+                meteor: bool = True, per_image: dict | None = None) -> dict[str, float | None]:
+    """BLEU-1..4, METEOR, CIDEr of one hypothesis per image against its references.
+
+    With a `per_image` dict, fills it with each image's CIDEr and smoothed sentence BLEU-4."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
 
@@ -60,7 +62,12 @@ def coco_scores(hypotheses: dict[str, str], references: dict[str, list[str]],
         else:
             print("METEOR not computed: Java is not installed (apt-get install "
                   "default-jre-headless, or run `make setup`).", file=sys.stderr)
-    scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+    cider, cider_per_image = Cider().compute_score(gts, res)
+    scores["CIDEr"] = float(cider)
+    if per_image is not None:
+        for key, value in zip(gts, cider_per_image):  # Cider scores in the order of gts' keys
+            per_image[key] = {"cider": round(float(value), 4),
+                              "bleu4": sentence_bleu4(res[key][0], gts[key])}
     return {k: (round(v, 4) if v is not None else None) for k, v in scores.items()}
 
 
@@ -92,3 +99,12 @@ def human_ceiling(references: dict[str, list[str]]) -> dict[str, float | None]:
     others = {k: references[k][1:] for k in hyps}
     return coco_scores(hyps, others)
 
+
+
+def sentence_bleu4(hypothesis: str, references: list[str]) -> float:
+    """BLEU-4 of one caption, smoothed: unsmoothed BLEU is 0 for any caption without a
+    matching 4-gram. NLTK's method 3 is NIST's geometric smoothing, sacrebleu's default."""
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+    value = sentence_bleu([r.split() for r in references], hypothesis.split(),
+                          smoothing_function=SmoothingFunction().method3)
+    return round(float(value), 4)

@@ -341,10 +341,10 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
     decoder = numpy_decoder(model, config)
     config = choose_length_alpha(decoder, run.vocab, config, run.features["val"], run.splits["val"],
                                  run.references["val"])
-    metrics = None
+    metrics, photo_scores = None, []
     if evaluate_test and run.splits["test"]:
         metrics = evaluate_split(decoder, run.vocab, config, run.features["test"], run.splits["test"],
-                                 run.references["test"], encoder.checksum)
+                                 run.references["test"], encoder.checksum, photo_scores=photo_scores)
     best_row = next(h for h in state["history"] if h["epoch"] == state["best_epoch"])
     info = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -360,7 +360,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         "encoder": {"name": "xception", "weights_checksum": encoder.checksum},
         "versions": _versions(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
     }
-    artifacts.save_trained(out_dir, model, run.vocab, config, state["history"], metrics, info)
+    artifacts.save_trained(out_dir, model, run.vocab, config, state["history"], metrics, info,
+                           photo_scores or None)
     log(f"Model written to {out_dir} ({time.time() - started:.0f} s in all)")
     reporter.remove()
     checkpoint.remove()
@@ -487,18 +488,22 @@ def rescore(data_dir: str | os.PathLike, model_dir: str | os.PathLike, encoder=N
     decoder = numpy_decoder(trained.model, trained.config)
     config = choose_length_alpha(decoder, trained.vocab, trained.config, features["val"], names["val"],
                                  {n: dataset.captions[n] for n in names["val"]})
+    photo_scores = []
     metrics = evaluate_split(decoder, trained.vocab, config, features["test"], names["test"],
-                             {n: dataset.captions[n] for n in names["test"]}, encoder.checksum)
+                             {n: dataset.captions[n] for n in names["test"]}, encoder.checksum,
+                             photo_scores=photo_scores)
     info = {k: v for k, v in trained.manifest.items() if k != "files"}
     info["rescored"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     artifacts.save_trained(Path(model_dir), trained.model, trained.vocab, config, trained.history,
-                           metrics, info)
+                           metrics, info, photo_scores)
     log(f"Re-scored {model_dir}")
     return metrics
 
 
 def evaluate_split(decoder, vocab, config, features, names, references, encoder_checksum,
-                   beams=EVAL_BEAMS, split="test") -> dict:
+                   beams=EVAL_BEAMS, split="test", photo_scores: list | None = None) -> dict:
+    """Scores at each beam width; `photo_scores`, if given, receives each photo's caption and
+    scores at the default width (what the app shows)."""
     metrics = {"split": split, "n_images": len(names), "decoder": config.decoder, "beam": {},
                "length_alpha": config.length_alpha, **{key: {} for key in STATISTICS.values()},
                "encoder": {"name": "xception", "weights_checksum": encoder_checksum}}
@@ -509,7 +514,11 @@ def evaluate_split(decoder, vocab, config, features, names, references, encoder_
         caps = beam_search(decoder, vocab, features, beam=beam, max_length=config.max_decode_length,
                            alpha=config.length_alpha)
         texts = [c[0].text for c in caps]
-        scores = coco_scores(dict(zip(names, texts)), references)
+        per_image = {} if beam == config.default_beam else None
+        scores = coco_scores(dict(zip(names, texts)), references, per_image=per_image)
+        if per_image is not None and photo_scores is not None:
+            photo_scores.extend({"image": n, "caption": t, "beam": beam, **per_image[n]}
+                                for n, t in zip(names, texts))
         metrics["beam"][str(beam)] = scores
         stats = caption_statistics(texts)
         for name, key in STATISTICS.items():
