@@ -114,12 +114,18 @@ class Summary:
         return (self.captioned + self.failed) / max(self.seconds, 1e-9)
 
 
-def _check_same_settings(out: Path, done: dict[str, dict], model: str, beam: int) -> None:
+def _settings_and_outcome(record: dict) -> tuple:
+    """What a resumed run needs of each record already written: its model and beam (to refuse
+    mixing settings) and whether it failed (to count and retry errors)."""
+    return record.get("model"), record.get("beam"), bool(record.get("error"))
+
+
+def _check_same_settings(out: Path, done: dict[str, tuple], model: str, beam: int) -> None:
     """Refuse to resume an output written with another model or beam: it would mix them."""
-    for record in done.values():
-        if (record.get("model"), record.get("beam")) != (model, beam):
-            raise BatchError(f"{out}: written with model {record.get('model')} at beam "
-                             f"{record.get('beam')}, not {model} at beam {beam}; use another --out.")
+    for written_model, written_beam, _ in done.values():
+        if (written_model, written_beam) != (model, beam):
+            raise BatchError(f"{out}: written with model {written_model} at beam {written_beam}, "
+                             f"not {model} at beam {beam}; use another --out.")
 
 
 def caption_dir(captioner, root: str | os.PathLike, out: str | os.PathLike, beam: int = 3,
@@ -133,39 +139,47 @@ def caption_dir(captioner, root: str | os.PathLike, out: str | os.PathLike, beam
     root, out = Path(root), Path(out)
     photos = find_photos(root)
     start = time.perf_counter()
-    with ResumableJsonl(out) as output:
+    with ResumableJsonl(out, keep=_settings_and_outcome) as output:
         if output.repaired_bytes:
             print(f"{out}: its last line was torn ({output.repaired_bytes} bytes, from a run "
                   "that was killed); removed, that photo is captioned again.", file=sys.stderr)
         _check_same_settings(out, output.done, captioner.name, beam)
         if retry_errors:
-            output.drop({path for path, record in output.done.items() if record.get("error")})
+            output.drop({path for path, (_, _, is_error) in output.done.items() if is_error})
         todo = [path for path in photos if path not in output.done]
         already_done = len(photos) - len(todo)
-        batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-        captioned = failed = 0
         bar = tqdm(total=len(todo), desc="Captioning", unit="photo", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
-        # Decode the next batch in a thread while Xception and the decoder work on this one.
-        with ThreadPoolExecutor(max_workers=1) as workers:
-            pending = workers.submit(prepare, root, batches[0]) if batches else None
-            for b in range(len(batches)):
-                decoded = pending.result()
-                if b + 1 < len(batches):
-                    pending = workers.submit(prepare, root, batches[b + 1])
-                records = caption_decoded(captioner, decoded, beam, top)
-                output.append(records)
-                for record in records:
-                    if record["error"]:
-                        failed += 1
-                        bar.write(f"error: {record['error']}", file=sys.stderr)
-                    else:
-                        captioned += 1
-                bar.update(len(records))
+        captioned, failed = _caption_into(output, captioner, root, todo, beam, top, batch_size, bar)
         bar.close()
-        failed_in_output = sum(1 for path in photos if (output.done.get(path) or {}).get("error"))
+        failed_paths = {path for path, (_, _, is_error) in output.done.items() if is_error}
+        failed_in_output = len(failed_paths.intersection(photos))
     return Summary(len(photos), captioned, failed, already_done, failed_in_output,
                    time.perf_counter() - start)
+
+
+def _caption_into(output: ResumableJsonl, captioner, root: Path, todo: list[str], beam: int,
+                  top: int, batch_size: int, bar) -> tuple[int, int]:
+    """Caption `todo` batch by batch, appending each batch's records; (captioned, failed)."""
+    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    captioned = failed = 0
+    # Decode the next batch in a thread while Xception and the decoder work on this one.
+    with ThreadPoolExecutor(max_workers=1) as workers:
+        pending = workers.submit(prepare, root, batches[0]) if batches else None
+        for b in range(len(batches)):
+            decoded = pending.result()
+            if b + 1 < len(batches):
+                pending = workers.submit(prepare, root, batches[b + 1])
+            records = caption_decoded(captioner, decoded, beam, top)
+            output.append(records)
+            for record in records:
+                if record["error"]:
+                    failed += 1
+                    bar.write(f"error: {record['error']}", file=sys.stderr)
+                else:
+                    captioned += 1
+            bar.update(len(records))
+    return captioned, failed
 
 
 def describe(summary: Summary, out: str | os.PathLike) -> str:

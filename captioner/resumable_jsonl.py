@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 
 class OutputFileError(ValueError):
@@ -27,10 +28,10 @@ def _is_record(value) -> bool:
     return isinstance(value, dict) and isinstance(value.get("path"), str)
 
 
-def scan(path: Path) -> tuple[dict[str, dict], int]:
-    """The records of an existing file by path (first one wins) and the byte length of its
-    intact part: everything up to the last newline that ends a valid record."""
-    records: dict[str, dict] = {}
+def scan(path: Path, keep: Callable[[dict], Any]) -> tuple[dict[str, Any], int]:
+    """`keep(record)` for each record of an existing file, by path (first one wins), and the
+    byte length of its intact part: everything up to the last newline that ends a record."""
+    records: dict[str, Any] = {}
     intact = 0
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, 1):
@@ -44,18 +45,21 @@ def scan(path: Path) -> tuple[dict[str, dict], int]:
                         f"{path}: line {number} is not a caption record, so this is not an "
                         "output of caption-dir (or it was edited); use another --out.")
                 break  # torn last line: redone by this run
-            records.setdefault(record["path"], record)
+            if record["path"] not in records:
+                records[record["path"]] = keep(record)
             intact += len(raw)
     return records, intact
 
 
 class ResumableJsonl:
-    """`with ResumableJsonl(path) as out:` then `out.done` (records by path) and
-    `out.append(records)`."""
+    """`with ResumableJsonl(path, keep) as out:` then `out.done` ({path: keep(record)} for the
+    records written so far) and `out.append(records)`. `keep` picks what the caller needs of
+    each record, so memory grows by a path and a small value per line, not a whole record."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, keep: Callable[[dict], Any] = lambda record: True):
         self.path = Path(path)
-        self.done: dict[str, dict] = {}
+        self.keep = keep
+        self.done: dict[str, Any] = {}
         self.repaired_bytes = 0
         self._fd: int | None = None
 
@@ -72,7 +76,7 @@ class ResumableJsonl:
             os.close(fd)
             raise OutputFileError(f"{self.path}: another caption-dir is writing it.") from None
         try:
-            self.done, intact = scan(self.path)
+            self.done, intact = scan(self.path, self.keep)
             size = os.fstat(fd).st_size
             if intact < size:
                 os.ftruncate(fd, intact)
@@ -114,7 +118,8 @@ class ResumableJsonl:
             view = view[written:]
         os.fsync(self._fd)
         for record in records:
-            self.done.setdefault(record["path"], record)
+            if record["path"] not in self.done:
+                self.done[record["path"]] = self.keep(record)
 
     def __exit__(self, *exc) -> None:
         if self._fd is not None:
