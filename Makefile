@@ -6,7 +6,7 @@ DATA ?= $(abspath ../shared/flickr8k)
 PORT ?= 8501
 export CAPTIONER_DATA_DIR ?= $(DATA)
 
-.PHONY: setup venv system-packages weights run app caption train test test-unit bench clean-venv
+.PHONY: setup venv system-packages weights run app caption train test test-unit bench bench-batch clean-venv
 
 setup: venv system-packages weights
 
@@ -56,3 +56,7 @@ test-unit: venv
 
 bench: setup
 	$(PY) benchmarks/bench_decode.py --data $(DATA)
+
+# caption-dir against a loop over caption_image on 200 test photos (RAY=1 times Ray too).
+bench-batch: setup
+	$(PY) benchmarks/bench_batch.py --data $(DATA) $(if $(RAY),--ray)

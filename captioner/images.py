@@ -23,6 +23,8 @@ ENCODER_SIZE = 299
 SOURCE_SIZE = 224
 OPEN_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 SUPPORTED_FORMATS = OPEN_FORMATS + ("MPO",)  # multi-picture JPEGs open through the JPEG parser
+# File names a folder walk picks up (lower-cased suffixes); the bytes still decide the format.
+PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif")
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False
