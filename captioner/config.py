@@ -32,10 +32,10 @@ class Config:
     lr_decay_patience: int = 2         # halve the learning rate after this many flat epochs
     seed: int = 1234
     # Self-critical sequence training (CIDEr-D reward) after cross-entropy; 0 epochs skips it
-    scst_max_epochs: int = 15
+    scst_max_epochs: int = 5
     scst_samples: int = 5              # captions sampled per photo; baseline = mean of the others
     scst_learning_rate: float = 5e-5
-    scst_patience: int = 3             # epochs without a better val CIDEr before stopping
+    scst_patience: int = 2             # epochs without a better val CIDEr before stopping
     # Decoding
     max_decode_length: int = 30
     length_alpha: float = 0.7          # score = sum log p / (length ** alpha)
