@@ -52,7 +52,7 @@ def main(argv=None) -> int:
         out = Path(args.out)
         for decoder in (DECODERS if args.decoder == "both" else (args.decoder,)):
             settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
-                        if hasattr(args, f.name)}
+                        if hasattr(args, f.name) and f.name != "decoder"}
             config = Config(**settings, decoder=decoder)
             checkpoint = args.checkpoint_dir or out.parent / f".{out.name}.checkpoint-{decoder}"
             log(f"Training the {decoder} decoder into {out / decoder}")
