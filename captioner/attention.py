@@ -202,6 +202,7 @@ class AttentionDecoder:
                                + self.sentinel_input_bias)
         self._image_gate_kernel = self.lstm_kernel[embed_dim:]
         self.scale = np.float32(1.0 / np.sqrt(self.query_kernel.shape[1]))
+        self._recurrent_and_sentinel = np.concatenate([self.lstm_recurrent, self.sentinel_hidden_kernel], axis=1)
         self._image_sentinel_kernel = self.sentinel_input_kernel[embed_dim:]
 
     @property
@@ -227,10 +228,13 @@ class AttentionDecoder:
 
     def step(self, tokens: np.ndarray, state: tuple, context: dict, photos: np.ndarray) -> StepOutput:
         h_prev, c = state
-        z = self.token_gates[tokens] + context["image_gates"][photos] + matmul(h_prev, self.lstm_recurrent)
+        # The LSTM and the sentinel gate both read h_{t-1}: one product for the two.
+        recurrent = matmul(h_prev, self._recurrent_and_sentinel)
+        units = self.units
+        z = self.token_gates[tokens] + context["image_gates"][photos] + recurrent[:, :4 * units]
         h, c = lstm_update(z, c)
         gate = sigmoid(self.token_sentinel[tokens] + context["image_sentinel"][photos]
-                       + matmul(h_prev, self.sentinel_hidden_kernel))
+                       + recurrent[:, 4 * units:])
         sentinel = gate * h
         query = matmul(h, self.query_kernel) * self.scale
         region_scores = per_photo_matmul(context["keys"], photos, query)          # (rows, 100)
