@@ -143,7 +143,7 @@ def _estimate(run: LiveRun, elapsed: float, state: dict, config: dict) -> None:
 def live_runs(model_root: str | os.PathLike, now: float | None = None) -> list[LiveRun]:
     """Every run with a checkpoint beside `model_root`, running ones first."""
     runs = [run for run in (read_run(d, now) for d in checkpoint_dirs(model_root)) if run]
-    return sorted(runs, key=lambda run: (not run.running, run.decoder))
+    return sorted(runs, key=lambda run: (not run.running, run.directory.name))
 
 
 def format_seconds(seconds: float | None) -> str:

@@ -13,15 +13,16 @@ from .text import FUNCTION_WORDS, clean_caption
 
 
 def phrase_counts(captions: Iterable[str], n: int = 2, content_only: bool = True) -> dict[str, int]:
-    """{phrase: number of occurrences}; with `content_only`, phrases made only of function
-    words ("in a", "on the") are dropped: they are the most frequent and say nothing."""
+    """{phrase: number of occurrences}; with `content_only`, phrases that begin or end with a
+    function word are dropped: fragments such as "in a" and "a blue" are the most frequent
+    and say nothing that "blue shirt" or "man in black" does not."""
     from nltk.collocations import BigramCollocationFinder, TrigramCollocationFinder
     finders = {2: BigramCollocationFinder, 3: TrigramCollocationFinder}
     if n not in finders:
         raise ValueError(f"phrases of 2 or 3 words, not {n}")
     finder = finders[n].from_documents(clean_caption(c) for c in captions)
     if content_only:
-        finder.apply_ngram_filter(lambda *words: all(w in FUNCTION_WORDS for w in words))
+        finder.apply_ngram_filter(lambda *words: words[0] in FUNCTION_WORDS or words[-1] in FUNCTION_WORDS)
     return {" ".join(gram): count for gram, count in finder.ngram_fd.items()}
 
 
