@@ -15,6 +15,15 @@ PANELS = [("loss", "Training loss (cross-entropy)"), ("val_loss", "Validation lo
           ("mean_reward", "Mean CIDEr-D reward of samples (self-critical)")]
 
 
+def curve_points(histories: dict[str, list[dict]], key: str) -> list[dict]:
+    """[{"model", "phase", "epoch", "value"}] of one recorded quantity, for any plotting
+    library. Rows without a phase come from models trained before self-critical training
+    and are cross-entropy epochs."""
+    return [{"model": name, "phase": row.get("phase", "xe"), "epoch": row["epoch"], "value": row[key]}
+            for name, history in sorted(histories.items()) for row in history
+            if row.get(key) is not None and "epoch" in row]
+
+
 def plot_histories(histories: dict[str, list[dict]], out: str | os.PathLike) -> Path:
     """One panel per recorded quantity, one colour per model, solid lines for
     cross-entropy epochs and dashed for self-critical ones. Returns the file written."""
@@ -34,12 +43,12 @@ def plot_histories(histories: dict[str, list[dict]], out: str | os.PathLike) -> 
     # the other: not comparable, so the loss panels show cross-entropy epochs only.
     xe_only = {"loss", "val_loss"}
     for ax, (key, title) in zip(axes.flat, panels):
-        for name, history in sorted(histories.items()):
+        points_of = curve_points(histories, key)
+        for name in sorted(histories):
             for phase, style in PHASE_STYLE.items():
                 if key in xe_only and phase != "xe":
                     continue
-                points = [(row["epoch"], row[key]) for row in history
-                          if row.get("phase", "xe") == phase and row.get(key) is not None]
+                points = [(p["epoch"], p["value"]) for p in points_of if p["model"] == name and p["phase"] == phase]
                 if points:
                     x, y = zip(*points)
                     ax.plot(x, y, style, marker="o", markersize=3, color=colours[name],
