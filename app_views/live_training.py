@@ -31,8 +31,9 @@ def show_run(run: LiveRun) -> None:
         st.warning("No training process is running for this checkpoint: it stopped or was killed. "
                    "Running the same training command resumes it from its last finished epoch.")
     if run.total:
-        step = f"{run.step}: " if run.step else ""
-        st.progress(min(run.done / run.total, 1.0), text=f"{step}{run.done:,} of {run.total:,} {run.unit}")
+        # During validation the bar stays on the training batches, all done.
+        now = " · validating" if run.step == "validation" else ""
+        st.progress(min(run.done / run.total, 1.0), text=f"{run.done:,} of {run.total:,} {run.unit}{now}")
     elif run.step:
         st.caption(f"Step: {run.step}")
     loss_col, epoch_col, left_col, phase_col = st.columns(4)
