@@ -14,6 +14,11 @@ REFRESH_SECONDS = 5
 @st.fragment(run_every=REFRESH_SECONDS)
 def show_live_runs() -> None:
     runs = live_runs(app.model_dir())
+    seen = [str(run.directory) for run in runs]
+    before = st.session_state.get("live_runs") or []
+    st.session_state["live_runs"] = seen
+    if set(before) - set(seen):  # a run ended, so a new model may be in: redraw the whole page
+        st.rerun(scope="app")
     if not runs:
         return
     st.header("Training now", anchor=False)
