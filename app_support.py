@@ -23,9 +23,12 @@ from PIL import Image
 
 from captioner import Captioner, ImageError
 from captioner.annotations import Annotations, load_annotations
+from captioner.artifacts import ArtifactError, read_records
 from captioner.dataset import DatasetError, Flickr8k, load_flickr8k
 from captioner.dataset_stats import build_search_index, summary
 from captioner.images import load_image
+from captioner.insights import load_photo_scores, missed_words, model_vocabulary
+from captioner.phrases import compare_phrases
 
 REPO = Path(__file__).resolve().parent
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
@@ -145,6 +148,72 @@ def require_encoder() -> None:
         st.stop()
 
 
+# -- what training recorded, for every model ------------------------------------------------
+def models() -> dict[str, Path]:
+    from captioner.captioner import available_models
+    return available_models(model_dir())
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _records(directory: str, stamp: tuple) -> dict:
+    return read_records(directory)
+
+
+def model_records() -> tuple[dict[str, dict], dict[str, str]]:
+    """({name: history, metrics, manifest, config}, {name: why it cannot be read}), from the
+    JSON files alone: the Training page needs no Keras model."""
+    records, errors = {}, {}
+    stamp = _model_stamp(model_dir())
+    for name, directory in models().items():
+        try:
+            records[name] = _records(str(directory), stamp)
+        except ArtifactError as exc:
+            errors[name] = str(exc)
+    return records, errors
+
+
+@st.cache_data(show_spinner="Reading each test photo's scores…", max_entries=4)
+def _photo_scores(directory: str, stamp: tuple) -> dict | None:
+    return load_photo_scores(directory)
+
+
+def photo_scores() -> tuple[dict[str, dict], list[str]]:
+    """({model: {image: caption and scores}}, [models evaluated before per-photo scores])."""
+    scored, unscored = {}, []
+    stamp = _model_stamp(model_dir())
+    for name, directory in models().items():
+        try:
+            scores = _photo_scores(str(directory), stamp)
+        except ArtifactError as exc:
+            logging.getLogger(__name__).warning("%s", exc)
+            scores = None
+        if scores:
+            scored[name] = scores
+        else:
+            unscored.append(name)
+    return scored, unscored
+
+
+@st.cache_data(show_spinner="Counting phrases…", max_entries=16)
+def phrase_table(root: str, model: str, n: int, stamp: tuple) -> dict:
+    captions = _dataset_index(str(Path(root.strip()).expanduser().resolve())).dataset.captions
+    scores = photo_scores()[0][model]
+    return compare_phrases([c for image in scores for c in captions.get(image, ())],
+                           [row["caption"] for row in scores.values()], n)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def missed_word_table(root: str, model: str, stamp: tuple) -> list[dict]:
+    captions = _dataset_index(str(Path(root.strip()).expanduser().resolve())).dataset.captions
+    scores = photo_scores()[0][model]
+    return missed_words([c for image in scores for c in captions.get(image, ())],
+                        [row["caption"] for row in scores.values()], model_vocabulary(models()[model]))
+
+
+def model_stamp() -> tuple:
+    return _model_stamp(model_dir())
+
+
 # -- photos ----------------------------------------------------------------------------
 def safe_label(filename: str | None, default: str = "The photo") -> str:
     """A file name reduced to characters that cannot form Markdown links or markup, since
@@ -220,6 +289,20 @@ def default_data_dir() -> str:
         return os.environ["CAPTIONER_DATA_DIR"]
     shared = REPO.parent / "shared" / "flickr8k"
     return str(shared) if shared.is_dir() else ""
+
+
+def data_dir_locked() -> bool:
+    """For a public deployment: CAPTIONER_DATA_DIR_LOCKED=1 hides the sidebar's "Dataset
+    directory" box, so visitors cannot make the server read a directory of their choosing."""
+    return os.environ.get("CAPTIONER_DATA_DIR_LOCKED", "").strip().lower() in ("1", "true", "yes")
+
+
+def dataset_root() -> str:
+    """The dataset directory: fixed by the server when locked, else the sidebar's box."""
+    if data_dir_locked():
+        return default_data_dir()
+    return st.sidebar.text_input("Dataset directory", value=default_data_dir(), key="data_dir",
+                                 help="Flickr8k in either layout; defaults to $CAPTIONER_DATA_DIR.")
 
 
 @dataclass

@@ -5,6 +5,7 @@
     python -m captioner caption-dir PHOTOS --out OUTDIR --engine ray [--address HOST:PORT]
     python -m captioner fetch-weights
     python -m captioner info
+    python -m captioner plot-history --out docs/training-curves.png
 """
 from __future__ import annotations
 
@@ -139,6 +140,14 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_plot_history(args) -> int:
+    from .captioner import default_model_root
+    from .plots import plot_models
+    out = plot_models(args.models or default_model_root(), args.out)
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     # The same parser serves `python -m captioner` and the installed `captioner` command.
     prog = "python -m captioner" if sys.argv[0].endswith("__main__.py") else "captioner"
@@ -188,9 +197,16 @@ def main(argv=None) -> int:
     info.add_argument("--model", help="merge, attention, or a model directory (default: trained/)")
     info.set_defaults(func=cmd_info)
 
+    plot = sub.add_parser("plot-history", help="draw every model's training curves into an image file")
+    plot.add_argument("--out", default="docs/training-curves.png", help="PNG, SVG or PDF "
+                      "(default: docs/training-curves.png)")
+    plot.add_argument("--models", help="the models' directory (default: trained/)")
+    plot.set_defaults(func=cmd_plot_history)
+
     args = parser.parse_args(argv)
-    from .tf_setup import import_tensorflow_quietly
-    import_tensorflow_quietly()
+    if args.func is not cmd_plot_history:  # plotting reads JSON only: no need to wait for TF
+        from .tf_setup import import_tensorflow_quietly
+        import_tensorflow_quietly()
     return run_reporting_errors(lambda: args.func(args))
 
 

@@ -174,3 +174,16 @@ def load_trained(directory: str | os.PathLike) -> TrainedModel:
     history = read_json(directory / HISTORY) if (directory / HISTORY).is_file() else []
     metrics = read_json(directory / METRICS) if (directory / METRICS).is_file() else None
     return TrainedModel(directory, config, vocab, model, manifest, history, metrics)
+
+
+def read_records(directory: str | os.PathLike) -> dict:
+    """What training recorded about a model, without building it: {"manifest", "config",
+    "history", "metrics" (None if not evaluated)}. For pages and plots that show many models."""
+    directory = Path(directory)
+    manifest = read_json(directory / MANIFEST)
+    config = read_json(directory / CONFIG)
+    if not isinstance(manifest, dict) or not isinstance(config, dict):
+        raise ArtifactError(f"{directory}: {MANIFEST} and {CONFIG} must hold JSON objects.")
+    history = read_json(directory / HISTORY) if (directory / HISTORY).is_file() else []
+    metrics = read_json(directory / METRICS) if (directory / METRICS).is_file() else None
+    return {"manifest": manifest, "config": config, "history": history, "metrics": metrics}

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 import app_support as app
+from app_views import model_vs_people
 from captioner import ImageError
 from captioner.annotations import caption_text
 from captioner.dataset_stats import search_captions
@@ -14,8 +15,7 @@ PER_PAGE, COLUMNS = 12, 4
 SPLITS = ["all", "train", "val", "test"]
 
 st.title("Flickr8k dataset")
-root = st.sidebar.text_input("Dataset directory", value=app.default_data_dir(), key="data_dir",
-                             help="Flickr8k in either layout; defaults to $CAPTIONER_DATA_DIR.")
+root = app.dataset_root()
 index, error = app.dataset_index(root)
 
 
@@ -25,7 +25,8 @@ def show_without_dataset(error: str) -> None:
     st.markdown(
         "To browse the photos, download the Kaggle copy of Flickr8k (*Flickr 8k Dataset*, "
         "`adityajn105/flickr8k`: an `Images/` folder and `captions.txt`), unpack it, and enter "
-        "its directory in the sidebar, or start the app with `CAPTIONER_DATA_DIR` set to it. "
+        "its directory in the sidebar, or start the app with `CAPTIONER_DATA_DIR` set to it "
+        "(the only way when the server locks the directory). "
         "The original release (`Flicker8k_Dataset/` and `Flickr8k_text/`) works too, and adds "
         "the human ratings of captions.")
     captioner, _ = app.load_captioner()
@@ -178,8 +179,10 @@ def show_statistics() -> None:
 if index is None:
     show_without_dataset(error)
     st.stop()
-browse_tab, stats_tab = st.tabs(["Browse", "Statistics"])
+browse_tab, stats_tab, model_tab = st.tabs(["Browse", "Statistics", "Model against people"])
 with browse_tab:
     show_browser()
 with stats_tab:
     show_statistics()
+with model_tab:
+    model_vs_people.show(index, root)

@@ -1,78 +1,112 @@
-"""How the model in use was trained: learning curves, test scores, settings and provenance,
-all read from what training saved in trained/."""
+"""How the models were trained: a run in progress (live), every model's learning curves and
+test scores side by side, settings and provenance, all read from what training saved."""
 import pandas as pd
 import streamlit as st
 
 import app_support as app
+from app_views.live_training import show_live_runs
+from captioner.plots import PHASE_LABEL, curve_points
 
 st.title("Training")
-captioner = app.require_captioner()
-manifest, metrics, config = captioner.manifest, captioner.metrics, captioner.config
+show_live_runs()
+records, errors = app.model_records()
+for name, message in errors.items():
+    app.show_model_error(message)
+if not records:
+    if not errors:
+        app.show_model_error(f"{app.model_dir()}: no trained model here yet.")
+    st.stop()
+histories = {name: r["history"] for name, r in records.items()}
+
+
+def curve(key: str, label: str, phases=("xe", "scst"), suffix: str = "") -> pd.DataFrame:
+    """One recorded quantity as rows of (epoch, value, series), a series per model and phase."""
+    rows = [dict(p, series=f"{p['model']} {suffix}{PHASE_LABEL[p['phase']]}".strip())
+            for p in curve_points(histories, key) if p["phase"] in phases]
+    return pd.DataFrame(rows, columns=["model", "phase", "epoch", "value", "series"]).rename(columns={"value": label})
+
 
 st.header("Learning curves", anchor=False)
-history = pd.DataFrame(captioner.history)
-if history.empty:
-    st.info("This model directory has no training history (history.json).")
+if not any(histories.values()):
+    st.info("These model directories have no training history (history.json).")
 else:
-    loss_col, bleu_col = st.columns(2, gap="large")
-    with loss_col:
-        st.subheader("Loss per epoch", anchor=False)
-        st.line_chart(history.rename(columns={"loss": "training", "val_loss": "validation"}),
-                      x="epoch", y=["training", "validation"], y_label="cross-entropy")
-    with bleu_col:
-        st.subheader("Validation BLEU-4 per epoch", anchor=False)
-        st.line_chart(history, x="epoch", y="val_bleu4", y_label="BLEU-4 (greedy)")
-    best = manifest.get("best_epoch")
-    st.caption(f"The weights in use are from epoch {best}, the best validation BLEU-4; training "
-               "stopped when it had not improved for a while." if best else
-               "Validation BLEU-4 is computed with greedy decoding after every epoch.")
+    loss = pd.concat([curve("loss", "cross-entropy", ("xe",), "training, "),
+                      curve("val_loss", "cross-entropy", ("xe",), "validation, ")])
+    charts = [("Loss per epoch", loss, "cross-entropy"),
+              ("Validation CIDEr per epoch", curve("val_cider", "CIDEr (greedy)"), "CIDEr (greedy)"),
+              ("Validation BLEU-4 per epoch", curve("val_bleu4", "BLEU-4 (greedy)"), "BLEU-4 (greedy)"),
+              ("Mean reward per self-critical epoch", curve("mean_reward", "CIDEr-D of samples", ("scst",)),
+               "CIDEr-D of samples")]
+    charts = [chart for chart in charts if not chart[1].empty]
+    for row in range(0, len(charts), 2):
+        for column, (title, data, label) in zip(st.columns(2, gap="large"), charts[row:row + 2]):
+            with column:
+                st.subheader(title, anchor=False)
+                st.line_chart(data, x="epoch", y=label, color="series")
+    best = {name: (r["manifest"].get("best_epoch"), r["manifest"].get("best_phase", "xe"))
+            for name, r in records.items() if r["manifest"].get("best_epoch")}
+    st.caption("Self-critical epochs continue from the best cross-entropy weights; the weights kept are "
+               "those of the best validation epoch: " + ", ".join(
+                   f"{name} epoch {epoch} ({PHASE_LABEL.get(phase, phase)})" for name, (epoch, phase) in best.items())
+               + ". Validation scores use greedy decoding after every epoch.")
     with st.expander("Every epoch"):
-        st.dataframe(history, hide_index=True)
+        st.dataframe(pd.concat([pd.DataFrame(h).assign(model=name) for name, h in histories.items()]),
+                     hide_index=True)
 
 st.header("Test scores by beam width", anchor=False)
-if not metrics:
-    st.info("This model was not evaluated on the test split (trained with --no-test).")
-else:
-    rows = {f"beam {beam}": dict(scores,
-                                  **{"distinct captions": (metrics.get("distinct_captions") or {}).get(beam),
-                                     "mean words": (metrics.get("mean_words") or {}).get(beam)})
+for column, (name, record) in zip(st.columns(len(records), gap="large"), records.items()):
+    metrics = record["metrics"]
+    column.subheader(name, anchor=False)
+    if not metrics:
+        column.info("Not evaluated on the test split (trained with --no-test).")
+        continue
+    rows = {f"beam {beam}": dict(scores, **{"distinct captions": (metrics.get("distinct_captions") or {}).get(beam),
+                                            "mean words": (metrics.get("mean_words") or {}).get(beam)})
             for beam, scores in sorted(metrics.get("beam", {}).items(), key=lambda item: int(item[0]))}
-    human = metrics.get("human_first_reference")
-    if human:  # the same toolkit on people: each photo's first caption against the other four
-        rows["people (1 vs 4 refs)"] = dict(human)
+    if metrics.get("human_first_reference"):  # the same toolkit on each photo's first caption vs the other four
+        rows["people (1 vs 4 refs)"] = dict(metrics["human_first_reference"])
     scores = pd.DataFrame.from_dict(rows, orient="index")
-    st.dataframe(scores, column_config={
-        name: st.column_config.NumberColumn(format="%.2f" if name == "mean words" else "%.3f")
-        for name in scores.columns})
-    st.caption(f"{metrics.get('n_images', '?')} photos of the {metrics.get('split', 'test')} split, "
-               f"5 reference captions each; length penalty alpha = {metrics.get('length_alpha', '?')}, "
-               "chosen on the validation split.")
+    column.dataframe(scores, column_config={
+        c: st.column_config.NumberColumn(format="%.2f" if c == "mean words" else "%.3f") for c in scores.columns})
+    column.caption(f"{metrics.get('n_images', '?')} photos of the {metrics.get('split', 'test')} split, 5 "
+                   f"references each; length penalty alpha = {metrics.get('length_alpha', '?')} (chosen on "
+                   "the validation split).")
 
-settings_col, provenance_col = st.columns(2, gap="large")
-with settings_col:
-    st.header("Hyperparameters", anchor=False)
-    settings = {k: v for k, v in config.to_json().items() if k != "extra"}
-    st.dataframe(pd.DataFrame({"value": [str(v) for v in settings.values()]}, index=list(settings)))
-    alpha_search = (config.extra or {}).get("val_alpha_search")
-    if alpha_search:
-        st.markdown("**Length penalty search** (validation split, beam 3)")
-        st.dataframe(pd.DataFrame.from_dict(alpha_search, orient="index").rename_axis("alpha"))
-with provenance_col:
-    st.header("Provenance", anchor=False)
-    data = manifest.get("dataset") or {}
-    parameters = manifest.get("parameters") or captioner.trained.model.count_params()
+
+def side_by_side(facts_of) -> pd.DataFrame:
+    """One column per model, one row per fact."""
+    return pd.DataFrame({name: pd.Series(facts_of(record), dtype=str) for name, record in records.items()})
+
+
+def provenance(record: dict) -> dict:
+    manifest = record["manifest"]
+    data, encoder = manifest.get("dataset") or {}, manifest.get("encoder") or {}
+    phases = manifest.get("phase_seconds") or {"xe": manifest.get("training_seconds") or 0}
     facts = {
         "trained": manifest.get("created", "?"),
         "dataset": f"{data.get('path', '?')} ({data.get('layout', '?')} layout)",
         "photos": ", ".join(f"{split} {n:,}" for split, n in (data.get("images") or {}).items()),
         "training captions": f"{data.get('train_captions', 0):,}",
-        "decoder parameters": f"{parameters:,}",
-        "vocabulary": f"{captioner.vocab_size:,} tokens",
+        "decoder parameters": f"{manifest.get('parameters', 0):,}",
+        "vocabulary": f"{record['config'].get('vocab_size') or 0:,} tokens",
         "epochs": f"{manifest.get('epochs_run', '?')} run, best {manifest.get('best_epoch', '?')}",
-        "training time": f"{(manifest.get('training_seconds') or 0) / 60:.1f} min",
+        "training time": ", ".join(f"{PHASE_LABEL[p]} {s / 60:.1f} min" for p, s in phases.items() if p in PHASE_LABEL),
         "machine": manifest.get("machine", "?"),
-        "encoder": f"{(manifest.get('encoder') or {}).get('name', '?')}, weights "
-                   f"{(manifest.get('encoder') or {}).get('weights_checksum', '?')[:12]}",
+        "encoder": f"{encoder.get('name', '?')}, weights {encoder.get('weights_checksum', '?')[:12]}",
     }
-    facts.update({f"{name} version": version for name, version in (manifest.get("versions") or {}).items()})
-    st.dataframe(pd.DataFrame({"": list(facts.values())}, index=list(facts)))
+    facts.update({f"{name} version": v for name, v in (manifest.get("versions") or {}).items()})
+    return facts
+
+
+settings_col, provenance_col = st.columns(2, gap="large")
+with settings_col:
+    st.header("Hyperparameters", anchor=False)
+    st.dataframe(side_by_side(lambda r: {k: v for k, v in r["config"].items() if k != "extra"}))
+    for name, record in records.items():
+        alpha_search = (record["config"].get("extra") or {}).get("val_alpha_search")
+        if alpha_search:
+            st.markdown(f"**Length penalty search, {name}** (validation split, beam 3)")
+            st.dataframe(pd.DataFrame.from_dict(alpha_search, orient="index").rename_axis("alpha"))
+with provenance_col:
+    st.header("Provenance", anchor=False)
+    st.dataframe(side_by_side(provenance))
