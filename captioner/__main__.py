@@ -31,7 +31,14 @@ def cmd_caption(args) -> int:
     if not 1 <= args.beam <= MAX_BEAM or not 1 <= args.top <= MAX_BEAM:
         print(f"error: --beam and --top must be between 1 and {MAX_BEAM}.", file=sys.stderr)
         return 2
+    if args.attention and len(args.images) != 1:
+        print("error: --attention draws one photo's figure: give exactly one photo.", file=sys.stderr)
+        return 2
     captioner = load_model(args.model, encoder_weights=args.xception_weights)
+    if args.attention and not captioner.has_attention:
+        print(f"error: --attention needs the attention model; {captioner.name} has no attention "
+              "(pass --model attention).", file=sys.stderr)
+        return 2
     captioner.check_encoder()
     alpha = captioner.config.length_alpha
     failures, results = 0, []
@@ -44,6 +51,8 @@ def cmd_caption(args) -> int:
             if args.json:
                 results.append({"image": path, "error": str(exc)})
             continue
+        if args.attention:
+            write_attention_figure(captioner, path, args.beam, args.attention)
         if args.json:
             results.append({"image": path, "model": captioner.name, "beam": args.beam,
                             "captions": [c.to_json() for c in captions]})
@@ -55,6 +64,18 @@ def cmd_caption(args) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failures else 0
+
+
+def write_attention_figure(captioner, path: str, beam: int, out: str) -> None:
+    """The "Show, Attend and Tell" grid of the photo's best caption, as the app draws it."""
+    from .figures import attention_grid
+    from .images import load_image
+
+    image = load_image(path)
+    image.thumbnail((320, 320))
+    caption = captioner.caption(captioner.features(path), beam=beam, attention=True)[0]
+    attention_grid(image, caption).savefig(out, dpi=100)
+    print(f"{out}: attention figure of \"{caption.text}\"", file=sys.stderr)
 
 
 def cmd_caption_dir(args) -> int:
@@ -172,6 +193,8 @@ def main(argv=None) -> int:
     cap.add_argument("--model", help="merge, attention, or a model directory (default: the best "
                      "model in the project's trained/ by test CIDEr)")
     cap.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")
+    cap.add_argument("--attention", metavar="OUT.png", help="attention model: write the photo's "
+                     "per-word attention figure (one photo only; PNG, or any matplotlib format)")
     cap.set_defaults(func=cmd_caption)
 
     many = sub.add_parser("caption-dir", help="caption every photo under a folder, resumably, "

@@ -1,0 +1,133 @@
+"""The library behind the caption page's explanations: familiarity, nearest photos,
+confidence, attention figures, many photos at once, index-dataset and caption --attention."""
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from captioner import artifacts
+from captioner.confidence import least_confident, word_confidence
+from captioner.decoding import Caption
+from captioner.familiarity import Familiarity, build, find
+from captioner.neighbours import NeighbourIndex
+from conftest import PixelEncoder, write_original_layout
+
+
+def clustered(rng, n, centres):
+    return np.abs(centres[rng.integers(0, len(centres), n)] + 0.1 * rng.standard_normal((n, centres.shape[1])))
+
+
+def test_familiarity_threshold_flags_outliers_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = np.abs(rng.standard_normal((5, 64)))
+    fam = build(clustered(rng, 600, centres), clustered(rng, 200, centres), "abc", clusters=8,
+                percentile=2)
+    val = fam.similarity(clustered(rng, 200, centres))
+    assert 0.9 < np.mean(val >= fam.threshold) <= 1.0
+    outlier = np.zeros(64)
+    outlier[0] = 1.0  # one feature alone: unlike any cluster
+    assert fam.is_unfamiliar(fam.similarity(outlier[None])[0])
+    assert fam.similarity(np.ones((2, 10, 10, 64))).shape == (2,)  # maps are pooled first
+    path = fam.save(tmp_path / "training_photos.h5")
+    loaded = Familiarity.load(path)
+    assert loaded.threshold == pytest.approx(fam.threshold)
+    assert loaded.stats == fam.stats and loaded.encoder_checksum == "abc"
+    assert np.allclose(loaded.similarity(centres),
+                       fam.similarity(centres), atol=2e-3)  # float16 on disk
+    model = tmp_path / "merge"
+    model.mkdir()
+    assert find(tmp_path) == path and find(model) == path and find(tmp_path / "x" / "y") is None
+
+
+def test_nearest_photos(tmp_path):
+    rng = np.random.default_rng(1)
+    vectors = np.abs(rng.standard_normal((50, 32)))
+    index = NeighbourIndex.from_vectors([f"{i}.jpg" for i in range(50)], vectors)
+    index = NeighbourIndex.load(index.save(tmp_path / "idx" / "train.h5"))
+    found = index.nearest(vectors[7] * 3.0, count=3)  # cosine: the scale does not matter
+    assert found[0][0] == "7.jpg" and found[0][1] == pytest.approx(1.0, abs=2e-3)
+    assert [s for _, s in found] == sorted((s for _, s in found), reverse=True)
+
+
+def _caption(words=("a", "dog", "runs"), attention=False) -> Caption:
+    log_probs = tuple(math.log(p) for p in (0.9, 0.2, 0.6, 0.8))
+    weights = None
+    if attention:
+        weights = np.full((len(words) + 1, 101), 0.5 / 100, dtype=np.float32)
+        weights[:, -1] = 0.5
+        weights[1, 12] += 0.3
+        weights[1, -1] -= 0.3
+    return Caption(" ".join(words), (4, 5, 6), sum(log_probs), sum(log_probs) / 2, True, weights, log_probs)
+
+
+def test_word_confidence():
+    rows = word_confidence(_caption())
+    assert [r["word"] for r in rows] == ["a", "dog", "runs", "<end>"]
+    assert [round(r["probability"], 3) for r in rows] == [0.9, 0.2, 0.6, 0.8]
+    assert least_confident(_caption()) == ("dog", pytest.approx(0.2))
+    rows = word_confidence(_caption(attention=True))
+    assert rows[1]["from the photo"] == pytest.approx(0.8)
+
+
+def test_attention_figures():
+    from captioner.figures import attention_grid, attention_word, figure_png, region_map
+    image = Image.new("RGB", (120, 80), (200, 100, 50))
+    caption = _caption(attention=True)
+    assert region_map(caption, 1).argmax() == 12 and region_map(caption, 1).sum() == pytest.approx(1)
+    grid = attention_grid(image, caption, columns=3)
+    titled = [ax.get_title() for ax in grid.axes if ax.get_title()]
+    assert titled == ["photo", "a\nphoto 50%", "dog\nphoto 80%", "runs\nphoto 50%", "<end>\nphoto 50%"]
+    png = figure_png(grid)
+    assert Image.open(io.BytesIO(png)).format == "PNG"
+    assert "80% from the photo" in attention_word(image, caption, 1).axes[0].get_title()
+    with pytest.raises(ValueError, match="attention model"):
+        attention_grid(image, _caption())
+
+
+def _tiny_captioner(tmp_path, decoder="merge"):
+    from captioner import Captioner
+    from captioner.config import Config
+    from captioner.decoders import build_decoder
+    from captioner.text import Vocabulary
+    vocab = Vocabulary(["a", "red", "square"])
+    config = Config(decoder=decoder, vocab_size=len(vocab), units=16, embed_dim=8, attention_dim=8)
+    out = artifacts.save_trained(tmp_path / decoder, build_decoder(config), vocab, config, [], None, {})
+    return Captioner.load(out, encoder=PixelEncoder())
+
+
+def test_many_photos_bad_file_among_good(tmp_path):
+    from captioner.many import caption_files, to_records
+    captioner = _tiny_captioner(tmp_path)
+    good = io.BytesIO()
+    Image.new("RGB", (64, 48), (20, 200, 30)).save(good, "PNG")
+    files = [("one.png", good.getvalue()), ("bad.jpg", b"not an image"), ("two.png", good.getvalue())]
+    fam = Familiarity(np.ones((1, 2048), np.float32) / np.sqrt(2048), 0.5, 2.0, "x")
+    results = caption_files(captioner, files, beam=2, batch_size=1, familiarity=fam)
+    assert [r.name for r in results] == ["one.png", "bad.jpg", "two.png"]
+    assert results[1].error.startswith("bad.jpg: not an image") and results[1].caption is None
+    assert results[0].caption is not None and results[0].caption == results[2].caption
+    assert results[0].thumbnail[:2] == b"\xff\xd8" and results[0].unfamiliar is not None
+    records = to_records(results, "merge", 2)
+    assert len({tuple(r) for r in records}) == 1  # the same keys for every row
+    json.dumps(records)
+
+
+def test_index_dataset_on_a_tiny_dataset(tmp_path, monkeypatch):
+    from captioner.index_dataset import describe, index_dataset
+    from captioner.neighbours import index_path
+    monkeypatch.setenv("CAPTIONER_CACHE_DIR", str(tmp_path / "cache"))
+    data = write_original_layout(tmp_path / "flickr", n_images=40)
+    summary = index_dataset(data, tmp_path / "trained", PixelEncoder(), clusters=4, percentile=5,
+                            progress=False)
+    assert summary.familiarity_file == tmp_path / "trained" / "training_photos.h5"
+    assert summary.neighbour_file == index_path(PixelEncoder.checksum)
+    assert str(tmp_path / "cache") in str(summary.neighbour_file)  # never in the repository
+    fam = Familiarity.load(summary.familiarity_file)
+    assert fam.stats["train_photos"] == 30 and fam.stats["clusters"] == 4
+    assert "test_photos_passing" in fam.stats and "centroids" in describe(summary)
+    assert len(NeighbourIndex.load(summary.neighbour_file).names) == 30
