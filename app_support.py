@@ -251,7 +251,8 @@ def timed_captions(captioner: Captioner, features, beam: int, top: int = TOP_ALT
     """(the `top` captions at this beam width, decoding time in ms). Not cached: it takes
     milliseconds, and the timing is part of what the page shows."""
     started = time.perf_counter()
-    captions = captioner.caption(features, beam=beam, top=top)
+    # attention=True only matters for the attention model: per-word weights for the page.
+    captions = captioner.caption(features, beam=beam, top=top, attention=True)
     return captions, (time.perf_counter() - started) * 1000
 
 
