@@ -131,3 +131,52 @@ def test_index_dataset_on_a_tiny_dataset(tmp_path, monkeypatch):
     assert fam.stats["train_photos"] == 30 and fam.stats["clusters"] == 4
     assert "test_photos_passing" in fam.stats and "centroids" in describe(summary)
     assert len(NeighbourIndex.load(summary.neighbour_file).names) == 30
+
+
+# -- with the real encoder, centroids and Flickr8k -----------------------------------------
+def _odd_images() -> dict:
+    import skimage.data
+    rng = np.random.default_rng(0)
+    return {"blank": Image.new("RGB", (320, 240), (255, 255, 255)),
+            "black": Image.new("RGB", (320, 240), (0, 0, 0)),
+            "one colour": Image.new("RGB", (320, 240), (200, 30, 30)),
+            "one red pixel": Image.new("RGB", (1, 1), (255, 0, 0)),
+            "noise": Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)),
+            "cat (skimage chelsea)": Image.fromarray(skimage.data.chelsea())}
+
+
+@pytest.mark.integration
+def test_flickr8k_test_photos_pass_and_odd_images_are_flagged(encoder, shared_data):
+    from captioner.dataset import load_flickr8k
+    from captioner.features import extract_feature_maps
+    from captioner.images import prepare_for_encoder
+    from conftest import ROOT, require
+    fam = Familiarity.load(require(ROOT / "trained" / "training_photos.h5", "training_photos.h5"))
+    assert fam.encoder_checksum == encoder.checksum
+    dataset = load_flickr8k(shared_data)
+    test = [dataset.image_path(n) for n in dataset.images("test")[:300]]
+    passed = fam.similarity(extract_feature_maps(test, encoder, pooled=True, progress=False)) >= fam.threshold
+    assert passed.mean() >= 0.95, passed.mean()
+    odd = _odd_images()
+    similarity = fam.similarity(encoder.feature_maps(np.stack([prepare_for_encoder(i) for i in odd.values()])))
+    flagged = {name: bool(s < fam.threshold) for name, s in zip(odd, similarity)}
+    assert all(flagged.values()), dict(zip(odd, similarity.round(3)))
+
+
+@pytest.mark.integration
+def test_cli_writes_the_attention_figure(encoder, tmp_path, capsys):
+    from captioner.__main__ import main
+    from captioner.encoder import cached_weights_path
+    _tiny_captioner(tmp_path, "attention")
+    merge_dir = _tiny_captioner(tmp_path, "merge").trained.directory
+    photo, out = tmp_path / "cat.png", tmp_path / "figure.png"
+    _odd_images()["cat (skimage chelsea)"].save(photo)
+    weights = str(cached_weights_path())
+    assert main(["caption", str(photo), "--model", str(tmp_path / "attention"), "--attention", str(out),
+                 "--xception-weights", weights]) == 0
+    figure = Image.open(out)
+    assert figure.format == "PNG" and figure.width > 400 and figure.height > 200  # photo + words
+    assert "attention figure of" in capsys.readouterr().err
+    assert main(["caption", str(photo), "--model", str(merge_dir), "--attention", str(out)]) == 2
+    assert "needs the attention model" in capsys.readouterr().err
+    assert main(["caption", str(photo), str(photo), "--attention", str(out)]) == 2
