@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app_fixtures import APP, photo_png
+from app_fixtures import APP, models_with_attention, photo_png
 from conftest import ROOT, require
 
 TIMEOUT = 180
@@ -25,20 +25,8 @@ FAMILIARITY = ROOT / "trained" / "training_photos.h5"
 @pytest.fixture(scope="module")
 def model_root(tmp_path_factory, trained_dir):
     """trained/ with the real merge model, a tiny attention model and the real centroids."""
-    from captioner import artifacts
-    from captioner.config import Config
-    from captioner.decoders import build_decoder
-    from captioner.text import Vocabulary
     require(FAMILIARITY, "trained/training_photos.h5 (python -m captioner index-dataset)")
-    root = tmp_path_factory.mktemp("models") / "trained"
-    root.mkdir()
-    (root / "merge").symlink_to(trained_dir)
-    (root / FAMILIARITY.name).symlink_to(FAMILIARITY)
-    vocab = Vocabulary(["a", "dog", "runs", "on", "the", "grass", "man", "red"])
-    config = Config(decoder="attention", vocab_size=len(vocab), units=16, embed_dim=8,
-                    attention_dim=8, max_decode_length=12)
-    artifacts.save_trained(root / "attention", build_decoder(config), vocab, config, [], None, {})
-    return root
+    return models_with_attention(tmp_path_factory.mktemp("models") / "trained", trained_dir)
 
 
 @pytest.fixture()
