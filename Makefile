@@ -6,7 +6,7 @@ DATA ?= $(abspath ../shared/flickr8k)
 PORT ?= 8501
 export CAPTIONER_DATA_DIR ?= $(DATA)
 
-.PHONY: setup venv system-packages weights run app caption train test test-unit bench bench-batch clean-venv
+.PHONY: setup venv system-packages weights run dev app caption train index test test-unit bench bench-batch clean-venv
 
 setup: venv system-packages weights
 
@@ -34,6 +34,12 @@ weights: venv
 run: setup
 	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT)
 
+# Development: reload pages on save, watching the project's sources but not .venv, whose
+# thousands of files overflowed inotify's queue.
+dev: setup
+	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT) --server.fileWatcherType auto \
+	  --server.runOnSave true $(foreach d,.venv build docs trained .trained.checkpoint,--server.folderWatchBlacklist $(d))
+
 # Captions a photo that ships with scikit-image (the cameraman), or IMAGE=path/to/photo.jpg.
 IMAGE ?= build/example-camera.png
 build/example-camera.png: | venv
@@ -47,6 +53,11 @@ caption: setup $(IMAGE)
 DECODER ?= both
 train: setup
 	$(PY) training_scripts/train.py --data $(DATA) --out trained --decoder $(DECODER)
+
+# trained/training_photos.h5 (the app's "unlike the training photos" warning) and the
+# nearest-photo index in ~/.cache/captioner; reads the feature cache that training filled.
+index: setup
+	$(PY) -m captioner index-dataset --data $(DATA) --out trained
 
 test: setup
 	$(PY) -m pytest -q tests

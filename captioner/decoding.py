@@ -48,6 +48,22 @@ class Caption:
                 "finished": self.finished}
 
 
+@dataclass
+class TraceStep:
+    """What one step of beam search did for one photo (recorded only when asked).
+
+    `parent` indexes the previous step's `kept` list of the same photo (0 at step 0, the
+    start token); scores are cumulative log-probabilities. `finished` holds the hypotheses
+    that ended here as (parent, log_prob, normalized_log_prob, ended): ended is False for
+    those cut at the length limit, which the last step records.
+    """
+    step: int
+    photo: int
+    kept: list = field(default_factory=list)        # (parent, token, score), in beam order
+    pruned: list = field(default_factory=list)      # (parent, token, score) ranked but dropped
+    finished: list = field(default_factory=list)    # (parent, log_prob, normalized, ended)
+
+
 def _make_caption(vocab: Vocabulary, words, log_prob: float, finished: bool, alpha: float,
                   attention=None, word_log_probs=()) -> Caption:
     words = tuple(int(w) for w in words)
@@ -130,8 +146,12 @@ def greedy_search(decoder, vocab: Vocabulary, features: np.ndarray, max_length: 
 
 
 def beam_search(decoder, vocab: Vocabulary, features: np.ndarray, beam: int = 3, top: int = 1,
-                max_length: int = 30, alpha: float = 0.7, attention: bool = False) -> list[list[Caption]]:
-    """The `top` best captions (by normalised score) for each photo of `features`."""
+                max_length: int = 30, alpha: float = 0.7, attention: bool = False,
+                trace: list | None = None) -> list[list[Caption]]:
+    """The `top` best captions (by normalised score) for each photo of `features`.
+
+    With a `trace` list, each step appends one TraceStep per photo still searching (for
+    drawing the search); without one the search does no extra work."""
     if beam < 1 or top < 1:
         raise ValueError(f"beam width and top must be at least 1, got {beam} and {top}")
     if not len(features):
@@ -195,6 +215,9 @@ def beam_search(decoder, vocab: Vocabulary, features: np.ndarray, beam: int = 3,
                 kept += 1
                 if kept == k:
                     break
+            if trace is not None:
+                trace.append(_trace_step(t, int(photo), ranked[r], flat[r], vocab_size, k,
+                                         new_scores[r], source[r], new_tokens[r], finished[photo]))
 
         rows = (np.arange(a)[:, None] * k + source).reshape(-1)
         state = tuple(x[rows] for x in state)
@@ -230,12 +253,37 @@ def beam_search(decoder, vocab: Vocabulary, features: np.ndarray, beam: int = 3,
                         vocab, words[r, b], scores[r, b] + end_log_probs[row], False, alpha,
                         np.concatenate([att[r, b], out.attention[row:row + 1]]) if attention else None,
                         [*word_lp[r, b], end_log_probs[row]]))
+                    if trace is not None:
+                        cut = finished[photo][-1]
+                        if not trace or trace[-1].step != max_length or trace[-1].photo != photo:
+                            trace.append(TraceStep(max_length, int(photo)))
+                        trace[-1].finished.append((b, cut.log_prob, cut.normalized_log_prob, False))
 
     results = []
     for hyps in finished:
         hyps = sorted(hyps, key=lambda cap: (-cap.normalized_log_prob, -cap.log_prob, cap.tokens))
         results.append(hyps[:top])
     return results
+
+
+def _trace_step(t, photo, ranked, flat, vocab_size, k, scores, source, tokens, finished) -> TraceStep:
+    """One photo's step for the trace, replaying the ranking the search just used."""
+    step = TraceStep(t, photo)
+    step.kept = [(int(b), int(w), float(s)) for b, w, s in zip(source, tokens, scores)
+                 if s > NEG_INF / 2]
+    kept = {(b, w) for b, w, _ in step.kept}
+    ended = []
+    for rank, index in enumerate(ranked):
+        if flat[index] <= NEG_INF / 2:
+            break
+        b, w = divmod(int(index), vocab_size)
+        if w == Vocabulary.end_id and rank < k:
+            ended.append(b)  # the search appended these to `finished`, in this order
+        elif (b, w) not in kept:
+            step.pruned.append((b, w, float(flat[index])))
+    new = finished[len(finished) - len(ended):] if ended else []
+    step.finished = [(b, cap.log_prob, cap.normalized_log_prob, True) for b, cap in zip(ended, new)]
+    return step
 
 
 def sample_captions(decoder, features: np.ndarray, samples: int, max_length: int,

@@ -21,10 +21,28 @@ ENCODER_SIZE = 299
 # Flickr8k as shipped here is stored at 224x224; every photo is first brought to that
 # size so features of an upload match the distribution the decoder was trained on.
 SOURCE_SIZE = 224
-OPEN_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+OPEN_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "AVIF")
 SUPPORTED_FORMATS = OPEN_FORMATS + ("MPO",)  # multi-picture JPEGs open through the JPEG parser
 # File names a folder walk picks up (lower-cased suffixes); the bytes still decide the format.
-PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif")
+PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif",
+                    ".tif", ".tiff", ".avif", ".heic", ".heif")
+FORMAT_NAMES = "JPEG, PNG, WebP, BMP, GIF, TIFF, AVIF, HEIC"
+
+
+def _register_heif() -> tuple[str, ...]:
+    """HEIC/HEIF (iPhone photos) through pillow-heif, when installed: a Pillow plugin, so the
+    same size checks and bomb guard apply before any pixel is decoded."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return ()
+    register_heif_opener()
+    return ("HEIF",)
+
+
+HEIF_FORMATS = _register_heif()
+OPEN_FORMATS += HEIF_FORMATS
+SUPPORTED_FORMATS += HEIF_FORMATS
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -76,15 +94,14 @@ def load_image(source: ImageSource, name: str | None = None,
         # Only the parsers we support ever see untrusted bytes.
         img = Image.open(io.BytesIO(data), formats=OPEN_FORMATS)
     except UnidentifiedImageError:
-        raise ImageError(f"{label}: not an image (supported: JPEG, PNG, WebP, BMP, GIF).") from None
+        raise ImageError(f"{label}: not an image (supported: {FORMAT_NAMES}).") from None
     except Image.DecompressionBombError:
         raise ImageError(f"{label}: image is too large to decode safely "
                          f"(over {MAX_PIXELS // 1_000_000} megapixels).") from None
     except Exception as exc:  # Pillow raises many types for malformed headers
-        raise ImageError(f"{label}: image data is truncated or corrupt ({exc}).") from None
+        raise ImageError(f"{label}: image data is truncated or corrupt ({_one_line(exc)}).") from None
     if img.format not in SUPPORTED_FORMATS:
-        raise ImageError(f"{label}: {img.format} images are not supported "
-                         "(use JPEG, PNG, WebP, BMP or GIF).")
+        raise ImageError(f"{label}: {img.format} images are not supported (use {FORMAT_NAMES}).")
     width, height = img.size
     if width * height > MAX_PIXELS:
         raise ImageError(f"{label}: image is {width}x{height} pixels, too large to decode "
@@ -92,7 +109,7 @@ def load_image(source: ImageSource, name: str | None = None,
     if width < 1 or height < 1:
         raise ImageError(f"{label}: image has no pixels.")
     try:
-        img.seek(0)  # animated GIF/WebP: first frame
+        img.seek(0)  # animated GIF/WebP, multi-page TIFF, HEIF collections: first image
         if img.format in ("JPEG", "MPO"):
             # Decode big JPEGs at a reduced scale (still >= 4x what the encoder uses):
             # a 40 MP phone photo then costs ~10 MB of memory instead of ~120 MB.
@@ -101,8 +118,13 @@ def load_image(source: ImageSource, name: str | None = None,
     except Image.DecompressionBombError:
         raise ImageError(f"{label}: image is too large to decode safely.") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{label}: image data is truncated or corrupt ({exc}).") from None
+        raise ImageError(f"{label}: image data is truncated or corrupt ({_one_line(exc)}).") from None
     return _to_rgb(img, label)
+
+
+def _one_line(exc: Exception) -> str:
+    """A decoder library's message on one line (libheif's end with a newline)."""
+    return " ".join(str(exc).split())
 
 
 def _to_rgb(img: Image.Image, label: str) -> Image.Image:

@@ -1,19 +1,20 @@
-"""Caption a photo: upload one, take one, or pick an example; compare beam widths side by side."""
+"""Caption a photo: upload one, take one, or pick an example; compare beam widths and models
+side by side, and see why: confidence per word, familiarity, attention and the search tree."""
 import pandas as pd
 import streamlit as st
 
+import app_explain as explain
 import app_support as app
 from captioner import ImageError
 
 st.title("Caption a photo")
-captioner = app.require_captioner()
+app.require_captioner()
 
 sources = ["Upload a photo", "Take a photo", "Example photo"]
 source = st.radio("Photo from", sources, horizontal=True, key="source")
 photo, filename = None, None
 if source == sources[0]:
-    upload = st.file_uploader("Photo (JPEG, PNG, WebP, BMP or GIF, up to 20 MB)",
-                              type=app.UPLOAD_TYPES, key="upload")
+    upload = st.file_uploader(f"Photo ({app.UPLOAD_LABEL})", type=app.UPLOAD_TYPES, key="upload")
     if upload is not None:
         photo, filename = upload.getvalue(), upload.name
 elif source == sources[1]:
@@ -37,41 +38,79 @@ if not beams:
     st.stop()
 
 app.require_encoder()
+models, model_errors = app.load_captioners()
+for message in model_errors:
+    st.warning("A model could not be loaded; the others still work.", icon="⚠️")
+    st.text(message)
+both = "Both side by side"
+choices = list(models) + ([both] if len(models) > 1 else [])
+chosen = st.radio("Model", choices, horizontal=True, key="model",
+                  help="The first is the best by test CIDEr. Both models read the same encoding.")
+shown = list(models.values()) if chosen == both else [models[chosen]]
+default = next(iter(models.values()))
 try:
-    encoded = app.encode_photo(captioner, photo, filename)
+    encoded = app.encode_photo(default, photo, filename)  # one Xception pass for every model
 except ImageError as exc:
     st.error(str(exc), icon="🚫")  # the session goes on: the user can pick another file
     st.stop()
 
-results = [(beam, *app.timed_captions(captioner, encoded["features"], beam)) for beam in sorted(beams)]
+beams = sorted(beams)
+results = {m.name: [(beam, *app.timed_captions(m, encoded["features"], beam)) for beam in beams]
+           for m in shown}
 
 photo_col, timing_col = st.columns([2, 1], gap="large")
 photo_col.image(encoded["preview"], width=480)
 with timing_col:
     width, height = encoded["size"]
     st.metric("Encoding (Xception)", f"{encoded['encode_ms']:.0f} ms",
-              help="Once per photo: other beam widths reuse the same features.")
+              help="Once per photo: other beam widths and models reuse the same features.")
     st.caption("Features reused, not encoded again." if encoded["reused"] else "Encoded just now.")
-    st.metric("Decoding, all widths", f"{sum(ms for _, _, ms in results):.0f} ms")
+    st.metric("Decoding, all widths", f"{sum(ms for r in results.values() for _, _, ms in r):.0f} ms")
     st.caption(f"Photo: {width}×{height} px")
+explain.show_familiarity(default, encoded)
 
-for start in range(0, len(results), 3):  # at most three widths side by side
-    for column, (beam, captions, decode_ms) in zip(st.columns(3), results[start:start + 3]):
-        with column.container(border=True, key=f"beam-{beam}"):
-            st.caption(f"Beam width {beam} · decoded in {decode_ms:.1f} ms")
-            # st.subheader renders Markdown, harmless here: the vocabulary holds only a-z words.
-            st.subheader(captions[0].text or "(empty caption)", anchor=False)
-            # st.table wraps long captions, which a narrow st.dataframe would cut off.
-            st.table(pd.DataFrame({
-                "caption": [c.text for c in captions],
-                "log p": [f"{c.log_prob:.2f}" for c in captions],
-                "score": [f"{c.normalized_log_prob:.2f}" for c in captions],
-            }, index=pd.RangeIndex(1, len(captions) + 1, name="rank")))
+
+def beam_box(column, model: str, beam: int, captions, decode_ms: float, key: str) -> None:
+    with column.container(border=True, key=key):
+        st.caption(f"{model} · beam width {beam} · decoded in {decode_ms:.1f} ms"
+                   if len(shown) > 1 else f"Beam width {beam} · decoded in {decode_ms:.1f} ms")
+        # st.subheader renders Markdown, harmless here: the vocabulary holds only a-z words.
+        st.subheader(captions[0].text or "(empty caption)", anchor=False)
+        explain.show_confidence(captions[0])
+        # st.table wraps long captions, which a narrow st.dataframe would cut off.
+        st.table(pd.DataFrame({
+            "caption": [c.text for c in captions],
+            "log p": [f"{c.log_prob:.2f}" for c in captions],
+            "score": [f"{c.normalized_log_prob:.2f}" for c in captions],
+        }, index=pd.RangeIndex(1, len(captions) + 1, name="rank")))
+
+
+if len(shown) == 1:  # at most three widths side by side
+    rows = results[shown[0].name]
+    for start in range(0, len(rows), 3):
+        for column, (beam, captions, ms) in zip(st.columns(3), rows[start:start + 3]):
+            beam_box(column, shown[0].name, beam, captions, ms, f"beam-{beam}")
+else:  # one row per width, one column per model
+    for i, beam in enumerate(beams):
+        for column, m in zip(st.columns(len(shown)), shown):
+            _, captions, ms = results[m.name][i]
+            beam_box(column, m.name, beam, captions, ms, f"beam-{beam}-{m.name}")
+
+for m in shown:
+    if m.has_attention:
+        explain.show_attention(m, encoded, beams)
+tree_model = shown[0]
+if len(shown) > 1:
+    tree_model = models[st.selectbox("Search tree of", [m.name for m in shown], key="tree_model")]
+explain.show_beam_trees(tree_model, encoded, beams)
 
 with st.expander("How to read this"):
     st.markdown(
         "Each box is one beam width: the large line is the caption the model picks, the table "
         "its best alternatives. **log p** is the total log-probability of a caption (closer to 0 "
         "is likelier); **score** divides it by length^alpha, so that a caption is not penalised "
-        "just for having more words, and is what ranks them. The photo is encoded once; every beam width then "
-        "decodes the same features, which takes milliseconds.")
+        "just for having more words, and is what ranks them. *Word by word* gives each word's "
+        "probability. The photo is encoded once; every beam width and model then decodes the "
+        "same features, which takes milliseconds. The familiarity check compares the photo's "
+        "Xception vector with centroids of the training photos: a photo below the threshold is "
+        "unlike anything the model learned from, so its caption deserves little trust.")

@@ -39,3 +39,29 @@ def assert_plausible_caption(text: str, vocabulary: set[str] | None = None) -> N
     if vocabulary is not None:
         assert set(words) <= vocabulary, text
     assert len(set(words)) > 1, f"degenerate caption: {text!r}"
+
+
+def models_with_attention(root, trained_dir):
+    """A trained/ root for the app: the committed merge model, the committed centroids, and
+    trained/attention if committed, else a tiny untrained attention model (its captions are
+    nonsense, but its attention maps have the real shape, which is what the page draws)."""
+    from pathlib import Path
+
+    from captioner import artifacts
+    from captioner.config import Config
+    from captioner.decoders import build_decoder
+    from captioner.text import Vocabulary
+    from conftest import TRAINED
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "merge").symlink_to(trained_dir)
+    if (TRAINED / "training_photos.h5").is_file():
+        (root / "training_photos.h5").symlink_to(TRAINED / "training_photos.h5")
+    if (TRAINED / "attention" / "manifest.json").is_file():
+        (root / "attention").symlink_to(TRAINED / "attention")
+        return root
+    vocab = Vocabulary(["a", "dog", "runs", "on", "the", "grass", "man", "red"])
+    config = Config(decoder="attention", vocab_size=len(vocab), units=16, embed_dim=8,
+                    attention_dim=8, max_decode_length=12)
+    artifacts.save_trained(root / "attention", build_decoder(config), vocab, config, [], None, {})
+    return root

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from app_fixtures import APP, assert_plausible_caption, model_vocabulary, photo_png
+from app_fixtures import (APP, assert_plausible_caption, model_vocabulary, models_with_attention,
+                          photo_png)
 from conftest import IN_CI, ROOT, require
 
 pytestmark = pytest.mark.integration
@@ -66,7 +67,9 @@ def chromium() -> str:
 def server(trained_dir, shared_data, chromium, tmp_path_factory):
     port = _free_port()
     log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    env = dict(os.environ, CAPTIONER_MODEL_DIR=str(trained_dir), CAPTIONER_DATA_DIR=str(shared_data),
+    # The committed merge model (the default) beside an attention model, as trained/ will hold.
+    models = models_with_attention(tmp_path_factory.mktemp("models") / "trained", trained_dir)
+    env = dict(os.environ, CAPTIONER_MODEL_DIR=str(models), CAPTIONER_DATA_DIR=str(shared_data),
                PYTHONUNBUFFERED="1")
     command = [sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.headless", "true",
@@ -160,6 +163,48 @@ def test_caption_dataset_and_training_pages(server, chromium, vocabulary, tmp_pa
             wait_until_idle(page)
             page.wait_for_timeout(1000)
             page.screenshot(path=DOCS / "screenshot-training.png")
+            assert page.locator('[data-testid="stException"]').count() == 0
+        finally:
+            browser.close()
+    assert not server.log_problems(), server.log_problems()
+
+
+def test_attention_figure_beam_trees_and_three_photos_at_once(server, chromium, tmp_path):
+    import csv
+
+    from playwright.sync_api import expect, sync_playwright
+
+    photos = [_photo_file(tmp_path, name) for name in ("camera", "astronaut", "coffee")]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT, accept_downloads=True)
+            page.goto(server.url)
+            page.locator(UPLOADER).set_input_files(photos[0])
+            expect(page.locator(".st-key-beam-3 h3")).to_be_visible(timeout=CAPTION_TIMEOUT_MS)
+            # the beam trees of widths 1 and 5, drawn by Graphviz in the browser
+            expect(page.locator('[data-testid="stGraphVizChart"] svg')).to_have_count(2, timeout=60_000)
+            expect(page.locator('[data-testid="stGraphVizChart"] svg').last).to_contain_text("end")
+            page.get_by_text("attention", exact=True).click()
+            expect(page.get_by_text("Where the attention model looked")).to_be_visible(timeout=60_000)
+            # the slider comes after the grid, and the chosen word's figure after the slider
+            expect(page.get_by_text("Show one word large")).to_be_visible(timeout=CAPTION_TIMEOUT_MS)
+            wait_until_idle(page)
+            widths = page.locator('[data-testid="stImage"] img').evaluate_all(
+                "imgs => imgs.map(img => img.naturalWidth)")
+            assert max(widths) > 1000, widths  # the grid: the photo and one panel per word
+
+            page.get_by_role("link", name="Caption many photos").click()
+            page.locator(UPLOADER).set_input_files(photos)
+            expect(page.get_by_text("3 captioned, 0 could not be read", exact=False)).to_be_visible(
+                timeout=CAPTION_TIMEOUT_MS)
+            wait_until_idle(page)
+            with page.expect_download() as download:
+                page.get_by_role("button", name="Download CSV").click()
+            with open(download.value.path(), newline="") as handle:
+                rows = list(csv.DictReader(handle))
+            assert [r["file"] for r in rows] == [p.name for p in photos]
+            assert all(r["caption"] and not r["error"] for r in rows)
             assert page.locator('[data-testid="stException"]').count() == 0
         finally:
             browser.close()

@@ -32,3 +32,9 @@ def test_streamlit_config_caps_uploads_and_keeps_xsrf():
     text = (ROOT / ".streamlit" / "config.toml").read_text()
     assert re.search(r"^maxUploadSize\s*=\s*20\s*$", text, re.M)
     assert re.search(r"^enableXsrfProtection\s*=\s*true\s*$", text, re.M)
+
+
+def test_served_app_watches_no_files():
+    # Watching the tree (.venv included) flooded the server log with inotify overflows.
+    text = (ROOT / ".streamlit" / "config.toml").read_text()
+    assert re.search(r'^fileWatcherType\s*=\s*"none"\s*$', text, re.M)

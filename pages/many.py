@@ -1,0 +1,62 @@
+"""Caption many photos at once: upload several, get a table of thumbnails and captions, and
+download it as CSV or JSON. A bad file gets its one-line error in the table."""
+import base64
+import hashlib
+import json
+
+import pandas as pd
+import streamlit as st
+
+import app_support as app
+from captioner.many import caption_files, to_records
+
+st.title("Caption many photos")
+app.require_captioner()
+
+uploads = st.file_uploader(f"Photos ({app.UPLOAD_LABEL} each)", type=app.UPLOAD_TYPES,
+                           accept_multiple_files=True, key="uploads")
+left, right = st.columns(2)
+beam = left.selectbox("Beam width", app.BEAM_CHOICES, index=app.BEAM_CHOICES.index(3), key="many_beam")
+if not uploads:
+    st.info("Choose one or more photos to caption.")
+    st.stop()
+
+app.require_encoder()
+models, _ = app.load_captioners()
+model = models[right.selectbox("Model", list(models), key="many_model")]
+files = [(app.safe_label(u.name, f"Photo {i + 1}"), u.getvalue()) for i, u in enumerate(uploads)]
+
+# Every widget click re-runs the page: keep the results of this exact set of files.
+key = hashlib.sha1(repr((model.name, beam, [(n, hashlib.sha1(d).digest()) for n, d in files])).encode()).hexdigest()
+cache = st.session_state.setdefault("many_results", {})
+if key not in cache:
+    with st.spinner(f"Captioning {len(files)} photos…"):
+        cache.clear()  # one batch per session is kept, not every batch ever uploaded
+        cache[key] = caption_files(model, files, beam=beam, familiarity=app.familiarity())
+results = cache[key]
+
+failed = sum(r.error is not None for r in results)
+st.caption(f"{len(results) - failed} captioned, {failed} could not be read · model {model.name}, "
+           f"beam width {beam}")
+table = pd.DataFrame({
+    "photo": [f"data:image/jpeg;base64,{base64.b64encode(r.thumbnail).decode()}" if r.thumbnail else None
+              for r in results],
+    "file": [r.name for r in results],
+    "caption": [r.caption or "" for r in results],
+    "score": [r.normalized_log_prob for r in results],
+    "like the training photos": [None if r.unfamiliar is None else ("no" if r.unfamiliar else "yes")
+                                 for r in results],
+    "error": [r.error or "" for r in results],
+})
+st.dataframe(table, hide_index=True, row_height=90, column_config={
+    "photo": st.column_config.ImageColumn("photo", width="small"),
+    "caption": st.column_config.TextColumn("caption", width="large"),
+    "score": st.column_config.NumberColumn("score", format="%.2f", help="log p / length^α"),
+})
+
+records = to_records(results, model.name, beam)
+left, right = st.columns(2)
+left.download_button("Download CSV", pd.DataFrame(records).to_csv(index=False), "captions.csv",
+                     "text/csv", key="download_csv", on_click="ignore")
+right.download_button("Download JSON", json.dumps(records, indent=2), "captions.json",
+                      "application/json", key="download_json", on_click="ignore")

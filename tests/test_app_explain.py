@@ -1,0 +1,191 @@
+"""The caption page's explanations and the many-photos page, driven with streamlit.testing.
+
+The committed merge model is the real one; the attention model is a tiny untrained one made
+here (its captions are nonsense, but its attention maps have the real shape, which is what
+the page draws). Needs trained/, Flickr8k and the Xception weights: skipped without them on
+a developer machine, a failure in CI.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from app_fixtures import APP, models_with_attention, photo_png
+from conftest import ROOT, require
+
+TIMEOUT = 180
+pytestmark = pytest.mark.integration
+FAMILIARITY = ROOT / "trained" / "training_photos.h5"
+
+
+@pytest.fixture(scope="module")
+def model_root(tmp_path_factory, trained_dir):
+    """trained/ with the real merge model, a tiny attention model and the real centroids."""
+    require(FAMILIARITY, "trained/training_photos.h5 (python -m captioner index-dataset)")
+    return models_with_attention(tmp_path_factory.mktemp("models") / "trained", trained_dir)
+
+
+@pytest.fixture()
+def app_env(monkeypatch, model_root, shared_data):
+    monkeypatch.setenv("CAPTIONER_MODEL_DIR", str(model_root))
+    monkeypatch.setenv("CAPTIONER_DATA_DIR", str(shared_data))
+    return model_root
+
+
+def new_app() -> AppTest:
+    return AppTest.from_file(APP, default_timeout=TIMEOUT)
+
+
+def assert_no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def uploaded(at: AppTest, name: str, data: bytes) -> AppTest:
+    at.file_uploader(key="upload").upload(name, data, "image/png").run()
+    assert_no_exception(at)
+    return at
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def box_captions(at: AppTest) -> list[str]:
+    return [c.value for c in at.main.caption if "eam width" in c.value]
+
+
+def word_tables(at: AppTest) -> list:
+    return [d.value for d in at.main.dataframe if "probability" in d.value.columns]
+
+
+def graphviz(at: AppTest) -> list[str]:
+    return [el.proto.spec for el in at.get("graphviz_chart")]
+
+
+def test_model_choice_side_by_side_on_one_encoding(app_env):
+    at = uploaded(new_app().run(), "cat.png", photo_png("chelsea"))
+    model = at.radio(key="model")
+    assert model.options == ["merge", "attention", "Both side by side"] and model.value == "merge"
+    assert [c.split(" ·")[0] for c in box_captions(at)] == ["Beam width 1", "Beam width 3", "Beam width 5"]
+    merge_captions = [s.value for s in at.main.subheader]
+
+    model.set_value("Both side by side").run()
+    assert_no_exception(at)
+    labels = [c.split(" · decoded")[0] for c in box_captions(at)]
+    assert labels == [f"{m} · beam width {b}" for b in (1, 3, 5) for m in ("merge", "attention")]
+    assert [s.value for s in at.main.subheader][::2] == merge_captions  # same photo, same captions
+    assert at.session_state["encoder_runs"] == 1, "both models must read one encoding"
+
+    at.radio(key="model").set_value("attention").run()
+    assert_no_exception(at)
+    assert len(box_captions(at)) == 3 and at.session_state["encoder_runs"] == 1
+
+
+def test_per_word_confidence(app_env):
+    at = uploaded(new_app().run(), "cat.png", photo_png("chelsea"))
+    tables = word_tables(at)
+    assert len(tables) == 3  # one per beam width
+    for table, caption in zip(tables, [s.value for s in at.main.subheader]):
+        assert list(table["word"]) == caption.split() + ["<end>"]
+        assert ((table["probability"] > 0) & (table["probability"] <= 1)).all()
+    assert any(c.value.startswith("Least sure of") for c in at.main.caption)
+
+
+def test_attention_grid_and_a_word_shown_large(app_env):
+    at = uploaded(new_app().run(), "cat.png", photo_png("chelsea"))
+    assert "Where the attention model looked" not in [h.value for h in at.main.header]  # merge
+    at.radio(key="model").set_value("attention").run()
+    assert_no_exception(at)
+    assert "Where the attention model looked" in [h.value for h in at.main.header]
+    assert at.selectbox(key="attention_beam").value == 3
+    at.selectbox(key="attention_beam").set_value(1).run()
+    assert_no_exception(at)
+    images_before = len(at.main.image)
+    table = word_tables(at)[0]  # beam width 1's caption, as the figure now shows
+    assert "from the photo" in table.columns  # the sentinel share, per word
+    slider = at.select_slider(key="attention_word")
+    assert len(slider.options) == len(table)  # one per word and the end token
+    assert slider.options[0] == f"1. {table['word'][0]}"
+    slider.set_value(1).run()
+    assert_no_exception(at)
+    assert len(at.main.image) == images_before  # the grid and the large word, redrawn
+
+
+def test_beam_search_trees_side_by_side(app_env):
+    at = uploaded(new_app().run(), "cat.png", photo_png("chelsea"))
+    trees = graphviz(at)
+    assert len(trees) == 2  # the narrowest and widest chosen widths: 1 and 5
+    assert "Beam width 1:" in trees[0] and "Beam width 5:" in trees[1]
+    assert all("#d62728" in tree for tree in trees)  # the winning path
+    best = [s.value for s in at.main.subheader]
+    assert f"Beam width 5: {best[2]}" in trees[1]
+
+    at.multiselect(key="tree_beams").set_value([10]).run()
+    at.toggle(key="tree_pruned").set_value(False).run()
+    assert_no_exception(at)
+    (tree,) = graphviz(at)
+    assert "Beam width 10:" in tree and "pruned" not in tree
+    assert at.session_state["encoder_runs"] == 1
+
+
+def test_unlike_the_training_photos_warning(app_env, shared_data):
+    at = new_app().run()
+    at.radio(key="source").set_value("Example photo").run()
+    at.selectbox(key="example").set_value("Cat").run()
+    assert_no_exception(at)
+    assert any("unlike the photos the model learned from" in w.value for w in at.main.warning)
+
+    at.radio(key="source").set_value("Upload a photo").run()
+    uploaded(at, "red.png", png(Image.new("RGB", (300, 200), (200, 30, 30))))
+    assert any("unlike the photos" in w.value for w in at.main.warning)
+
+    from captioner.dataset import load_flickr8k
+    dataset = load_flickr8k(shared_data)
+    for name in dataset.images("test")[:3]:
+        uploaded(at, name, dataset.image_path(name).read_bytes())
+        assert not at.main.warning, name
+        assert any(c.value.startswith("Similar to the training photos") for c in at.main.caption)
+    # with Flickr8k and the index: the nearest training photos and their captions
+    assert any(c.value.startswith("similarity ") for c in at.main.caption)
+    assert any(t.value.startswith("• ") for t in at.main.text)
+
+
+def test_without_the_centroids_the_page_says_how_to_get_them(monkeypatch, tmp_path, trained_dir,
+                                                           shared_data):
+    root = tmp_path / "trained"
+    root.mkdir()
+    (root / "merge").symlink_to(trained_dir)
+    monkeypatch.setenv("CAPTIONER_MODEL_DIR", str(root))
+    at = uploaded(new_app().run(), "cat.png", photo_png("chelsea"))
+    assert not at.main.warning
+    assert any("index-dataset" in c.value for c in at.main.caption)
+    assert at.radio(key="model").options == ["merge"]
+
+
+def test_many_photos_with_a_bad_file_among_good_ones(app_env):
+    at = new_app().run()
+    at.switch_page("pages/many.py").run()
+    assert_no_exception(at)
+    files = [("cat.png", photo_png("chelsea"), "image/png"),
+             ("notes.jpg", b"not a photo at all", "image/jpeg"),
+             ("coffee.png", photo_png("coffee"), "image/png")]
+    at.file_uploader(key="uploads").set_value(files).run()
+    assert_no_exception(at)
+    table = at.main.dataframe[0].value
+    assert list(table["file"]) == ["cat.png", "notes.jpg", "coffee.png"]
+    assert table["error"][1].startswith("notes.jpg: not an image")
+    assert table["caption"][0] and table["caption"][2] and not table["caption"][1]
+    assert table["photo"][0].startswith("data:image/jpeg;base64,") and not isinstance(table["photo"][1], str)
+    assert table["like the training photos"][0] == table["like the training photos"][2] == "no"
+    assert any("2 captioned, 1 could not be read" in c.value for c in at.main.caption)
+    assert len(at.get("download_button")) == 2
+
+    at.selectbox(key="many_model").set_value("attention").run()  # the other model, same files
+    assert_no_exception(at)
+    assert list(at.main.dataframe[0].value["file"]) == ["cat.png", "notes.jpg", "coffee.png"]
