@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import Config
-from .model import StepOutput, lstm_update, log_softmax, matmul, sigmoid, softmax
+from .model import LSTMDecoder, StepOutput, layer_weights, lstm_update, log_softmax, matmul, sigmoid, softmax
 
 REGIONS = 100  # Xception's 10x10 map at 299x299 input
 
@@ -151,7 +151,7 @@ def as_regions(features: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class AttentionDecoder:
+class AttentionDecoder(LSTMDecoder):
     """The Keras model's arrays, and one decoding step in NumPy."""
     region_kernel: np.ndarray
     region_bias: np.ndarray
@@ -176,7 +176,8 @@ class AttentionDecoder:
 
     @classmethod
     def from_keras(cls, model) -> "AttentionDecoder":
-        get = lambda name: [np.asarray(w, dtype=np.float32) for w in model.get_layer(name).get_weights()]
+        def get(name):
+            return layer_weights(model, name)
         region_kernel, region_bias = get("region_dense")
         (key_kernel,) = get("region_keys")
         global_kernel, global_bias = get("global_dense")
@@ -205,14 +206,6 @@ class AttentionDecoder:
         self._recurrent_and_sentinel = np.concatenate([self.lstm_recurrent, self.sentinel_hidden_kernel], axis=1)
         self._image_sentinel_kernel = self.sentinel_input_kernel[embed_dim:]
 
-    @property
-    def vocab_size(self) -> int:
-        return self.logits_kernel.shape[1]
-
-    @property
-    def units(self) -> int:
-        return self.lstm_recurrent.shape[0]
-
     def prepare(self, features: np.ndarray) -> dict:
         """Per-photo projections, computed once whatever the number of beams or samples."""
         raw = as_regions(features)
@@ -221,10 +214,6 @@ class AttentionDecoder:
         return {"regions": regions, "keys": regions @ self.key_kernel,
                 "image_gates": global_vec @ self._image_gate_kernel,
                 "image_sentinel": global_vec @ self._image_sentinel_kernel}
-
-    def initial_state(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
-        zeros = np.zeros((rows, self.units), dtype=np.float32)
-        return zeros, zeros.copy()
 
     def step(self, tokens: np.ndarray, state: tuple, context: dict, photos: np.ndarray) -> StepOutput:
         h_prev, c = state

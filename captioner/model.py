@@ -55,8 +55,31 @@ class StepOutput:
     attention: np.ndarray | None = None    # (rows, regions + 1): where the word looked; last = sentinel
 
 
+def layer_weights(model, name: str) -> list[np.ndarray]:
+    """A Keras layer's arrays as float32 NumPy arrays, in the layer's own order."""
+    return [np.asarray(w, dtype=np.float32) for w in model.get_layer(name).get_weights()]
+
+
+class LSTMDecoder:
+    """What both NumPy decoders share: an LSTM state and a softmax over the vocabulary."""
+    lstm_recurrent: np.ndarray
+    logits_kernel: np.ndarray
+
+    @property
+    def vocab_size(self) -> int:
+        return self.logits_kernel.shape[1]
+
+    @property
+    def units(self) -> int:
+        return self.lstm_recurrent.shape[0]
+
+    def initial_state(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        zeros = np.zeros((rows, self.units), dtype=np.float32)
+        return zeros, zeros.copy()
+
+
 @dataclass
-class MergeDecoder:
+class MergeDecoder(LSTMDecoder):
     image_kernel: np.ndarray
     image_bias: np.ndarray
     embedding: np.ndarray
@@ -72,7 +95,8 @@ class MergeDecoder:
 
     @classmethod
     def from_keras(cls, model) -> "MergeDecoder":
-        get = lambda name: [np.asarray(w, dtype=np.float32) for w in model.get_layer(name).get_weights()]
+        def get(name):
+            return layer_weights(model, name)
         image_kernel, image_bias = get("image_dense")
         (embedding,) = get("embedding")
         lstm_kernel, lstm_recurrent, lstm_bias = get("lstm")
@@ -86,22 +110,10 @@ class MergeDecoder:
         # of multiplying (about a fifth of a step's arithmetic, for 2528x2048 floats).
         self.token_gates = self.embedding @ self.lstm_kernel + self.lstm_bias
 
-    @property
-    def vocab_size(self) -> int:
-        return self.logits_kernel.shape[1]
-
-    @property
-    def units(self) -> int:
-        return self.lstm_recurrent.shape[0]
-
     def prepare(self, features: np.ndarray) -> dict:
         """Per-photo work done once, whatever the number of beams: the projected image."""
         vectors = as_vectors(features)
         return {"image": np.maximum(vectors @ self.image_kernel + self.image_bias, 0.0)}
-
-    def initial_state(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
-        zeros = np.zeros((rows, self.units), dtype=np.float32)
-        return zeros, zeros.copy()
 
     def step(self, tokens: np.ndarray, state: tuple, context: dict, photos: np.ndarray) -> StepOutput:
         """One word for a batch of rows; row r belongs to photo `photos[r]` of `context`."""
