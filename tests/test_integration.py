@@ -89,14 +89,14 @@ def test_attention_maps_come_with_the_attention_model(each_captioner, test_maps)
     for cap in captions:
         assert cap.attention.shape == (len(cap.tokens) + 1, 101)
         np.testing.assert_allclose(cap.attention.sum(axis=1), 1.0, atol=1e-4)
-    # The sentinel (the language model) takes more of function words than of nouns.
-    share = {}
-    for cap in captions:
-        for word, row in zip(cap.text.split(), cap.attention):
-            share.setdefault(word, []).append(row[-1])
-    function = np.mean([v for w in ("a", "the", "of", "in", "on") for v in share.get(w, [])])
-    nouns = np.mean([v for w in ("dog", "man", "boy", "girl", "water", "grass") for v in share.get(w, [])])
-    assert function > nouns, (function, nouns)
+    # Where it looks depends on the photo and moves from word to word: the region weights
+    # (renormalised without the sentinel) are not one fixed map.
+    maps = [row[:-1] / row[:-1].sum() for cap in captions for row in cap.attention]
+    first_words = np.stack([cap.attention[1, :-1] / cap.attention[1, :-1].sum() for cap in captions])
+    assert np.abs(first_words - first_words.mean(axis=0)).sum(axis=1).mean() > 0.1
+    assert np.std(np.stack(maps), axis=0).mean() > 1e-3
+    sentinel = np.array([row[-1] for cap in captions for row in cap.attention])
+    assert ((0 <= sentinel) & (sentinel <= 1)).all() and sentinel.std() > 0.1  # it varies by word
 
 
 def test_top_alternatives_are_ranked_and_distinct(captioner, test_split):
