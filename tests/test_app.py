@@ -158,7 +158,7 @@ def test_dataset_search_split_and_details(app_env):
     assert_no_exception(at)
     total = _count(at)
     assert total == 8000
-    assert len(at.main.image) == 12  # one page of thumbnails
+    assert len(at.tabs[0].image) == 12  # one page of thumbnails in the Browse tab
 
     at.text_input(key="query").set_value("Red SHIRT").run()
     assert_no_exception(at)
