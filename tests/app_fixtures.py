@@ -54,7 +54,7 @@ def models_with_attention(root, trained_dir):
     from conftest import TRAINED
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    (root / "merge").symlink_to(trained_dir)
+    (root / "merge").symlink_to(TRAINED / "merge")
     if (TRAINED / "training_photos.h5").is_file():
         (root / "training_photos.h5").symlink_to(TRAINED / "training_photos.h5")
     if (TRAINED / "attention" / "manifest.json").is_file():
