@@ -221,12 +221,14 @@ def test_concurrent_sessions_all_get_captions(server, chromium, vocabulary, tmp_
         context = await browser.new_context(viewport={"width": 1100, "height": 900})
         try:
             page = await context.new_page()
-            await page.goto(server.url)
+            await page.goto(server.url, timeout=CAPTION_TIMEOUT_MS)  # 8 sessions share 2 cores
             await page.locator(UPLOADER).set_input_files(photo)
             heading = page.locator(".st-key-beam-3 h3")
             await heading.wait_for(timeout=CAPTION_TIMEOUT_MS)
             assert await page.locator('[data-testid="stException"]').count() == 0
-            assert await page.locator('[data-testid="stAlert"]').count() == 0
+            # No alert but the familiarity warning, which these non-Flickr8k photos may earn.
+            alerts = page.locator('[data-testid="stAlert"]')
+            assert await alerts.filter(has_not_text="unlike the photos the model learned from").count() == 0
             return (await heading.inner_text()).strip()
         finally:
             await context.close()
