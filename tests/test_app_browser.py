@@ -195,6 +195,10 @@ def test_attention_figure_beam_trees_and_three_photos_at_once(server, chromium, 
             assert max(widths) > 1000, widths  # the grid: the photo and one panel per word
 
             page.get_by_role("link", name="Caption many photos").click()
+            # Wait for the new page's uploader (it takes several files); the caption page's
+            # single-file uploader may still be on screen for a moment after the click.
+            page.wait_for_url("**/many")
+            page.locator(f"{UPLOADER}[multiple]").wait_for(state="attached", timeout=CAPTION_TIMEOUT_MS)
             page.locator(UPLOADER).set_input_files(photos)
             expect(page.get_by_text("3 captioned, 0 could not be read", exact=False)).to_be_visible(
                 timeout=CAPTION_TIMEOUT_MS)
