@@ -406,6 +406,20 @@ def thumbnail(path: str, size: int = 224) -> bytes | None:
         return None
 
 
+def photo_cards(dataset: Flickr8k, names: list[str], columns: int):
+    """Bordered cards of dataset photos, `columns` to a row, each with its thumbnail; yields
+    each name while its card is open, so the caller adds the text and buttons under it."""
+    for row in range(0, len(names), columns):
+        for column, name in zip(st.columns(columns), names[row:row + columns]):
+            with column.container(border=True):
+                image = thumbnail(str(dataset.image_path(name)))
+                if image:
+                    st.image(image, width="stretch")
+                else:
+                    st.warning("Cannot read this photo.")
+                yield name
+
+
 def read_photo(path: str | Path) -> bytes | None:
     try:
         return Path(path).read_bytes()

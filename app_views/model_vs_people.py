@@ -58,15 +58,10 @@ def show(index, root: str) -> None:
 
 
 def show_grid(index, scores: dict, shown: list[str]) -> None:
-    for row in range(0, len(shown), COLUMNS):
-        for column, name in zip(st.columns(COLUMNS), shown[row:row + COLUMNS]):
-            with column.container(border=True):
-                image = app.thumbnail(str(index.dataset.image_path(name)))
-                if image:
-                    st.image(image, width="stretch")
-                st.text(scores[name]["caption"])
-                st.caption(f"CIDEr {scores[name]['cider']:.2f} · BLEU-4 {scores[name]['bleu4']:.2f}")
-                st.button("Open", key=f"mvp-open-{name}", on_click=select, args=(name,))
+    for name in app.photo_cards(index.dataset, shown, COLUMNS):
+        st.text(scores[name]["caption"])
+        st.caption(f"CIDEr {scores[name]['cider']:.2f} · BLEU-4 {scores[name]['bleu4']:.2f}")
+        st.button("Open", key=f"mvp-open-{name}", on_click=select, args=(name,))
 
 
 def show_photo(index, scored: dict, name: str) -> None:

@@ -131,17 +131,10 @@ def show_browser() -> None:
     if st.session_state.get("selected_photo") in index.dataset.captions:
         show_photo(st.session_state["selected_photo"])
     shown = matches[(page - 1) * PER_PAGE: page * PER_PAGE]
-    for row in range(0, len(shown), COLUMNS):
-        for column, name in zip(st.columns(COLUMNS), shown[row:row + COLUMNS]):
-            with column.container(border=True):
-                image = app.thumbnail(str(index.dataset.image_path(name)))
-                if image:
-                    st.image(image, width="stretch")
-                else:
-                    st.warning("Cannot read this photo.")
-                # Human-written text: st.text shows it verbatim, never as Markdown.
-                st.text("\n".join(f"• {text}" for text in index.dataset.captions[name]))
-                st.button("Details", key=f"open-{name}", on_click=select, args=(name,))
+    for name in app.photo_cards(index.dataset, shown, COLUMNS):
+        # Human-written text: st.text shows it verbatim, never as Markdown.
+        st.text("\n".join(f"• {text}" for text in index.dataset.captions[name]))
+        st.button("Details", key=f"open-{name}", on_click=select, args=(name,))
 
 
 def show_statistics() -> None:
