@@ -28,7 +28,7 @@ class Config:
     batch_size: int = 64
     learning_rate: float = 1e-3
     max_epochs: int = 30
-    patience: int = 4                  # epochs without a better val BLEU-4 before stopping
+    patience: int = 4                  # epochs without a better val CIDEr before stopping
     lr_decay_patience: int = 2         # halve the learning rate after this many flat epochs
     seed: int = 1234
     # Self-critical sequence training (CIDEr-D reward) after cross-entropy; 0 epochs skips it
@@ -36,6 +36,12 @@ class Config:
     scst_samples: int = 5              # captions sampled per photo; baseline = mean of the others
     scst_learning_rate: float = 5e-5
     scst_patience: int = 2             # epochs without a better val CIDEr before stopping
+    # Self-critical training sharpens the model toward safe, generic captions that many photos
+    # share. Two guards against it: cross-entropy on the photo's own references stays in the
+    # loss with this weight (0 = pure SCST), and an SCST epoch is kept only if at least this
+    # share of its greedy val captions is distinct.
+    scst_xe_weight: float = 0.0
+    scst_min_distinct: float = 0.8
     # Decoding
     max_decode_length: int = 30
     length_alpha: float = 0.7          # score = sum log p / (length ** alpha)
@@ -60,6 +66,9 @@ class Config:
         for name in ("image_dropout", "embed_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
+        if self.scst_xe_weight < 0 or not 0 <= self.scst_min_distinct <= 1:
+            raise ValueError("scst_xe_weight must not be negative and scst_min_distinct must be "
+                             "in [0, 1].")
         if self.learning_rate <= 0 or self.length_alpha < 0:
             raise ValueError("learning_rate must be positive and length_alpha not negative.")
 

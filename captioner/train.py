@@ -9,7 +9,10 @@ Both phases run the same training step: a weighted sum of the word log-likelihoo
 cross-entropy the weights are 1 on every real word; for self-critical training they are the
 sample's advantage, reward minus the mean reward of the photo's other samples (Rennie et al.
 2017, with the "new self-critical" baseline), so the one step raises the probability of
-captions better than their siblings and lowers the others'.
+captions better than their siblings and lowers the others'. Optionally the photo's reference
+captions stay in the self-critical loss with weight `scst_xe_weight` (a mixed objective), and
+a self-critical epoch is kept only while enough val captions stay distinct: CIDEr alone
+rewards safe, generic captions that many photos share.
 
 A killed run restarts from its last checkpoint (`<out>.checkpoint/`, outside trained/).
 """
@@ -50,6 +53,8 @@ END_WORD = "<end>"          # kept in the reward, so stopping mid-phrase costs C
 # Settings a resumed run may change: they decide how long each phase goes on, not what the
 # model is or how it learns. Anything else must match the checkpoint.
 SCHEDULE_SETTINGS = frozenset({"max_epochs", "patience", "scst_max_epochs", "scst_patience"})
+# ...and, while self-critical training has not begun, how it will learn.
+SCST_SETTINGS = frozenset({"scst_samples", "scst_learning_rate", "scst_xe_weight", "scst_min_distinct"})
 
 
 class TrainingError(RuntimeError):
@@ -181,11 +186,13 @@ class Checkpoint:
     def load(self, config: Config):
         state = artifacts.read_json(self.state_path)
         saved = dict(state.get("config") or {})
+        defaults = Config().to_json()  # a setting added since the checkpoint had its default
         changed = {k for k in set(saved) | set(config.to_json())
-                   if saved.get(k) != config.to_json().get(k)}
-        if changed - SCHEDULE_SETTINGS:
+                   if saved.get(k, defaults.get(k)) != config.to_json().get(k)}
+        allowed = SCHEDULE_SETTINGS | (SCST_SETTINGS if state.get("phase") == "xe" else frozenset())
+        if changed - allowed:
             raise TrainingError(f"{self.dir}: checkpoint was made with other settings "
-                                f"({', '.join(sorted(changed - SCHEDULE_SETTINGS))}); delete it to "
+                                f"({', '.join(sorted(changed - allowed))}); delete it to "
                                 "start over, or resume with the same flags.")
         state["config"] = config.to_json()  # a schedule setting may change: it only says when to stop
         model = new_model(config, state["learning_rate"])
@@ -327,15 +334,19 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
                 cider = reward_scorer(run)
             row = scst_epoch(run, model, train_step, cider, rng, epoch)
         scores, greedy = run.val_scores(model)
+        texts = [c.text for c in greedy]
+        stats = caption_statistics(texts)
         improved = scores["CIDEr"] > state["best_cider"]
+        if state["phase"] == "scst" and stats["distinct"] < config.scst_min_distinct:
+            improved = False  # a higher CIDEr bought with generic captions is not kept
+            log(f"epoch {epoch}: only {stats['distinct']:.1%} of val captions distinct "
+                f"(< {config.scst_min_distinct:.0%}); not kept")
         if improved:
             state.update(best_cider=scores["CIDEr"], best_epoch=epoch, stale_epochs=0)
         else:
             state["stale_epochs"] += 1
             if state["phase"] == "xe" and state["stale_epochs"] % config.lr_decay_patience == 0:
                 state["learning_rate"] /= 2
-        texts = [c.text for c in greedy]
-        stats = caption_statistics(texts)
         row.update({"phase": state["phase"], "epoch": epoch, "val_bleu4": scores["BLEU-4"],
                     "val_cider": scores["CIDEr"], "learning_rate": float(model.optimizer.learning_rate.numpy()),
                     "seconds": round(time.time() - t0, 1), "val_distinct": stats["distinct"],
@@ -462,8 +473,13 @@ def scst_epoch(run: Run, model, train_step, cider: CiderD, rng, epoch: int) -> d
             inputs[inputs == Vocabulary.end_id] = 0  # after the end a row is padding
             mask = (np.arange(width)[None, :] < lengths[rows, None]).astype(np.float32)
             photos = np.repeat(chunk[start:start + per_update], samples)
-            loss = train_step(run.inputs("train", photos, inputs), targets,
-                              mask * advantage[rows, None], np.float32(mask.sum()))
+            weights = mask * advantage[rows, None]
+            if config.scst_xe_weight:
+                photos, inputs, targets, weights = with_references(
+                    run.captions["train"], chunk[start:start + per_update], photos, inputs,
+                    targets, weights, config.scst_xe_weight * mask.sum())
+            loss = train_step(run.inputs("train", photos, inputs), targets, weights,
+                              np.float32(mask.sum()))
             losses.append(float(loss))
         bar.update(len(chunk))
         mean_reward = float(np.concatenate(rewards_all).mean())
@@ -474,6 +490,22 @@ def scst_epoch(run: Run, model, train_step, cider: CiderD, rng, epoch: int) -> d
     run.reporter.report(step="validation", force=True)
     return {"loss": round(float(np.mean(losses)), 4),
             "mean_reward": round(float(np.concatenate(rewards_all).mean()), 4)}
+
+
+def with_references(captions: CaptionSet, chunk_photos, photos, inputs, targets, weights,
+                    reference_weight: float):
+    """Append the photos' reference captions (teacher forced) to an SCST batch, their words
+    weighted so that they add `reference_weight` x their mean -log p to the loss: the
+    cross-entropy part of the mixed objective, which anchors the model to human captions."""
+    indices = [i for p in chunk_photos for i in captions.by_photo[p]]
+    ref_photos, ref_inputs, ref_targets = captions.batch(indices)
+    ref_mask = (ref_targets > 0).astype(np.float32)
+    width = max(inputs.shape[1], ref_inputs.shape[1])
+    pad = lambda a: np.pad(a, ((0, 0), (0, width - a.shape[1])))
+    return (np.concatenate([photos, ref_photos]),
+            np.concatenate([pad(inputs), pad(ref_inputs)]),
+            np.concatenate([pad(targets), pad(ref_targets)]),
+            np.concatenate([pad(weights), pad(ref_mask * (reference_weight / ref_mask.sum()))]).astype(np.float32))
 
 
 def choose_length_alpha(decoder, vocab, config: Config, features, names, references) -> Config:

@@ -80,3 +80,24 @@ def test_resume_may_shorten_the_schedule_but_not_change_the_model(tmp_path):
     assert state["config"]["patience"] == 2
     with pytest.raises(TrainingError, match=r"other settings \(units\)"):
         checkpoint.load(dataclasses.replace(config, units=16))
+
+
+def test_resume_may_set_how_self_critical_training_learns_only_before_it_starts(tmp_path):
+    import dataclasses
+
+    from captioner.train import new_model
+    config = Config(vocab_size=10, units=8, embed_dim=4)
+    mixed = dataclasses.replace(config, scst_xe_weight=0.5, scst_min_distinct=0.7)
+    checkpoint = Checkpoint(tmp_path / "ckpt")
+    state = {"epoch": 3, "phase": "xe", "config": config.to_json(), "learning_rate": 1e-3,
+             "best_weights": "best-3.weights.h5"}
+    checkpoint.save(new_model(config, 1e-3), state, True)
+    _, loaded = checkpoint.load(mixed)
+    assert loaded["config"]["scst_xe_weight"] == 0.5
+    checkpoint.save(new_model(config, 1e-3), dict(state, phase="scst"), True)
+    with pytest.raises(TrainingError, match=r"scst_min_distinct, scst_xe_weight"):
+        checkpoint.load(mixed)
+    # A checkpoint written before a setting existed resumes with that setting's default.
+    old = dict(state, config={k: v for k, v in config.to_json().items() if k != "scst_xe_weight"})
+    checkpoint.save(new_model(config, 1e-3), dict(old, phase="scst"), True)
+    checkpoint.load(config)

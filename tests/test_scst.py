@@ -72,3 +72,28 @@ def test_scst_update_follows_the_advantage():
     assert after[1] > before[1], "a negative advantage should make the caption less likely"
     before, after = after_update([1.0, -1.0])
     assert after[0] - after[1] < before[0] - before[1], "the weighted objective should fall"
+
+
+def test_mixed_objective_adds_the_references_with_their_weight():
+    """The references join the sampled captions in one batch (one update), padded to a common
+    width, and weigh `reference_weight` in all: their mean -log p times the weight."""
+    from captioner.train import CaptionSet, with_references
+    captions = CaptionSet(photos=np.array([0, 0, 1]), by_photo=[[0, 1], [2]],
+                          ids=[np.array([4, 5, 6, 7, 8, 9]), np.array([4]), np.array([5, 6])])
+    photos = np.array([0, 0, 1, 1])                      # two samples per photo
+    inputs = np.array([[2, 4, 0], [2, 5, 6], [2, 7, 0], [2, 0, 0]], np.int32)
+    targets = np.array([[4, 3, 0], [5, 6, 3], [7, 3, 0], [3, 0, 0]], np.int32)
+    weights = (targets > 0) * np.array([[0.5], [-0.5], [0.2], [-0.2]], np.float32)
+    p, i, t, w = with_references(captions, np.array([0, 1]), photos, inputs, targets, weights, 3.0)
+    assert p.tolist() == [0, 0, 1, 1, 0, 0, 1]
+    assert i.shape == t.shape == w.shape == (7, 7)       # the longest reference: 6 words + <end>
+    np.testing.assert_array_equal(w[:4, :3], weights)
+    assert not w[:4, 3:].any()
+    assert w[4:].sum() == pytest.approx(3.0)
+    assert ((w[4:] > 0) == (t[4:] > 0)).all()            # every reference word, <end> included
+    assert t[4].tolist() == [4, 5, 6, 7, 8, 9, 3] and t[5].tolist() == [4, 3, 0, 0, 0, 0, 0]
+    # Samples longer than every reference: the references are padded instead.
+    wide = lambda a: np.pad(a, ((0, 0), (0, 9 - a.shape[1])))
+    p, i, t, w = with_references(captions, np.array([1]), photos[2:], wide(inputs[2:]),
+                                 wide(targets[2:]), wide(weights[2:]), 1.0)
+    assert i.shape == t.shape == w.shape == (3, 9) and w[2].sum() == pytest.approx(1.0)

@@ -13,7 +13,7 @@ from captioner.train import train  # noqa: E402
 
 TINY = Config(min_word_count=1, embed_dim=16, units=32, attention_dim=16, batch_size=16, max_epochs=5,
               patience=6, learning_rate=3e-3, max_decode_length=8, image_dropout=0.1, embed_dropout=0.1,
-              scst_max_epochs=3, scst_learning_rate=1e-3)
+              scst_max_epochs=3, scst_learning_rate=1e-3, scst_xe_weight=0.5)
 
 if __name__ == "__main__":
     data, out, checkpoint = sys.argv[1:4]
