@@ -40,7 +40,7 @@ class Config:
     # share. Two guards against it: cross-entropy on the photo's own references stays in the
     # loss with this weight (0 = pure SCST), and an SCST epoch is kept only if at least this
     # share of its greedy val captions is distinct.
-    scst_xe_weight: float = 0.0
+    scst_xe_weight: float = 1.0
     scst_min_distinct: float = 0.8
     # Decoding
     max_decode_length: int = 30
