@@ -12,7 +12,8 @@ PHASE_LABEL = {"xe": "cross-entropy", "scst": "self-critical"}
 # (history key, panel title); a panel is drawn only if some model recorded its key.
 PANELS = [("loss", "Training loss (cross-entropy)"), ("val_loss", "Validation loss (cross-entropy)"),
           ("val_bleu4", "Validation BLEU-4 (greedy)"), ("val_cider", "Validation CIDEr (greedy)"),
-          ("mean_reward", "Mean CIDEr-D reward of samples (self-critical)")]
+          ("mean_reward", "Mean CIDEr-D reward of samples (self-critical)"),
+          ("val_distinct", "Distinct validation captions (greedy)")]
 
 
 def curve_points(histories: dict[str, list[dict]], key: str) -> list[dict]:
@@ -53,6 +54,10 @@ def plot_histories(histories: dict[str, list[dict]], out: str | os.PathLike) -> 
                     x, y = zip(*points)
                     ax.plot(x, y, style, marker="o", markersize=3, color=colours[name],
                             label=f"{name}, {PHASE_LABEL[phase]}")
+        if key == "val_distinct":  # the self-critical epochs below this line are never kept
+            from .config import Config
+            ax.axhline(Config().scst_min_distinct, color="grey", linestyle=":", linewidth=1,
+                       label="self-critical epochs kept above")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
