@@ -132,6 +132,11 @@ def test_missed_words_and_phrases(small_world):
     assert overused.iloc[0]["model"] == 40.0 and overused.iloc[0]["people"] == 16.0
     at.radio(key="mvp_phrase_n").set_value(3).run()
     assert_no_exception(at)
+    # three-word phrases: people's "square on white"; the model's three-word captions all
+    # begin with "a", so it has no phrase of its own to count
+    people = next(d.value for d in at.main.dataframe if "phrase" in d.value.columns)
+    assert people.iloc[0]["phrase"] == "square on white" and people.iloc[0]["people"] == 16.0
+    assert all(len(p.split()) == 3 for p in people["phrase"])
 
 
 def test_locked_dataset_directory_hides_the_box(small_world, monkeypatch):

@@ -66,6 +66,23 @@ def test_missing_and_malformed_score_files(tmp_path):
         load_photo_scores(tmp_path)
 
 
+def test_per_photo_scores_belong_to_their_photos():
+    """Each photo's CIDEr is its own (pycocoevalcap returns them in its key order, not ours),
+    and sentence BLEU-4 is smoothed: above 0 without a matching 4-gram, 1 for a reference."""
+    from captioner.evaluate import coco_scores, sentence_bleu4
+    hypotheses = {"man.jpg": "a man in a blue shirt", "dog.jpg": "a cat sleeps on a sofa",
+                  "cat.jpg": "a cat sleeps on a sofa"}   # deliberately not in sorted order
+    per_image = {}
+    corpus = coco_scores(hypotheses, REFERENCES, meteor=False, per_image=per_image)
+    assert set(per_image) == set(hypotheses)
+    assert per_image["dog.jpg"]["cider"] < 0.2 < per_image["cat.jpg"]["cider"]  # same words, other photo
+    assert per_image["man.jpg"]["cider"] > 1 and per_image["cat.jpg"]["cider"] > 1
+    mean = sum(v["cider"] for v in per_image.values()) / len(per_image)
+    assert mean == pytest.approx(corpus["CIDEr"], abs=1e-3)
+    assert 0 < sentence_bleu4("a dog runs", ["a dog in a field"]) < 0.5
+    assert sentence_bleu4("a man in a blue shirt", REFERENCES["man.jpg"]) == 1.0
+
+
 def test_missed_words_and_reference_scores():
     people = [r for refs in REFERENCES.values() for r in refs]
     model = [row["caption"] for row in PHOTO_ROWS]

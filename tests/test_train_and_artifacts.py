@@ -74,6 +74,13 @@ def test_training_is_killed_then_resumes_and_writes_a_consistent_model(tmp_path,
     for key in ("distinct_captions", "mean_words", "vocabulary_used", "bigram_repeat_rate",
                 "bad_ending_rate"):
         assert set(trained.metrics[key]) == {"1", "3", "5"}
+    # each test photo's caption at the default width with its own scores, for the app
+    rows = json.loads((out / "test_captions.json").read_text())
+    assert len(rows) == trained.metrics["n_images"] and len({r["image"] for r in rows}) == len(rows)
+    for row in rows:
+        assert set(row) == {"image", "caption", "beam", "bleu4", "cider"}
+        assert row["beam"] == trained.config.default_beam and 0 <= row["bleu4"] <= 1 and row["cider"] >= 0
+    assert "test_captions.json" in trained.manifest["files"]
     assert not ckpt.exists()
 
 
@@ -93,6 +100,7 @@ def test_kaggle_layout_trains_too(tmp_path, kaggle_dataset):
     after = load_trained(tmp_path / "trained")
     assert after.manifest["files"]["decoder.weights.h5"] == before.manifest["files"]["decoder.weights.h5"]
     assert after.history == before.history and after.metrics == metrics and "rescored" in after.manifest
+    assert len(json.loads((tmp_path / "trained" / "test_captions.json").read_text())) == metrics["n_images"]
 
 
 def tiny_trained(tmp_path, vocab_words=("a", "red", "square")):
