@@ -1,7 +1,7 @@
 """The web app in a real browser: `streamlit run` as a subprocess, driven by Chromium.
 
 Needs Debian's chromium (`apt-get install chromium`) and the Python playwright package;
-the screenshots it takes are the ones in docs/. The dataset page is photographed on its
+the screenshots it takes are the ones in docs/ (caption page, its explanations, dataset, training). The dataset page is photographed on its
 Statistics tab, so that no Flickr8k photo ends up in the repository.
 """
 from __future__ import annotations
@@ -193,6 +193,9 @@ def test_attention_figure_beam_trees_and_three_photos_at_once(server, chromium, 
             widths = page.locator('[data-testid="stImage"] img').evaluate_all(
                 "imgs => imgs.map(img => img.naturalWidth)")
             assert max(widths) > 1000, widths  # the grid: the photo and one panel per word
+            page.get_by_text("Where the attention model looked").scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            page.screenshot(path=DOCS / "screenshot-explain.png")
 
             page.get_by_role("link", name="Caption many photos").click()
             # Wait for the new page's uploader (it takes several files); the caption page's
@@ -229,6 +232,9 @@ def test_concurrent_sessions_all_get_captions(server, chromium, vocabulary, tmp_
             await page.locator(UPLOADER).set_input_files(photo)
             heading = page.locator(".st-key-beam-3 h3")
             await heading.wait_for(timeout=CAPTION_TIMEOUT_MS)
+            # the explanations under load too: both beam trees drawn
+            trees = page.locator('[data-testid="stGraphVizChart"] svg')
+            await trees.nth(1).wait_for(timeout=CAPTION_TIMEOUT_MS)
             assert await page.locator('[data-testid="stException"]').count() == 0
             # No alert but the familiarity warning, which these non-Flickr8k photos may earn.
             alerts = page.locator('[data-testid="stAlert"]')

@@ -83,3 +83,37 @@ def test_installed_command_captions_a_photo(installed, tmp_path, shared_data):
     usage = run(installed / "captioner", "--help", cwd=tmp_path)
     assert usage.returncode == 0 and usage.stdout.startswith("usage: captioner")
     assert "caption-dir" in usage.stdout
+
+
+CHECK_REQUIREMENTS = r"""
+import ast, importlib.metadata as md, json, pathlib, re, sys
+norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+declared = {norm(re.split(r"[ ;<>=!~\[]", r, maxsplit=1)[0]) for r in md.requires("captioner") or []}
+package = pathlib.Path(sys.argv[1])
+modules = set()
+for path in package.rglob("*.py"):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            modules.add(node.module.split(".")[0])
+third_party = sorted(m for m in modules - set(sys.stdlib_module_names) if m != "captioner")
+providers = md.packages_distributions()
+undeclared = [m for m in third_party
+              if norm(m) not in declared and not {norm(d) for d in providers.get(m, [])} & declared]
+print(json.dumps({"third_party": third_party, "undeclared": undeclared}))
+"""
+
+
+def test_installed_metadata_declares_every_library_the_package_imports(installed, tmp_path):
+    """The venv above reuses this one's packages, so pip never resolved the declared
+    dependencies: check instead that every third-party module the installed package imports
+    is provided by a distribution it declares (core or an extra)."""
+    where = run(installed / "python", "-c", "import captioner, os; print(os.path.dirname(captioner.__file__))",
+                cwd=tmp_path)
+    assert where.returncode == 0, where.stderr
+    result = run(installed / "python", "-c", CHECK_REQUIREMENTS, where.stdout.strip(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert {"numpy", "tensorflow", "keras", "PIL", "h5py"} <= set(found["third_party"]), found
+    assert found["undeclared"] == [], found
