@@ -1,8 +1,9 @@
 """The web app in a real browser: `streamlit run` as a subprocess, driven by Chromium.
 
 Needs Debian's chromium (`apt-get install chromium`) and the Python playwright package;
-the screenshots it takes are the ones in docs/ (caption page, its explanations, dataset, training). The dataset page is photographed on its
-Statistics tab, so that no Flickr8k photo ends up in the repository.
+the screenshots it takes are the ones in docs/ (the caption page, its explanations, the
+dataset and training pages). The dataset page is photographed on its Statistics tab, so that
+no Flickr8k photo ends up in the repository.
 """
 from __future__ import annotations
 

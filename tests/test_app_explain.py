@@ -137,25 +137,33 @@ def test_beam_search_trees_side_by_side(app_env):
     assert at.session_state["encoder_runs"] == 1
 
 
+def private_cache(tmp_path, monkeypatch):
+    """A cache of the test's own for the app (CAPTIONER_CACHE_DIR), holding only the real
+    encoder weights: no nearest-photo index unless the test writes one there."""
+    from captioner.encoder import WEIGHTS_FILENAME, cached_weights_path
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / WEIGHTS_FILENAME).symlink_to(cached_weights_path())
+    monkeypatch.setenv("CAPTIONER_CACHE_DIR", str(cache))
+    return cache
+
+
 @pytest.fixture()
 def small_neighbour_index(monkeypatch, tmp_path, encoder, shared_data):
     """A nearest-photo index of a few training photos in a cache of the test's own: the real
     one (`index-dataset`, 6,000 photos) is built from training's feature cache, which a fresh
     machine does not have, and a test must not depend on what a developer left there."""
     from captioner.dataset import load_flickr8k
-    from captioner.encoder import WEIGHTS_FILENAME, cached_weights_path, pool
+    from captioner.encoder import pool
     from captioner.images import load_image, prepare_for_encoder
     from captioner.neighbours import NeighbourIndex, index_path
     dataset = load_flickr8k(shared_data)
     names = dataset.images("train")[:8]
     maps = encoder.feature_maps(np.stack([prepare_for_encoder(load_image(dataset.image_path(n)))
                                           for n in names]))
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    (cache / WEIGHTS_FILENAME).symlink_to(cached_weights_path())
+    cache = private_cache(tmp_path, monkeypatch)
     NeighbourIndex.from_vectors(names, pool(maps)).save(
         index_path(encoder.checksum, cache / "dataset-index"))
-    monkeypatch.setenv("CAPTIONER_CACHE_DIR", str(cache))
     return names
 
 
@@ -183,11 +191,7 @@ def test_unlike_the_training_photos_warning(app_env, shared_data, small_neighbou
 
 def test_without_the_index_the_page_still_warns_and_says_how_to_build_it(app_env, monkeypatch,
                                                                          tmp_path):
-    from captioner.encoder import WEIGHTS_FILENAME, cached_weights_path
-    cache = tmp_path / "cache"   # the weights, but no nearest-photo index
-    cache.mkdir()
-    (cache / WEIGHTS_FILENAME).symlink_to(cached_weights_path())
-    monkeypatch.setenv("CAPTIONER_CACHE_DIR", str(cache))
+    private_cache(tmp_path, monkeypatch)   # the weights, but no nearest-photo index
     at = uploaded(new_app().run(), "cat.png", photo_png("chelsea"))
     assert_no_exception(at)
     assert any("unlike the photos the model learned from" in w.value for w in at.main.warning)
