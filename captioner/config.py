@@ -39,9 +39,12 @@ class Config:
     # Self-critical training sharpens the model toward safe, generic captions that many photos
     # share. Two guards against it: cross-entropy on the photo's own references stays in the
     # loss with this weight (0 = pure SCST), and an SCST epoch is kept only if at least this
-    # share of its greedy val captions is distinct.
+    # share of its val captions is distinct, decoded at beam width `scst_distinct_beam`
+    # (1 = greedy; beam search merges near-identical greedy captions, so the width the app
+    # uses is the honest one).
     scst_xe_weight: float = 1.0
     scst_min_distinct: float = 0.8
+    scst_distinct_beam: int = 1
     # Decoding
     max_decode_length: int = 30
     length_alpha: float = 0.7          # score = sum log p / (length ** alpha)
@@ -57,7 +60,7 @@ class Config:
             raise ValueError("scst_max_epochs must be >= 0, scst_samples >= 2 (the baseline is the "
                              "mean of the other samples) and scst_learning_rate positive.")
         positive = ("min_word_count", "max_caption_words", "feature_dim", "embed_dim", "units",
-                    "attention_dim", "scst_patience",
+                    "attention_dim", "scst_patience", "scst_distinct_beam",
                     "batch_size", "max_epochs", "patience", "lr_decay_patience",
                     "max_decode_length", "default_beam")
         for name in positive:

@@ -13,7 +13,7 @@ PHASE_LABEL = {"xe": "cross-entropy", "scst": "self-critical"}
 PANELS = [("loss", "Training loss (cross-entropy)"), ("val_loss", "Validation loss (cross-entropy)"),
           ("val_bleu4", "Validation BLEU-4 (greedy)"), ("val_cider", "Validation CIDEr (greedy)"),
           ("mean_reward", "Mean CIDEr-D reward of samples (self-critical)"),
-          ("val_distinct", "Distinct validation captions (greedy)")]
+          ("val_distinct", "Distinct validation captions (greedy; x: beam search)")]
 
 
 def curve_points(histories: dict[str, list[dict]], key: str) -> list[dict]:
@@ -54,8 +54,16 @@ def plot_histories(histories: dict[str, list[dict]], out: str | os.PathLike) -> 
                     x, y = zip(*points)
                     ax.plot(x, y, style, marker="o", markersize=3, color=colours[name],
                             label=f"{name}, {PHASE_LABEL[phase]}")
-        if key == "val_distinct":  # the self-critical epochs below this line are never kept
-            from .config import Config
+        if key == "val_distinct":
+            # A model whose guard decoded at a beam width above 1 recorded that share too.
+            for name in sorted(histories):
+                points = [(p["epoch"], p["value"]) for p in curve_points(histories, "val_distinct_beam")
+                          if p["model"] == name]
+                if points:
+                    x, y = zip(*points)
+                    ax.plot(x, y, ":", marker="x", markersize=4, color=colours[name],
+                            label=f"{name}, self-critical, beam search (guarded)")
+            from .config import Config  # the self-critical epochs below this line are never kept
             ax.axhline(Config().scst_min_distinct, color="grey", linestyle=":", linewidth=1,
                        label="self-critical epochs kept above")
         ax.set_title(title, fontsize=10)

@@ -54,7 +54,8 @@ END_WORD = "<end>"          # kept in the reward, so stopping mid-phrase costs C
 # model is or how it learns. Anything else must match the checkpoint.
 SCHEDULE_SETTINGS = frozenset({"max_epochs", "patience", "scst_max_epochs", "scst_patience"})
 # ...and, while self-critical training has not begun, how it will learn.
-SCST_SETTINGS = frozenset({"scst_samples", "scst_learning_rate", "scst_xe_weight", "scst_min_distinct"})
+SCST_SETTINGS = frozenset({"scst_samples", "scst_learning_rate", "scst_xe_weight", "scst_min_distinct",
+                           "scst_distinct_beam"})
 
 
 class TrainingError(RuntimeError):
@@ -268,6 +269,14 @@ class Run:
         hyps = {n: c.text for n, c in zip(self.splits["val"], captions)}
         return quick_scores(hyps, self.references["val"]), captions
 
+    def val_distinct_at_beam(self, model) -> float:
+        """Share of distinct val captions at beam width `scst_distinct_beam`: what the
+        self-critical guard measures when that width is above 1."""
+        decoder = numpy_decoder(model, self.config)
+        captions = beam_search(decoder, self.vocab, self.features["val"], beam=self.config.scst_distinct_beam,
+                               max_length=self.config.max_decode_length, alpha=self.config.length_alpha)
+        return caption_statistics([c[0].text for c in captions])["distinct"]
+
 
 def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Config | None = None,
           checkpoint_dir: str | os.PathLike | None = None, encoder=None,
@@ -337,10 +346,14 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         texts = [c.text for c in greedy]
         stats = caption_statistics(texts)
         improved = scores["CIDEr"] > state["best_cider"]
-        if state["phase"] == "scst" and stats["distinct"] < config.scst_min_distinct:
+        guarded = {}
+        if state["phase"] == "scst" and config.scst_distinct_beam > 1:
+            guarded["val_distinct_beam"] = run.val_distinct_at_beam(model)
+        distinct = guarded.get("val_distinct_beam", stats["distinct"])
+        if state["phase"] == "scst" and distinct < config.scst_min_distinct:
             improved = False  # a higher CIDEr bought with generic captions is not kept
-            log(f"epoch {epoch}: only {stats['distinct']:.1%} of val captions distinct "
-                f"(< {config.scst_min_distinct:.0%}); not kept")
+            log(f"epoch {epoch}: only {distinct:.1%} of val captions distinct at beam "
+                f"{config.scst_distinct_beam} (< {config.scst_min_distinct:.0%}); not kept")
         if improved:
             state.update(best_cider=scores["CIDEr"], best_epoch=epoch, stale_epochs=0)
         else:
@@ -350,7 +363,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         row.update({"phase": state["phase"], "epoch": epoch, "val_bleu4": scores["BLEU-4"],
                     "val_cider": scores["CIDEr"], "learning_rate": float(model.optimizer.learning_rate.numpy()),
                     "seconds": round(time.time() - t0, 1), "val_distinct": stats["distinct"],
-                    "val_bad_endings": stats["bad_endings"]})
+                    "val_bad_endings": stats["bad_endings"], **guarded})
         state["history"].append(row)
         state["epoch"], state["phase_epoch"] = epoch, state["phase_epoch"] + 1
         checkpoint.save(model, state, improved)

@@ -37,8 +37,10 @@ else:
               ("Validation BLEU-4 per epoch", curve("val_bleu4", "BLEU-4 (greedy)"), "BLEU-4 (greedy)"),
               ("Mean reward per self-critical epoch", curve("mean_reward", "CIDEr-D of samples", ("scst",)),
                "CIDEr-D of samples"),
-              ("Distinct validation captions per epoch", curve("val_distinct", "share distinct (greedy)"),
-               "share distinct (greedy)")]
+              ("Distinct validation captions per epoch",
+               pd.concat([curve("val_distinct", "share distinct", suffix="greedy, "),
+                          curve("val_distinct_beam", "share distinct", ("scst",), "beam search, ")]),
+               "share distinct")]
     charts = [chart for chart in charts if not chart[1].empty]
     for row in range(0, len(charts), 2):
         for column, (title, data, label) in zip(st.columns(2, gap="large"), charts[row:row + 2]):
@@ -47,12 +49,14 @@ else:
                 st.line_chart(data, x="epoch", y=label, color="series")
     best = {name: (r["manifest"].get("best_epoch"), r["manifest"].get("best_phase", "xe"))
             for name, r in records.items() if r["manifest"].get("best_epoch")}
-    guards = {name: r["config"].get("scst_min_distinct") for name, r in records.items()}
+    guards = {name: (r["config"].get("scst_min_distinct"), r["config"].get("scst_distinct_beam") or 1)
+              for name, r in records.items()}
     st.caption("Self-critical epochs continue from the best cross-entropy weights; the weights kept are "
                "those of the best validation epoch, a self-critical one only if enough of its validation "
                "captions are distinct (CIDEr alone rewards generic captions; "
-               + ", ".join(f"{name}: {share:.0%}" for name, share in guards.items() if share)
-               + (", " if any(guards.values()) else "") + "0% means no guard): " + ", ".join(
+               + ", ".join(f"{name}: {share:.0%} " + ("greedily" if beam == 1 else f"at beam {beam}")
+                           for name, (share, beam) in guards.items() if share)
+               + (", " if any(share for share, _ in guards.values()) else "") + "0% means no guard): " + ", ".join(
                    f"{name} epoch {epoch} ({PHASE_LABEL.get(phase, phase)})" for name, (epoch, phase) in best.items())
                + ". Validation scores use greedy decoding after every epoch.")
     with st.expander("Every epoch"):

@@ -31,14 +31,16 @@ def assert_no_exception(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
 
-def write_model(directory: Path, history: list[dict], photo_rows: list[dict] | None = None) -> Path:
+def write_model(directory: Path, history: list[dict], photo_rows: list[dict] | None = None,
+                config: dict | None = None) -> Path:
     """A model directory as the Training page and the tab read it (JSON only)."""
     directory.mkdir(parents=True)
     name = directory.name
     (directory / "manifest.json").write_text(json.dumps({
         "created": "2026-01-01T00:00:00+00:00", "best_epoch": 2, "best_phase": history[-1].get("phase", "xe"),
         "epochs_run": len(history), "parameters": 1234, "phase_seconds": {"xe": 120, "scst": 60}}))
-    (directory / "config.json").write_text(json.dumps({"decoder": name, "vocab_size": 9, "units": 32}))
+    (directory / "config.json").write_text(json.dumps({"decoder": name, "vocab_size": 9, "units": 32,
+                                                       **(config or {})}))
     (directory / "history.json").write_text(json.dumps(history))
     scores = {"BLEU-1": 0.5, "BLEU-2": 0.4, "BLEU-3": 0.3, "BLEU-4": 0.2, "METEOR": 0.2, "CIDEr": 0.5}
     (directory / "metrics.json").write_text(json.dumps({
@@ -49,10 +51,14 @@ def write_model(directory: Path, history: list[dict], photo_rows: list[dict] | N
     return directory
 
 
-HISTORY = [{"phase": "xe", "epoch": 1, "loss": 2.0, "val_loss": 2.1, "val_bleu4": 0.1, "val_cider": 0.3, "seconds": 60},
-           {"phase": "xe", "epoch": 2, "loss": 1.5, "val_loss": 1.9, "val_bleu4": 0.2, "val_cider": 0.5, "seconds": 60},
+HISTORY = [{"phase": "xe", "epoch": 1, "loss": 2.0, "val_loss": 2.1, "val_bleu4": 0.1, "val_cider": 0.3, "seconds": 60,
+            "val_distinct": 0.5},
+           {"phase": "xe", "epoch": 2, "loss": 1.5, "val_loss": 1.9, "val_bleu4": 0.2, "val_cider": 0.5, "seconds": 60,
+            "val_distinct": 0.9},
            {"phase": "scst", "epoch": 3, "loss": -0.1, "mean_reward": 0.6, "val_bleu4": 0.2, "val_cider": 0.6,
-            "seconds": 60}]
+            "seconds": 60, "val_distinct": 0.85, "val_distinct_beam": 0.82}]  # its guard decoded at beam 3
+GUARDS = {"attention": {"scst_min_distinct": 0.8, "scst_distinct_beam": 3},
+          "merge": {"scst_min_distinct": 0.8, "scst_distinct_beam": 1}}
 
 
 @pytest.fixture()
@@ -68,7 +74,7 @@ def small_world(tmp_path, monkeypatch):
         rows = [{"image": image, "caption": caption, "beam": 3, "bleu4": round(0.9 - i / 10, 2),
                  "cider": 0.5 if "blue" in caption else round(3.0 - i / 2, 2)}
                 for i, (image, caption) in enumerate(zip(test, captions))]
-        write_model(models / name, HISTORY if name == "attention" else HISTORY[:2], rows)
+        write_model(models / name, HISTORY if name == "attention" else HISTORY[:2], rows, GUARDS[name])
     write_model(models / "old", HISTORY[:2])
     monkeypatch.setenv("CAPTIONER_MODEL_DIR", str(models))
     monkeypatch.setenv("CAPTIONER_DATA_DIR", str(data))
@@ -157,8 +163,10 @@ def test_training_page_shows_every_model_with_the_self_critical_phase(small_worl
     assert_no_exception(at)
     assert [h.value for h in at.main.header] == ["Learning curves", "Test scores by beam width",
                                                   "Hyperparameters", "Provenance"]
-    # loss, validation CIDEr, validation BLEU-4, mean reward (attention's self-critical epoch)
-    assert len(at.main.get("vega_lite_chart")) == 4
+    # loss, validation CIDEr, validation BLEU-4, mean reward (attention's self-critical epoch),
+    # distinct captions (greedy, and at beam 3 where attention's guard measured them)
+    assert len(at.main.get("vega_lite_chart")) == 5
+    assert any("attention: 80% at beam 3, merge: 80% greedily" in c.value for c in at.main.caption)
     assert [s.value for s in at.main.subheader][-3:] == ["attention", "merge", "old"]  # test tables
     provenance = at.main.dataframe[-1].value
     assert list(provenance.columns) == ["attention", "merge", "old"]

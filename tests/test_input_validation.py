@@ -87,17 +87,18 @@ def test_resume_may_set_how_self_critical_training_learns_only_before_it_starts(
 
     from captioner.train import new_model
     config = Config(vocab_size=10, units=8, embed_dim=4)
-    mixed = dataclasses.replace(config, scst_xe_weight=0.5, scst_min_distinct=0.7)
+    mixed = dataclasses.replace(config, scst_xe_weight=0.5, scst_min_distinct=0.7, scst_distinct_beam=3)
     checkpoint = Checkpoint(tmp_path / "ckpt")
     state = {"epoch": 3, "phase": "xe", "config": config.to_json(), "learning_rate": 1e-3,
              "best_weights": "best-3.weights.h5"}
     checkpoint.save(new_model(config, 1e-3), state, True)
     _, loaded = checkpoint.load(mixed)
-    assert loaded["config"]["scst_xe_weight"] == 0.5
+    assert loaded["config"]["scst_xe_weight"] == 0.5 and loaded["config"]["scst_distinct_beam"] == 3
     checkpoint.save(new_model(config, 1e-3), dict(state, phase="scst"), True)
-    with pytest.raises(TrainingError, match=r"scst_min_distinct, scst_xe_weight"):
+    with pytest.raises(TrainingError, match=r"scst_distinct_beam, scst_min_distinct, scst_xe_weight"):
         checkpoint.load(mixed)
     # A checkpoint written before a setting existed resumes with that setting's default.
-    old = dict(state, config={k: v for k, v in config.to_json().items() if k != "scst_xe_weight"})
+    old = dict(state, config={k: v for k, v in config.to_json().items()
+                              if k not in ("scst_xe_weight", "scst_distinct_beam")})
     checkpoint.save(new_model(config, 1e-3), dict(old, phase="scst"), True)
     checkpoint.load(config)
