@@ -41,10 +41,15 @@ class Config:
     # loss with this weight (0 = pure SCST), and an SCST epoch is kept only if at least this
     # share of its val captions is distinct, decoded at beam width `scst_distinct_beam`
     # (1 = greedy; beam search merges near-identical greedy captions, so the width the app
-    # uses is the honest one).
+    # uses is the honest one; there with the length penalty the finished model would choose).
     scst_xe_weight: float = 1.0
     scst_min_distinct: float = 0.8
     scst_distinct_beam: int = 1
+    # Contrastive reward: a sample's reward is its CIDEr-D against its own photo's references
+    # minus this weight times its CIDEr-D against those of one of the photo's most similar
+    # training photos. A generic caption fits the neighbour as well as its own photo and gains
+    # nothing; a caption that tells the two apart does. 0 = plain CIDEr-D.
+    scst_contrast_weight: float = 0.0
     # Decoding
     max_decode_length: int = 30
     length_alpha: float = 0.7          # score = sum log p / (length ** alpha)
@@ -69,9 +74,9 @@ class Config:
         for name in ("image_dropout", "embed_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
-        if self.scst_xe_weight < 0 or not 0 <= self.scst_min_distinct <= 1:
-            raise ValueError("scst_xe_weight must not be negative and scst_min_distinct must be "
-                             "in [0, 1].")
+        if self.scst_xe_weight < 0 or self.scst_contrast_weight < 0 or not 0 <= self.scst_min_distinct <= 1:
+            raise ValueError("scst_xe_weight and scst_contrast_weight must not be negative and "
+                             "scst_min_distinct must be in [0, 1].")
         if self.learning_rate <= 0 or self.length_alpha < 0:
             raise ValueError("learning_rate must be positive and length_alpha not negative.")
 

@@ -13,6 +13,7 @@ PHASE_LABEL = {"xe": "cross-entropy", "scst": "self-critical"}
 PANELS = [("loss", "Training loss (cross-entropy)"), ("val_loss", "Validation loss (cross-entropy)"),
           ("val_bleu4", "Validation BLEU-4 (greedy)"), ("val_cider", "Validation CIDEr (greedy)"),
           ("mean_reward", "Mean CIDEr-D reward of samples (self-critical)"),
+          ("mean_similar_photo_reward", "Mean CIDEr-D of samples against a similar photo"),
           ("val_distinct", "Distinct validation captions (greedy; x: beam search)")]
 
 

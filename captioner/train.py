@@ -12,7 +12,10 @@ sample's advantage, reward minus the mean reward of the photo's other samples (R
 captions better than their siblings and lowers the others'. Optionally the photo's reference
 captions stay in the self-critical loss with weight `scst_xe_weight` (a mixed objective), and
 a self-critical epoch is kept only while enough val captions stay distinct: CIDEr alone
-rewards safe, generic captions that many photos share.
+rewards safe, generic captions that many photos share. Against the same failure, the reward
+may also be contrastive (`scst_contrast_weight`): the sample's CIDEr-D against its own
+photo's references minus a share of its CIDEr-D against those of a similar training photo,
+so a caption earns only what tells its photo apart.
 
 A killed run restarts from its last checkpoint (`<out>.checkpoint/`, outside trained/).
 """
@@ -38,6 +41,7 @@ from .decoding import beam_search, greedy_search, sample_captions
 from .evaluate import caption_statistics, coco_scores, human_ceiling, quick_scores
 from .features import FeatureCache, extract_feature_maps
 from .progress import PROGRESS_FILE, ProgressReporter
+from .similar import similar_photos
 from .text import Vocabulary, clean_caption
 
 EVAL_BEAMS = (1, 3, 5)
@@ -47,6 +51,7 @@ STATISTICS = {"distinct": "distinct_captions", "mean_words": "mean_words",
               "vocabulary_used": "vocabulary_used", "bigram_repeats": "bigram_repeat_rate",
               "bad_endings": "bad_ending_rate"}
 SCST_SAMPLE_PHOTOS = 96     # photos sampled with one copy of the weights (then 6-8 updates)
+SIMILAR_PHOTOS = 5          # contrastive reward: each sample's negative is one of these nearest photos
 END_WORD = "<end>"          # kept in the reward, so stopping mid-phrase costs CIDEr
 
 
@@ -55,7 +60,7 @@ END_WORD = "<end>"          # kept in the reward, so stopping mid-phrase costs C
 SCHEDULE_SETTINGS = frozenset({"max_epochs", "patience", "scst_max_epochs", "scst_patience"})
 # ...and, while self-critical training has not begun, how it will learn.
 SCST_SETTINGS = frozenset({"scst_samples", "scst_learning_rate", "scst_xe_weight", "scst_min_distinct",
-                           "scst_distinct_beam"})
+                           "scst_distinct_beam", "scst_contrast_weight"})
 
 
 class TrainingError(RuntimeError):
@@ -269,13 +274,20 @@ class Run:
         hyps = {n: c.text for n, c in zip(self.splits["val"], captions)}
         return quick_scores(hyps, self.references["val"]), captions
 
-    def val_distinct_at_beam(self, model) -> float:
-        """Share of distinct val captions at beam width `scst_distinct_beam`: what the
-        self-critical guard measures when that width is above 1."""
+    def val_distinct_at_beam(self, model) -> tuple[float, float]:
+        """Share of distinct val captions at beam width `scst_distinct_beam`, and the length
+        penalty it was measured at: the one with the best val CIDEr, as the finished model
+        will choose (a longer caption is more often distinct, so the penalty matters)."""
         decoder = numpy_decoder(model, self.config)
-        captions = beam_search(decoder, self.vocab, self.features["val"], beam=self.config.scst_distinct_beam,
-                               max_length=self.config.max_decode_length, alpha=self.config.length_alpha)
-        return caption_statistics([c[0].text for c in captions])["distinct"]
+        best = None
+        for alpha in ALPHA_CHOICES:
+            captions = beam_search(decoder, self.vocab, self.features["val"], beam=self.config.scst_distinct_beam,
+                                   max_length=self.config.max_decode_length, alpha=alpha)
+            texts = [c[0].text for c in captions]
+            cider = quick_scores(dict(zip(self.splits["val"], texts)), self.references["val"])["CIDEr"]
+            if best is None or cider >= best[0]:  # ties to the larger alpha, as choose_length_alpha
+                best = (cider, alpha, caption_statistics(texts)["distinct"])
+        return best[2], best[1]
 
 
 def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Config | None = None,
@@ -348,12 +360,15 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         improved = scores["CIDEr"] > state["best_cider"]
         guarded = {}
         if state["phase"] == "scst" and config.scst_distinct_beam > 1:
-            guarded["val_distinct_beam"] = run.val_distinct_at_beam(model)
+            guarded["val_distinct_beam"], guarded["val_distinct_alpha"] = run.val_distinct_at_beam(model)
         distinct = guarded.get("val_distinct_beam", stats["distinct"])
         if state["phase"] == "scst" and distinct < config.scst_min_distinct:
             improved = False  # a higher CIDEr bought with generic captions is not kept
             log(f"epoch {epoch}: only {distinct:.1%} of val captions distinct at beam "
                 f"{config.scst_distinct_beam} (< {config.scst_min_distinct:.0%}); not kept")
+        elif guarded:
+            log(f"epoch {epoch}: {distinct:.1%} of val captions distinct at beam {config.scst_distinct_beam}, "
+                f"alpha {guarded['val_distinct_alpha']}")
         if improved:
             state.update(best_cider=scores["CIDEr"], best_epoch=epoch, stale_epochs=0)
         else:
@@ -463,7 +478,8 @@ def scst_epoch(run: Run, model, train_step, cider: CiderD, rng, epoch: int) -> d
     order = rng.permutation(len(names))
     chunks = [order[i:i + SCST_SAMPLE_PHOTOS] for i in range(0, len(order), SCST_SAMPLE_PHOTOS)]
     per_update = max(1, run.photos_per_batch)
-    rewards_all, losses = [], []
+    rewards_all, contrasts_all, losses = [], [], []
+    similar = similar_photos(run.features["train"], SIMILAR_PHOTOS) if config.scst_contrast_weight else None
     bar = tqdm(total=len(order), desc=f"Epoch {epoch} self-critical", unit="photo",
                disable=not run.progress, file=sys.stderr, dynamic_ncols=True)
     for chunk in chunks:
@@ -472,10 +488,18 @@ def scst_epoch(run: Run, model, train_step, cider: CiderD, rng, epoch: int) -> d
                                      config.max_decode_length, rng)
         texts = [vocab.decode(row) + (f" {END_WORD}" if done else "") for row, done in zip(ids, ended)]
         keys = [names[p] for p in np.repeat(chunk, samples)]
-        rewards = cider.score_many(keys, [t.strip() for t in texts]).reshape(len(chunk), samples)
+        texts = [t.strip() for t in texts]
+        own = cider.score_many(keys, texts).reshape(len(chunk), samples)
+        rewards_all.append(own.mean(axis=1))  # reported as plain CIDEr-D, comparable across runs
+        rewards = own
+        if similar is not None:
+            # one similar photo per photo, so its samples are compared on the same footing
+            negatives = np.repeat(similar[chunk, rng.integers(0, SIMILAR_PHOTOS, len(chunk))], samples)
+            against = cider.score_many([names[i] for i in negatives], texts).reshape(len(chunk), samples)
+            contrasts_all.append(against.mean(axis=1))
+            rewards = own - config.scst_contrast_weight * against
         baseline = (rewards.sum(axis=1, keepdims=True) - rewards) / (samples - 1)
         advantage = (rewards - baseline).reshape(-1).astype(np.float32)
-        rewards_all.append(rewards.mean(axis=1))
         lengths = np.where(ended, (ids != Vocabulary.end_id).argmin(axis=1) + 1, (ids > 0).sum(axis=1))
         for start in range(0, len(chunk), per_update):
             rows = np.arange(start * samples, min(start + per_update, len(chunk)) * samples)
@@ -501,8 +525,11 @@ def scst_epoch(run: Run, model, train_step, cider: CiderD, rng, epoch: int) -> d
                             loss=round(float(np.mean(losses[-20:])), 4))
     bar.close()
     run.reporter.report(step="validation", force=True)
-    return {"loss": round(float(np.mean(losses)), 4),
-            "mean_reward": round(float(np.concatenate(rewards_all).mean()), 4)}
+    row = {"loss": round(float(np.mean(losses)), 4),
+           "mean_reward": round(float(np.concatenate(rewards_all).mean()), 4)}
+    if contrasts_all:  # how well the samples fit their similar photos' references
+        row["mean_similar_photo_reward"] = round(float(np.concatenate(contrasts_all).mean()), 4)
+    return row
 
 
 def with_references(captions: CaptionSet, chunk_photos, photos, inputs, targets, weights,

@@ -56,7 +56,8 @@ HISTORY = [{"phase": "xe", "epoch": 1, "loss": 2.0, "val_loss": 2.1, "val_bleu4"
            {"phase": "xe", "epoch": 2, "loss": 1.5, "val_loss": 1.9, "val_bleu4": 0.2, "val_cider": 0.5, "seconds": 60,
             "val_distinct": 0.9},
            {"phase": "scst", "epoch": 3, "loss": -0.1, "mean_reward": 0.6, "val_bleu4": 0.2, "val_cider": 0.6,
-            "seconds": 60, "val_distinct": 0.85, "val_distinct_beam": 0.82}]  # its guard decoded at beam 3
+            "seconds": 60, "val_distinct": 0.85, "val_distinct_beam": 0.82,  # its guard decoded at beam 3
+            "mean_similar_photo_reward": 0.2}]  # and its reward was contrastive
 GUARDS = {"attention": {"scst_min_distinct": 0.8, "scst_distinct_beam": 3},
           "merge": {"scst_min_distinct": 0.8, "scst_distinct_beam": 1}}
 

@@ -66,11 +66,16 @@ def test_training_is_killed_then_resumes_and_writes_a_consistent_model(tmp_path,
     assert phases == sorted(phases, key=["xe", "scst"].index) and "scst" in phases
     assert all("mean_reward" in row and "val_bad_endings" in row
                for row in trained.history if row["phase"] == "scst")
+    # the contrastive reward records how well the samples fit their similar photos
+    assert all(("mean_similar_photo_reward" in row) == (row["phase"] == "scst" and decoder == "attention")
+               for row in trained.history)
     # the guard's measure: distinct captions at beam `scst_distinct_beam`, or greedy at 1
     guard_key = "val_distinct_beam" if trained.config.scst_distinct_beam > 1 else "val_distinct"
     assert (guard_key == "val_distinct_beam") == (decoder == "attention")
     assert all((guard_key in r) == (r["phase"] == "scst" or guard_key == "val_distinct")
                for r in trained.history)
+    from captioner.train import ALPHA_CHOICES  # measured at the length penalty val CIDEr prefers
+    assert all(r["val_distinct_alpha"] in ALPHA_CHOICES for r in trained.history if "val_distinct_beam" in r)
     keepable = [r for r in trained.history
                 if r["phase"] == "xe" or r[guard_key] >= trained.config.scst_min_distinct]
     assert trained.manifest["best_epoch"] == max(keepable, key=lambda r: r["val_cider"])["epoch"]
