@@ -489,15 +489,16 @@ def scst_epoch(run: Run, model, train_step, cider: CiderD, rng, epoch: int) -> d
         texts = [vocab.decode(row) + (f" {END_WORD}" if done else "") for row, done in zip(ids, ended)]
         keys = [names[p] for p in np.repeat(chunk, samples)]
         texts = [t.strip() for t in texts]
-        own = cider.score_many(keys, texts).reshape(len(chunk), samples)
-        rewards_all.append(own.mean(axis=1))  # reported as plain CIDEr-D, comparable across runs
-        rewards = own
+        similar_keys = None
         if similar is not None:
             # one similar photo per photo, so its samples are compared on the same footing
             negatives = np.repeat(similar[chunk, rng.integers(0, SIMILAR_PHOTOS, len(chunk))], samples)
-            against = cider.score_many([names[i] for i in negatives], texts).reshape(len(chunk), samples)
-            contrasts_all.append(against.mean(axis=1))
-            rewards = own - config.scst_contrast_weight * against
+            similar_keys = [names[i] for i in negatives]
+        own, against, rewards = sample_rewards(cider, keys, texts, similar_keys, config.scst_contrast_weight)
+        own, rewards = own.reshape(len(chunk), samples), rewards.reshape(len(chunk), samples)
+        rewards_all.append(own.mean(axis=1))  # reported as plain CIDEr-D, comparable across runs
+        if against is not None:
+            contrasts_all.append(against.reshape(len(chunk), samples).mean(axis=1))
         baseline = (rewards.sum(axis=1, keepdims=True) - rewards) / (samples - 1)
         advantage = (rewards - baseline).reshape(-1).astype(np.float32)
         lengths = np.where(ended, (ids != Vocabulary.end_id).argmin(axis=1) + 1, (ids > 0).sum(axis=1))
@@ -530,6 +531,18 @@ def scst_epoch(run: Run, model, train_step, cider: CiderD, rng, epoch: int) -> d
     if contrasts_all:  # how well the samples fit their similar photos' references
         row["mean_similar_photo_reward"] = round(float(np.concatenate(contrasts_all).mean()), 4)
     return row
+
+
+def sample_rewards(cider: CiderD, keys: list[str], texts: list[str], similar_keys: list[str] | None,
+                   contrast_weight: float):
+    """(own CIDEr-D, CIDEr-D against the similar photos or None, reward) of each sample: the
+    reward is the first minus `contrast_weight` x the second, so a caption that fits a similar
+    photo as well as its own earns less than one that tells them apart."""
+    own = cider.score_many(keys, texts)
+    if similar_keys is None or not contrast_weight:
+        return own, None, own
+    against = cider.score_many(similar_keys, texts)
+    return own, against, own - contrast_weight * against
 
 
 def with_references(captions: CaptionSet, chunk_photos, photos, inputs, targets, weights,

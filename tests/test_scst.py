@@ -97,3 +97,22 @@ def test_mixed_objective_adds_the_references_with_their_weight():
     p, i, t, w = with_references(captions, np.array([1]), photos[2:], wide(inputs[2:]),
                                  wide(targets[2:]), wide(weights[2:]), 1.0)
     assert i.shape == t.shape == w.shape == (3, 9) and w[2].sum() == pytest.approx(1.0)
+
+
+def test_contrastive_reward_favours_the_caption_that_tells_similar_photos_apart():
+    from captioner.train import sample_rewards
+    refs = {"grass": ["a brown dog runs on the grass", "a dog runs across green grass",
+                      "a brown dog running in a grassy field"],
+            "sand": ["a brown dog runs on the sand", "a dog runs across the beach sand",
+                     "a brown dog running on a sandy beach"],
+            "city": ["a man rides a bike in the city", "people walk down a busy street",
+                     "a man on a bicycle in traffic"]}
+    scorer = CiderD(refs)
+    generic, specific = "a brown dog runs", "a dog runs across green grass"
+    texts, keys, similar = [generic, specific], ["grass", "grass"], ["sand", "sand"]
+    own, against, reward = sample_rewards(scorer, keys, texts, similar, 0.5)
+    assert against[0] > against[1]  # the generic caption fits the similar photo too...
+    assert reward[1] - reward[0] > own[1] - own[0]  # ...so contrast widens the specific one's lead
+    np.testing.assert_allclose(reward, own - 0.5 * against)
+    plain_own, none, plain = sample_rewards(scorer, keys, texts, None, 0.0)
+    assert none is None and (plain == plain_own).all() and (plain_own == own).all()
