@@ -40,8 +40,8 @@ class Config:
     # share. Two guards against it: cross-entropy on the photo's own references stays in the
     # loss with this weight (0 = pure SCST), and an SCST epoch is kept only if at least this
     # share of its val captions is distinct, decoded at beam width `scst_distinct_beam`
-    # (1 = greedy; beam search merges near-identical greedy captions, so the width the app
-    # uses is the honest one; there with the length penalty the finished model would choose).
+    # (1 = greedy). Beam search merges near-identical greedy captions, so the honest measure
+    # is at the app's width, with the length penalty the finished model would choose.
     scst_xe_weight: float = 1.0
     scst_min_distinct: float = 0.8
     scst_distinct_beam: int = 1
