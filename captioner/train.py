@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import os
 import platform
 import re
@@ -266,28 +267,31 @@ class Run:
     def inputs(self, split: str, photos, tokens) -> dict:
         return keras_inputs(self.config, self.features[split], photos, tokens)
 
-    def val_scores(self, model) -> tuple[dict, list]:
+    def val_scores(self, decoder) -> tuple[dict, list]:
         """Greedy captions of the val photos and their BLEU-4 and CIDEr (our tokens, no Java)."""
-        decoder = numpy_decoder(model, self.config)
         captions = greedy_search(decoder, self.vocab, self.features["val"],
                                  self.config.max_decode_length, self.config.length_alpha)
         hyps = {n: c.text for n, c in zip(self.splits["val"], captions)}
         return quick_scores(hyps, self.references["val"]), captions
 
-    def val_distinct_at_beam(self, model) -> tuple[float, float]:
+    def val_distinct_at_beam(self, decoder) -> tuple[float, float]:
         """Share of distinct val captions at beam width `scst_distinct_beam`, and the length
         penalty it was measured at: the one with the best val CIDEr, as the finished model
         will choose (a longer caption is more often distinct, so the penalty matters)."""
-        decoder = numpy_decoder(model, self.config)
-        best = None
+        texts, cider = {}, {}
         for alpha in ALPHA_CHOICES:
             captions = beam_search(decoder, self.vocab, self.features["val"], beam=self.config.scst_distinct_beam,
                                    max_length=self.config.max_decode_length, alpha=alpha)
-            texts = [c[0].text for c in captions]
-            cider = quick_scores(dict(zip(self.splits["val"], texts)), self.references["val"])["CIDEr"]
-            if best is None or cider >= best[0]:  # ties to the larger alpha, as choose_length_alpha
-                best = (cider, alpha, caption_statistics(texts)["distinct"])
-        return best[2], best[1]
+            texts[alpha] = [c[0].text for c in captions]
+            cider[alpha] = quick_scores(dict(zip(self.splits["val"], texts[alpha])), self.references["val"])["CIDEr"]
+        alpha = best_alpha(cider)
+        return caption_statistics(texts[alpha])["distinct"], alpha
+
+    @functools.cached_property
+    def similar_train_photos(self) -> np.ndarray:
+        """Each training photo's nearest others (the contrastive reward's negatives), once a run:
+        the features do not change between epochs."""
+        return similar_photos(self.features["train"], SIMILAR_PHOTOS)
 
 
 def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Config | None = None,
@@ -354,13 +358,14 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
             if cider is None:
                 cider = reward_scorer(run)
             row = scst_epoch(run, model, train_step, cider, rng, epoch)
-        scores, greedy = run.val_scores(model)
+        decoder = numpy_decoder(model, config)  # this epoch's weights, for every val pass
+        scores, greedy = run.val_scores(decoder)
         texts = [c.text for c in greedy]
         stats = caption_statistics(texts)
         improved = scores["CIDEr"] > state["best_cider"]
         guarded = {}
         if state["phase"] == "scst" and config.scst_distinct_beam > 1:
-            guarded["val_distinct_beam"], guarded["val_distinct_alpha"] = run.val_distinct_at_beam(model)
+            guarded["val_distinct_beam"], guarded["val_distinct_alpha"] = run.val_distinct_at_beam(decoder)
         distinct = guarded.get("val_distinct_beam", stats["distinct"])
         if state["phase"] == "scst" and distinct < config.scst_min_distinct:
             improved = False  # a higher CIDEr bought with generic captions is not kept
@@ -479,16 +484,15 @@ def scst_epoch(run: Run, model, train_step, cider: CiderD, rng, epoch: int) -> d
     chunks = [order[i:i + SCST_SAMPLE_PHOTOS] for i in range(0, len(order), SCST_SAMPLE_PHOTOS)]
     per_update = max(1, run.photos_per_batch)
     rewards_all, contrasts_all, losses = [], [], []
-    similar = similar_photos(run.features["train"], SIMILAR_PHOTOS) if config.scst_contrast_weight else None
+    similar = run.similar_train_photos if config.scst_contrast_weight else None
     bar = tqdm(total=len(order), desc=f"Epoch {epoch} self-critical", unit="photo",
                disable=not run.progress, file=sys.stderr, dynamic_ncols=True)
     for chunk in chunks:
         decoder = numpy_decoder(model, config)  # the current weights, for this chunk's samples
         ids, ended = sample_captions(decoder, run.features["train"][chunk], samples,
                                      config.max_decode_length, rng)
-        texts = [vocab.decode(row) + (f" {END_WORD}" if done else "") for row, done in zip(ids, ended)]
+        texts = [(vocab.decode(row) + (f" {END_WORD}" if done else "")).strip() for row, done in zip(ids, ended)]
         keys = [names[p] for p in np.repeat(chunk, samples)]
-        texts = [t.strip() for t in texts]
         similar_keys = None
         if similar is not None:
             # one similar photo per photo, so its samples are compared on the same footing
@@ -561,6 +565,11 @@ def with_references(captions: CaptionSet, chunk_photos, photos, inputs, targets,
             np.concatenate([pad(weights), pad(ref_mask * (reference_weight / ref_mask.sum()))]).astype(np.float32))
 
 
+def best_alpha(cider_by_alpha: dict[float, float]) -> float:
+    """The length penalty with the best val CIDEr; a tie goes to the larger one."""
+    return max(cider_by_alpha, key=lambda a: (cider_by_alpha[a], a))
+
+
 def choose_length_alpha(decoder, vocab, config: Config, features, names, references) -> Config:
     """The length penalty, chosen on the validation split (CIDEr at beam 3), never on test."""
     alpha_scores = {}
@@ -571,9 +580,9 @@ def choose_length_alpha(decoder, vocab, config: Config, features, names, referen
         alpha_scores[alpha] = coco_scores(hyps, references, meteor=False)
         log(f"val beam 3, alpha {alpha}: BLEU-4 {alpha_scores[alpha]['BLEU-4']:.4f} "
             f"CIDEr {alpha_scores[alpha]['CIDEr']:.4f}")
-    best_alpha = max(ALPHA_CHOICES, key=lambda a: (alpha_scores[a]["CIDEr"], a))
-    log(f"Chosen length penalty alpha = {best_alpha}")
-    return dataclasses.replace(config, length_alpha=best_alpha,
+    chosen = best_alpha({a: s["CIDEr"] for a, s in alpha_scores.items()})
+    log(f"Chosen length penalty alpha = {chosen}")
+    return dataclasses.replace(config, length_alpha=chosen,
                                extra={"val_alpha_search": {str(a): s for a, s in alpha_scores.items()}})
 
 
