@@ -50,6 +50,11 @@ class Config:
     # training photos. A generic caption fits the neighbour as well as its own photo and gains
     # nothing; a caption that tells the two apart does. 0 = plain CIDEr-D.
     scst_contrast_weight: float = 0.0
+    # Polyak averaging: validation, the kept epoch and the shipped model use an exponential
+    # moving average of the weights over self-critical updates, with this momentum per update
+    # (0 = the last weights). The samples still come from the live weights, the policy being
+    # trained; the average smooths out the noise of 5-sample gradient estimates.
+    scst_ema: float = 0.0
     # Decoding
     max_decode_length: int = 30
     length_alpha: float = 0.7          # score = sum log p / (length ** alpha)
@@ -74,6 +79,8 @@ class Config:
         for name in ("image_dropout", "embed_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
+        if not 0 <= self.scst_ema < 1:
+            raise ValueError(f"scst_ema must be in [0, 1), got {self.scst_ema}.")
         if self.scst_xe_weight < 0 or self.scst_contrast_weight < 0 or not 0 <= self.scst_min_distinct <= 1:
             raise ValueError("scst_xe_weight and scst_contrast_weight must not be negative and "
                              "scst_min_distinct must be in [0, 1].")

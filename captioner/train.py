@@ -21,6 +21,7 @@ A killed run restarts from its last checkpoint (`<out>.checkpoint/`, outside tra
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -29,6 +30,7 @@ import platform
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +63,7 @@ END_WORD = "<end>"          # kept in the reward, so stopping mid-phrase costs C
 SCHEDULE_SETTINGS = frozenset({"max_epochs", "patience", "scst_max_epochs", "scst_patience"})
 # ...and, while self-critical training has not begun, how it will learn.
 SCST_SETTINGS = frozenset({"scst_samples", "scst_learning_rate", "scst_xe_weight", "scst_min_distinct",
-                           "scst_distinct_beam", "scst_contrast_weight"})
+                           "scst_distinct_beam", "scst_contrast_weight", "scst_ema"})
 
 
 class TrainingError(RuntimeError):
@@ -182,7 +184,8 @@ class Checkpoint:
         model.save_weights(str(self.dir / f"epoch-{epoch}.weights.h5"))  # with optimiser state
         state["model"] = f"epoch-{epoch}.weights.h5"
         if is_best:
-            model.save_weights(str(self.dir / f"best-{epoch}.weights.h5"))
+            with averaged_weights(model):  # the kept copy is the one validation scored
+                model.save_weights(str(self.dir / f"best-{epoch}.weights.h5"))
             state["best_weights"] = f"best-{epoch}.weights.h5"
         artifacts.write_json_atomic(self.state_path, state)
         for path in self.dir.iterdir():  # our files that no state points to any more
@@ -202,18 +205,43 @@ class Checkpoint:
                                 f"({', '.join(sorted(changed - allowed))}); delete it to "
                                 "start over, or resume with the same flags.")
         state["config"] = config.to_json()  # a schedule setting may change: it only says when to stop
-        model = new_model(config, state["learning_rate"])
-        model.load_weights(str(self.dir / state["model"]))
+        model = new_model(config, state["learning_rate"], averaging=averages_weights(config, state["phase"]))
+        model.load_weights(str(self.dir / state["model"]))  # with the moving average, if kept
         return model, state
 
 
-def new_model(config: Config, learning_rate: float):
-    """A decoder with its optimiser built, so saved weights include (and restore) its moments."""
+def new_model(config: Config, learning_rate: float, averaging: bool = False):
+    """A decoder with its optimiser built, so saved weights include (and restore) its moments
+    and, with `averaging`, Keras's moving average of the weights (momentum `scst_ema`)."""
     import keras
     model = build_decoder(config)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=5.0))
+    optimizer = (keras.optimizers.Adam(learning_rate, clipnorm=5.0, use_ema=True, ema_momentum=config.scst_ema)
+                 if averaging else keras.optimizers.Adam(learning_rate, clipnorm=5.0))
+    model.compile(optimizer=optimizer)
     model.optimizer.build(model.trainable_variables)
     return model
+
+
+def averages_weights(config: Config, phase: str) -> bool:
+    """Whether the optimiser of this phase keeps a moving average of the weights."""
+    return phase == "scst" and config.scst_ema > 0
+
+
+@contextlib.contextmanager
+def averaged_weights(model):
+    """Inside, the model holds its optimiser's moving average of the weights (if it keeps
+    one and has made an update); after, the live weights, which go on training, come back."""
+    optimizer = model.optimizer
+    if not getattr(optimizer, "use_ema", False) or int(optimizer.iterations.numpy()) == 0:
+        yield model
+        return
+    live = [v.numpy() for v in model.trainable_variables]
+    optimizer.finalize_variable_values(model.trainable_variables)
+    try:
+        yield model
+    finally:
+        for variable, value in zip(model.trainable_variables, live):
+            variable.assign(value)
 
 
 def make_train_step(model):
@@ -334,7 +362,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
             # fresh optimiser at its own (much smaller) learning rate.
             log(f"Cross-entropy done: best val CIDEr {state['best_cider']:.4f} at epoch {state['best_epoch']}")
             best = checkpoint.best_path(state)
-            model = new_model(config, config.scst_learning_rate)
+            model = new_model(config, config.scst_learning_rate, averaging=averages_weights(config, "scst"))
             _load_decoder_only(model, best, config)
             train_step, nll_sum = make_train_step(model)
             state.update(phase="scst" if config.scst_max_epochs else "done", phase_epoch=0,
@@ -358,7 +386,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
             if cider is None:
                 cider = reward_scorer(run)
             row = scst_epoch(run, model, train_step, cider, rng, epoch)
-        decoder = numpy_decoder(model, config)  # this epoch's weights, for every val pass
+        with averaged_weights(model):  # this epoch's weights (or their average), for every val pass
+            decoder = numpy_decoder(model, config)
         scores, greedy = run.val_scores(decoder)
         texts = [c.text for c in greedy]
         stats = caption_statistics(texts)
@@ -432,7 +461,9 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
 def _load_decoder_only(model, path: Path, config: Config) -> None:
     """Load a checkpoint's decoder weights into `model`, leaving its optimiser as it is."""
     donor = new_model(config, config.learning_rate)
-    donor.load_weights(str(path))
+    with warnings.catch_warnings():  # its optimiser may differ (a moving average); only layers are taken
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        donor.load_weights(str(path))
     model.set_weights(donor.get_weights())
 
 

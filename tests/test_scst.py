@@ -116,3 +116,51 @@ def test_contrastive_reward_favours_the_caption_that_tells_similar_photos_apart(
     np.testing.assert_allclose(reward, own - 0.5 * against)
     plain_own, none, plain = sample_rewards(scorer, keys, texts, None, 0.0)
     assert none is None and (plain == plain_own).all() and (plain_own == own).all()
+
+
+def test_moving_average_is_what_validation_and_the_kept_copy_see_and_it_survives_a_resume(tmp_path):
+    """With `scst_ema`, the optimiser keeps an exponential moving average of the weights: it is
+    what `averaged_weights` shows (then the live weights come back to go on training), what the
+    checkpoint keeps as the best copy, and, with the live weights, what a resumed run restores."""
+    import keras
+    from captioner.config import Config
+    from captioner.decoders import keras_inputs
+    from captioner.train import Checkpoint, _load_decoder_only, averaged_weights, make_train_step, new_model
+    keras.utils.set_random_seed(0)
+    config = Config(decoder="attention", vocab_size=12, units=16, embed_dim=8, attention_dim=8,
+                    image_dropout=0.0, embed_dropout=0.0, scst_ema=0.5)
+    model = new_model(config, 1e-2, averaging=True)
+    with averaged_weights(model):  # no update yet: nothing to average, the weights as they are
+        untouched = [v.numpy() for v in model.trainable_variables]
+    train_step, _ = make_train_step(model)
+    regions = np.random.default_rng(0).standard_normal((1, 100, 2048)).astype(np.float16)
+    targets = np.array([[5, 6, 7, 3]], dtype=np.int32)
+    batch = keras_inputs(config, regions, np.array([0]), np.array([[2, 5, 6, 7]], dtype=np.int32))
+    mask = np.ones_like(targets, dtype=np.float32)
+    average = None
+    for _ in range(3):
+        train_step(batch, targets, mask, np.float32(mask.sum()))
+        live = [v.numpy() for v in model.trainable_variables]
+        # the first update starts the average at the weights; then momentum 0.5
+        average = live if average is None else [0.5 * a + 0.5 * w for a, w in zip(average, live)]
+    assert not np.allclose(untouched[0], live[0])
+    assert not all(np.allclose(a, w) for a, w in zip(average, live))
+    with averaged_weights(model):
+        for variable, expected in zip(model.trainable_variables, average):
+            np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-5, atol=1e-6)
+    for variable, expected in zip(model.trainable_variables, live):
+        np.testing.assert_array_equal(variable.numpy(), expected)
+
+    checkpoint = Checkpoint(tmp_path / "ckpt")
+    state = {"phase": "scst", "epoch": 1, "learning_rate": 1e-2, "config": config.to_json()}
+    checkpoint.save(model, state, is_best=True)
+    kept = new_model(config, 1e-3)
+    _load_decoder_only(kept, checkpoint.best_path(state), config)
+    for variable, expected in zip(kept.trainable_variables, average):
+        np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-5, atol=1e-6)
+    resumed, _ = checkpoint.load(config)
+    for variable, expected in zip(resumed.trainable_variables, live):
+        np.testing.assert_array_equal(variable.numpy(), expected)
+    with averaged_weights(resumed):
+        for variable, expected in zip(resumed.trainable_variables, average):
+            np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-5, atol=1e-6)
