@@ -61,7 +61,11 @@ else:
                            for name, (share, beam) in guards.items() if share)
                + (", " if any(share for share, _ in guards.values()) else "") + "0% means no guard): " + ", ".join(
                    f"{name} epoch {epoch} ({PHASE_LABEL.get(phase, phase)})" for name, (epoch, phase) in best.items())
-               + ". Validation scores use greedy decoding after every epoch.")
+               + ". Validation scores use greedy decoding after every epoch"
+               + "".join(f"; {name}'s self-critical epochs are scored (and kept) as a moving average of "
+                         f"the weights, momentum {r['config']['scst_ema']} per update"
+                         for name, r in records.items() if r["config"].get("scst_ema"))
+               + ".")
     with st.expander("Every epoch"):
         st.dataframe(pd.concat([pd.DataFrame(h).assign(model=name) for name, h in histories.items()]),
                      hide_index=True)
