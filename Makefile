@@ -54,7 +54,7 @@ caption: setup $(IMAGE)
 # how much of the references' cross-entropy stays in the self-critical loss, for how long,
 # the guard's beam width and the contrastive reward's weight.
 DECODER ?= both
-TRAIN_FLAGS_merge ?= --scst-xe-weight 0.5 --scst-max-epochs 10 --scst-patience 10 --scst-distinct-beam 3 --scst-contrast-weight 1.0
+TRAIN_FLAGS_merge ?= --scst-xe-weight 0.5 --scst-max-epochs 10 --scst-patience 10 --scst-distinct-beam 3 --scst-contrast-weight 1.0 --scst-learning-rate 1e-4
 TRAIN_FLAGS_attention ?= --scst-xe-weight 0.1 --scst-max-epochs 8 --scst-patience 3 --scst-distinct-beam 3 --scst-contrast-weight 0.5
 train: setup
 	$(foreach d,$(if $(filter both,$(DECODER)),merge attention,$(DECODER)),\
