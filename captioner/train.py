@@ -205,7 +205,7 @@ class Checkpoint:
                                 f"({', '.join(sorted(changed - allowed))}); delete it to "
                                 "start over, or resume with the same flags.")
         state["config"] = config.to_json()  # a schedule setting may change: it only says when to stop
-        model = new_model(config, state["learning_rate"], averaging=averages_weights(config, state["phase"]))
+        model = new_model(config, state["learning_rate"], averaging=averages_weights(config, state.get("phase")))
         model.load_weights(str(self.dir / state["model"]))  # with the moving average, if kept
         return model, state
 
@@ -222,7 +222,7 @@ def new_model(config: Config, learning_rate: float, averaging: bool = False):
     return model
 
 
-def averages_weights(config: Config, phase: str) -> bool:
+def averages_weights(config: Config, phase: str | None) -> bool:
     """Whether the optimiser of this phase keeps a moving average of the weights."""
     return phase == "scst" and config.scst_ema > 0
 
