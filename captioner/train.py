@@ -215,9 +215,8 @@ def new_model(config: Config, learning_rate: float, averaging: bool = False):
     and, with `averaging`, Keras's moving average of the weights (momentum `scst_ema`)."""
     import keras
     model = build_decoder(config)
-    optimizer = (keras.optimizers.Adam(learning_rate, clipnorm=5.0, use_ema=True, ema_momentum=config.scst_ema)
-                 if averaging else keras.optimizers.Adam(learning_rate, clipnorm=5.0))
-    model.compile(optimizer=optimizer)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=5.0, use_ema=averaging,
+                                                  ema_momentum=config.scst_ema))
     model.optimizer.build(model.trainable_variables)
     return model
 
