@@ -30,6 +30,10 @@ class Config:
     max_epochs: int = 30
     patience: int = 4                  # epochs without a better val CIDEr before stopping
     lr_decay_patience: int = 2         # halve the learning rate after this many flat epochs
+    # Cross-entropy only: the target is (1 - this) on the reference word plus this share spread
+    # evenly over the vocabulary (Szegedy et al. 2016), so the model stays less sure of itself
+    # and its samples vary more when self-critical training starts. 0 = plain cross-entropy.
+    label_smoothing: float = 0.0
     seed: int = 1234
     # Self-critical sequence training (CIDEr-D reward) after cross-entropy; 0 epochs skips it
     scst_max_epochs: int = 5
@@ -76,7 +80,7 @@ class Config:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        for name in ("image_dropout", "embed_dropout"):
+        for name in ("image_dropout", "embed_dropout", "label_smoothing"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
         if not 0 <= self.scst_ema < 1:

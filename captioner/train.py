@@ -243,8 +243,10 @@ def averaged_weights(model):
             variable.assign(value)
 
 
-def make_train_step(model):
-    """One update on sum(weights * -log p(target)) / normaliser: cross-entropy or SCST."""
+def make_train_step(model, label_smoothing: float = 0.0):
+    """One update on sum(weights * loss per word) / normaliser, the loss per word being
+    -log p(target), or with `label_smoothing` e its smoothed form (1 - e) (-log p(target)) +
+    e x the mean of -log p over the vocabulary: cross-entropy or SCST (never smoothed)."""
     import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
@@ -252,6 +254,9 @@ def make_train_step(model):
         with tf.GradientTape() as tape:
             logits = model(inputs, training=True)
             nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+            if label_smoothing:
+                uniform = -tf.reduce_mean(tf.nn.log_softmax(logits), axis=-1)
+                nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform
             loss = tf.reduce_sum(nll * weights) / normaliser
         grads = tape.gradient(loss, model.trainable_variables)
         model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
@@ -350,7 +355,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         state = {"phase": "xe", "epoch": 0, "phase_epoch": 0, "best_cider": -1.0, "best_epoch": 0,
                  "stale_epochs": 0, "learning_rate": config.learning_rate, "history": [],
                  "config": config.to_json(), "encoder_checksum": encoder.checksum}
-    train_step, nll_sum = make_train_step(model)
+    train_step, nll_sum = make_train_step(model, config.label_smoothing if state["phase"] == "xe" else 0.0)
     cider = None
     epochs_this_call = 0
 
