@@ -63,7 +63,7 @@ END_WORD = "<end>"          # kept in the reward, so stopping mid-phrase costs C
 SCHEDULE_SETTINGS = frozenset({"max_epochs", "patience", "scst_max_epochs", "scst_patience"})
 # ...and, while self-critical training has not begun, how it will learn.
 SCST_SETTINGS = frozenset({"scst_samples", "scst_learning_rate", "scst_xe_weight", "scst_min_distinct",
-                           "scst_distinct_beam", "scst_contrast_weight", "scst_ema"})
+                           "scst_distinct_beam", "scst_contrast_weight", "scst_ema", "scst_select"})
 
 
 class TrainingError(RuntimeError):
@@ -306,10 +306,10 @@ class Run:
         hyps = {n: c.text for n, c in zip(self.splits["val"], captions)}
         return quick_scores(hyps, self.references["val"]), captions
 
-    def val_distinct_at_beam(self, decoder) -> tuple[float, float]:
-        """Share of distinct val captions at beam width `scst_distinct_beam`, and the length
-        penalty it was measured at: the one with the best val CIDEr, as the finished model
-        will choose (a longer caption is more often distinct, so the penalty matters)."""
+    def val_at_beam(self, decoder) -> dict:
+        """Val captions at beam width `scst_distinct_beam` with the length penalty that scores
+        best, as the finished model will choose it: their CIDEr, share of distinct captions
+        (a longer caption is more often distinct, so the penalty matters) and the penalty."""
         texts, cider = {}, {}
         for alpha in ALPHA_CHOICES:
             captions = beam_search(decoder, self.vocab, self.features["val"], beam=self.config.scst_distinct_beam,
@@ -317,7 +317,8 @@ class Run:
             texts[alpha] = [c[0].text for c in captions]
             cider[alpha] = quick_scores(dict(zip(self.splits["val"], texts[alpha])), self.references["val"])["CIDEr"]
         alpha = best_alpha(cider)
-        return caption_statistics(texts[alpha])["distinct"], alpha
+        return {"val_cider_beam": cider[alpha], "val_distinct_beam": caption_statistics(texts[alpha])["distinct"],
+                "val_distinct_alpha": alpha}
 
     @functools.cached_property
     def similar_train_photos(self) -> np.ndarray:
@@ -371,6 +372,10 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
             train_step, nll_sum = make_train_step(model)
             state.update(phase="scst" if config.scst_max_epochs else "done", phase_epoch=0,
                          stale_epochs=0, learning_rate=config.scst_learning_rate)
+            if config.scst_select == "beam" and config.scst_max_epochs:  # the score to beat, measured alike
+                state["best_cider"] = state["xe_val_cider_beam"] = run.val_at_beam(
+                    numpy_decoder(model, config))["val_cider_beam"]
+                log(f"Cross-entropy weights: val CIDEr {state['best_cider']:.4f} at beam {config.scst_distinct_beam}")
             continue
         if state["phase"] == "scst" and (state["phase_epoch"] >= config.scst_max_epochs
                                          or state["stale_epochs"] >= config.scst_patience):
@@ -395,10 +400,12 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         scores, greedy = run.val_scores(decoder)
         texts = [c.text for c in greedy]
         stats = caption_statistics(texts)
-        improved = scores["CIDEr"] > state["best_cider"]
         guarded = {}
-        if state["phase"] == "scst" and config.scst_distinct_beam > 1:
-            guarded["val_distinct_beam"], guarded["val_distinct_alpha"] = run.val_distinct_at_beam(decoder)
+        select_at_beam = state["phase"] == "scst" and config.scst_select == "beam"
+        if state["phase"] == "scst" and (config.scst_distinct_beam > 1 or select_at_beam):
+            guarded = run.val_at_beam(decoder)
+        selection = guarded["val_cider_beam"] if select_at_beam else scores["CIDEr"]
+        improved = selection > state["best_cider"]
         distinct = guarded.get("val_distinct_beam", stats["distinct"])
         if state["phase"] == "scst" and distinct < config.scst_min_distinct:
             improved = False  # a higher CIDEr bought with generic captions is not kept
@@ -406,9 +413,9 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
                 f"{config.scst_distinct_beam} (< {config.scst_min_distinct:.0%}); not kept")
         elif guarded:
             log(f"epoch {epoch}: {distinct:.1%} of val captions distinct at beam {config.scst_distinct_beam}, "
-                f"alpha {guarded['val_distinct_alpha']}")
+                f"alpha {guarded['val_distinct_alpha']}, CIDEr {guarded['val_cider_beam']:.4f}")
         if improved:
-            state.update(best_cider=scores["CIDEr"], best_epoch=epoch, stale_epochs=0)
+            state.update(best_cider=selection, best_epoch=epoch, stale_epochs=0)
         else:
             state["stale_epochs"] += 1
             if state["phase"] == "xe" and state["stale_epochs"] % config.lr_decay_patience == 0:
@@ -447,6 +454,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
                     "images": {s: len(n) for s, n in run.splits.items()},
                     "train_captions": len(run.captions["train"])},
         "best_epoch": state["best_epoch"], "best_phase": best_row["phase"], "epochs_run": state["epoch"],
+        **({"xe_val_cider_beam": state["xe_val_cider_beam"]} if "xe_val_cider_beam" in state else {}),
         "parameters": int(model.count_params()),
         "training_seconds": round(sum(h["seconds"] for h in state["history"]), 1),
         "phase_seconds": {p: round(sum(h["seconds"] for h in state["history"] if h["phase"] == p), 1)

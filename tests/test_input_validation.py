@@ -16,7 +16,8 @@ from test_decoding import VOCAB, random_merge
 @pytest.mark.parametrize("setting", [{"patience": 0}, {"lr_decay_patience": 0}, {"max_epochs": 0},
                                      {"image_dropout": 1.0}, {"learning_rate": 0.0},
                                      {"decoder": "transformer"}, {"scst_samples": 1},
-                                     {"attention_dim": 0}])
+                                     {"attention_dim": 0}, {"label_smoothing": 1.0},
+                                     {"scst_select": "best"}])
 def test_config_rejects_settings_that_would_fail_hours_later(setting):
     with pytest.raises(ValueError, match="must be"):
         Config(**setting)

@@ -33,8 +33,3 @@ def test_train_step_minimises_the_smoothed_cross_entropy(smoothing):
     if smoothing:  # smoothing adds the vocabulary-wide term: the loss differs from plain -log p
         assert loss != pytest.approx((nll * mask).sum() / mask.sum(), rel=1e-3)
 
-
-def test_label_smoothing_must_be_a_share():
-    from captioner.config import Config
-    with pytest.raises(ValueError, match="label_smoothing"):
-        Config(label_smoothing=1.0)
