@@ -11,10 +11,13 @@ PHASE_STYLE = {"xe": "-", "scst": "--"}
 PHASE_LABEL = {"xe": "cross-entropy", "scst": "self-critical"}
 # (history key, panel title); a panel is drawn only if some model recorded its key.
 PANELS = [("loss", "Training loss (cross-entropy)"), ("val_loss", "Validation loss (cross-entropy)"),
-          ("val_bleu4", "Validation BLEU-4 (greedy)"), ("val_cider", "Validation CIDEr (greedy)"),
+          ("val_bleu4", "Validation BLEU-4 (greedy)"), ("val_cider", "Validation CIDEr (greedy; x: beam search)"),
           ("mean_reward", "Mean CIDEr-D reward of samples (self-critical)"),
           ("mean_similar_photo_reward", "Mean CIDEr-D of samples against a similar photo"),
           ("val_distinct", "Distinct validation captions (greedy; x: beam search)")]
+# The same quantity measured at the guard's beam width, drawn over a greedy panel: recorded
+# for self-critical epochs of a model whose guard decoded at a width above 1.
+BEAM_OVERLAYS = {"val_cider": "val_cider_beam", "val_distinct": "val_distinct_beam"}
 
 
 def curve_points(histories: dict[str, list[dict]], key: str) -> list[dict]:
@@ -55,15 +58,15 @@ def plot_histories(histories: dict[str, list[dict]], out: str | os.PathLike) -> 
                     x, y = zip(*points)
                     ax.plot(x, y, style, marker="o", markersize=3, color=colours[name],
                             label=f"{name}, {PHASE_LABEL[phase]}")
-        if key == "val_distinct":
-            # A model whose guard decoded at a beam width above 1 recorded that share too.
+        if key in BEAM_OVERLAYS:
             for name in sorted(histories):
-                points = [(p["epoch"], p["value"]) for p in curve_points(histories, "val_distinct_beam")
+                points = [(p["epoch"], p["value"]) for p in curve_points(histories, BEAM_OVERLAYS[key])
                           if p["model"] == name]
                 if points:
                     x, y = zip(*points)
                     ax.plot(x, y, ":", marker="x", markersize=4, color=colours[name],
-                            label=f"{name}, self-critical, beam search (guarded)")
+                            label=f"{name}, self-critical, beam search" + (" (guarded)" if key == "val_distinct" else ""))
+        if key == "val_distinct":
             from .config import Config  # the self-critical epochs below this line are never kept
             ax.axhline(Config().scst_min_distinct, color="grey", linestyle=":", linewidth=1,
                        label="self-critical epochs kept above")

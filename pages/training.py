@@ -33,7 +33,9 @@ else:
     loss = pd.concat([curve("loss", "cross-entropy", ("xe",), "training, "),
                       curve("val_loss", "cross-entropy", ("xe",), "validation, ")])
     charts = [("Loss per epoch", loss, "cross-entropy"),
-              ("Validation CIDEr per epoch", curve("val_cider", "CIDEr (greedy)"), "CIDEr (greedy)"),
+              ("Validation CIDEr per epoch",
+               pd.concat([curve("val_cider", "CIDEr", suffix="greedy, "),
+                          curve("val_cider_beam", "CIDEr", ("scst",), "beam search, ")]), "CIDEr"),
               ("Validation BLEU-4 per epoch", curve("val_bleu4", "BLEU-4 (greedy)"), "BLEU-4 (greedy)"),
               ("Mean reward per self-critical epoch",
                pd.concat([curve("mean_reward", "CIDEr-D of samples", ("scst",), "own photo, "),
@@ -62,6 +64,9 @@ else:
                + (", " if any(share for share, _ in guards.values()) else "") + "0% means no guard): " + ", ".join(
                    f"{name} epoch {epoch} ({PHASE_LABEL.get(phase, phase)})" for name, (epoch, phase) in best.items())
                + ". Validation scores use greedy decoding after every epoch"
+               + "".join(f"; {name}'s self-critical epochs are kept by their validation CIDEr at beam "
+                         f"{r['config'].get('scst_distinct_beam')}, as the app decodes"
+                         for name, r in records.items() if r["config"].get("scst_select") == "beam")
                + "".join(f"; {name}'s self-critical epochs are scored (and kept) as a moving average of "
                          f"the weights, momentum {r['config']['scst_ema']} per update"
                          for name, r in records.items() if r["config"].get("scst_ema"))

@@ -198,7 +198,7 @@ def test_plot_history_command(tmp_path):
         if scst:
             rows.append({"phase": "scst", "epoch": 4, "loss": -0.1, "mean_reward": 0.5,
                          "val_bleu4": 0.07, "val_cider": 0.45, "val_distinct": 0.85,
-                         "val_distinct_beam": 0.81})  # a guard measured at beam 3
+                         "val_distinct_beam": 0.81, "val_cider_beam": 0.47})  # a guard at beam 3
         (models / name / "history.json").write_text(json.dumps(rows))
     out = tmp_path / "docs" / "curves.png"
     command = [sys.executable, "-m", "captioner", "plot-history", "--models", str(models), "--out", str(out)]
