@@ -61,7 +61,11 @@ def show_run(run: LiveRun) -> None:
         history = pd.DataFrame(run.history)
         scores = [c for c in ("val_cider", "val_bleu4") if c in history]
         st.line_chart(history, x="epoch", y=scores, height=220)
-        best = f" · best so far: epoch {run.best_epoch}, CIDEr {run.best_cider:.3f}" if run.best_cider is not None else ""
+        # the best epoch's greedy CIDEr, as charted (a run choosing at beam search kept it by that)
+        best_row = next((r for r in run.history if r.get("epoch") == run.best_epoch), None)
+        best = "" if run.best_cider is None or best_row is None or "val_cider" not in best_row else (
+            f" · best so far: epoch {run.best_epoch}, CIDEr {best_row['val_cider']:.3f}"
+            + (f" (beam search: {best_row['val_cider_beam']:.3f})" if "val_cider_beam" in best_row else ""))
         finished = f"{len(history)} finished epoch" + ("s" if len(history) > 1 else "")
         st.caption(f"Validation scores of the {finished} (greedy){best}")
     else:

@@ -92,6 +92,9 @@ class Config:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
         if self.scst_select not in SCST_SELECTIONS:
             raise ValueError(f"scst_select must be one of {', '.join(SCST_SELECTIONS)}, got {self.scst_select!r}.")
+        if self.scst_select == "beam" and self.scst_distinct_beam < 2:
+            raise ValueError("scst_select 'beam' must be given a scst_distinct_beam of at least 2 "
+                             "(the beam width it chooses at).")
         if not 0 <= self.scst_ema < 1:
             raise ValueError(f"scst_ema must be in [0, 1), got {self.scst_ema}.")
         if self.scst_xe_weight < 0 or self.scst_contrast_weight < 0 or not 0 <= self.scst_min_distinct <= 1:

@@ -435,7 +435,9 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
             log("Stopping early on request (resume by running again).")
             return {}
 
-    log(f"Training done: best val CIDEr {state['best_cider']:.4f} at epoch {state['best_epoch']}")
+    measure = f"beam {config.scst_distinct_beam}" if config.scst_select == "beam" and state["best_epoch"] and any(
+        r["epoch"] == state["best_epoch"] and r["phase"] == "scst" for r in state["history"]) else "greedy"
+    log(f"Training done: best val CIDEr {state['best_cider']:.4f} ({measure}) at epoch {state['best_epoch']}")
     reporter.report(phase="evaluation", force=True)
     model = build_decoder(config)
     _load_decoder_only(model, checkpoint.best_path(state), config)

@@ -17,7 +17,7 @@ from test_decoding import VOCAB, random_merge
                                      {"image_dropout": 1.0}, {"learning_rate": 0.0},
                                      {"decoder": "transformer"}, {"scst_samples": 1},
                                      {"attention_dim": 0}, {"label_smoothing": 1.0},
-                                     {"scst_select": "best"}])
+                                     {"scst_select": "best"}, {"scst_select": "beam"}])
 def test_config_rejects_settings_that_would_fail_hours_later(setting):
     with pytest.raises(ValueError, match="must be"):
         Config(**setting)
