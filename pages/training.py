@@ -67,6 +67,9 @@ else:
                + "".join(f"; {name}'s self-critical epochs are kept by their validation CIDEr at beam "
                          f"{r['config'].get('scst_distinct_beam')}, as the app decodes"
                          for name, r in records.items() if r["config"].get("scst_select") == "beam")
+               + "".join(f"; {name}'s training loss is label-smoothed ({r['config']['label_smoothing']} of each "
+                         "target spread over the vocabulary), its validation loss is not"
+                         for name, r in records.items() if r["config"].get("label_smoothing"))
                + "".join(f"; {name}'s self-critical epochs are scored (and kept) as a moving average of "
                          f"the weights, momentum {r['config']['scst_ema']} per update"
                          for name, r in records.items() if r["config"].get("scst_ema"))

@@ -59,7 +59,8 @@ HISTORY = [{"phase": "xe", "epoch": 1, "loss": 2.0, "val_loss": 2.1, "val_bleu4"
             "seconds": 60, "val_distinct": 0.85, "val_distinct_beam": 0.82,  # its guard decoded at beam 3
             "val_cider_beam": 0.62,  # and chose the epoch by CIDEr there
             "mean_similar_photo_reward": 0.2}]  # and its reward was contrastive
-GUARDS = {"attention": {"scst_min_distinct": 0.8, "scst_distinct_beam": 3, "scst_select": "beam"},
+GUARDS = {"attention": {"scst_min_distinct": 0.8, "scst_distinct_beam": 3, "scst_select": "beam",
+                        "label_smoothing": 0.1},
           "merge": {"scst_min_distinct": 0.8, "scst_distinct_beam": 1}}
 
 
@@ -172,6 +173,8 @@ def test_training_page_shows_every_model_with_the_self_critical_phase(small_worl
     assert any("attention's self-critical epochs are kept by their validation CIDEr at beam 3" in c.value
                for c in at.main.caption)
     assert not any("merge's self-critical epochs are kept" in c.value for c in at.main.caption)
+    assert any("attention's training loss is label-smoothed (0.1" in c.value for c in at.main.caption)
+    assert not any("merge's training loss" in c.value for c in at.main.caption)
     assert [s.value for s in at.main.subheader][-3:] == ["attention", "merge", "old"]  # test tables
     provenance = at.main.dataframe[-1].value
     assert list(provenance.columns) == ["attention", "merge", "old"]
