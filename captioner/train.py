@@ -435,8 +435,9 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
             log("Stopping early on request (resume by running again).")
             return {}
 
-    measure = f"beam {config.scst_distinct_beam}" if config.scst_select == "beam" and state["best_epoch"] and any(
-        r["epoch"] == state["best_epoch"] and r["phase"] == "scst" for r in state["history"]) else "greedy"
+    best_row = next(h for h in state["history"] if h["epoch"] == state["best_epoch"])
+    measure = (f"beam {config.scst_distinct_beam}" if config.scst_select == "beam" and best_row["phase"] == "scst"
+               else "greedy")
     log(f"Training done: best val CIDEr {state['best_cider']:.4f} ({measure}) at epoch {state['best_epoch']}")
     reporter.report(phase="evaluation", force=True)
     model = build_decoder(config)
@@ -448,7 +449,6 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
     if evaluate_test and run.splits["test"]:
         metrics = evaluate_split(decoder, run.vocab, config, run.features["test"], run.splits["test"],
                                  run.references["test"], encoder.checksum, photo_scores=photo_scores)
-    best_row = next(h for h in state["history"] if h["epoch"] == state["best_epoch"])
     info = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "decoder": config.decoder,
