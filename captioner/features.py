@@ -15,11 +15,18 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .config import Config
+from .decoders import training_features
 from .encoder import FEATURE_MAP_SHAPE, cache_dir, pool
 from .images import ImageError, load_image, prepare_for_encoder
+
+if TYPE_CHECKING:
+    from .dataset import Flickr8k
+    from .progress import ProgressReporter
 
 # Bump when images.prepare_for_encoder or the stored form changes, so old entries are not reused.
 PREPROCESS_VERSION = "v2-map16"
@@ -125,3 +132,22 @@ def extract_features(paths: list[Path], encoder, cache: FeatureCache | None = No
                      desc: str = "Extracting features") -> np.ndarray:
     """(n, 2048) float32 vectors: the means of the cached maps."""
     return extract_feature_maps(paths, encoder, cache, batch_size, progress, pooled=True, desc=desc)
+
+
+def split_features(dataset: Flickr8k, splits: dict[str, list[str]], encoder, progress: bool,
+                   config: Config | None = None, reporter: ProgressReporter | None = None) -> dict:
+    """Each split's features through the on-disk cache, in the form `config.decoder` reads
+    (pooled vectors for merge, 100 regions for attention)."""
+    config = config or Config()
+    cache = FeatureCache(encoder.checksum)
+    pooled = config.decoder == "merge"
+    out = {}
+    for split, names in splits.items():
+        if names:
+            on_progress = reporter and (lambda done, total, split=split: reporter.report(
+                split=split, done=done, total=total, unit="photos"))
+            maps = extract_feature_maps([dataset.image_path(n) for n in names], encoder, cache,
+                                        progress=progress, pooled=pooled, desc=f"Features ({split})",
+                                        on_progress=on_progress)
+            out[split] = maps if pooled else training_features(config, maps)
+    return out

@@ -6,12 +6,18 @@ so a reader never sees half a file. Finished epochs are in the checkpoint's stat
 """
 from __future__ import annotations
 
+import datetime as dt
 import time
 from pathlib import Path
 
 from .artifacts import write_json_atomic
 
 PROGRESS_FILE = "progress.json"
+
+
+def log(message: str) -> None:
+    """A timestamped line on stdout, for the console and the training log."""
+    print(f"[{dt.datetime.now():%H:%M:%S}] {message}", flush=True)
 
 
 class ProgressReporter:

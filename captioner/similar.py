@@ -1,5 +1,5 @@
 """Each photo's most similar other photos in one split, by cosine similarity of pooled Xception
-vectors: the negatives of the contrastive self-critical reward (see train.scst_epoch)."""
+vectors: the negatives of the contrastive self-critical reward (see self_critical.scst_epoch)."""
 from __future__ import annotations
 
 import numpy as np

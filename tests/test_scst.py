@@ -37,7 +37,8 @@ def test_scst_update_follows_the_advantage():
     import keras
     from captioner.config import Config
     from captioner.decoders import keras_inputs
-    from captioner.train import make_train_step, new_model
+    from captioner.checkpoint import new_model
+    from captioner.train_step import make_train_step
     keras.utils.set_random_seed(0)
     config = Config(decoder="attention", vocab_size=12, units=16, embed_dim=8, attention_dim=8,
                     image_dropout=0.0, embed_dropout=0.0)
@@ -77,7 +78,8 @@ def test_scst_update_follows_the_advantage():
 def test_mixed_objective_adds_the_references_with_their_weight():
     """The references join the sampled captions in one batch (one update), padded to a common
     width, and weigh `reference_weight` in all: their mean -log p times the weight."""
-    from captioner.train import CaptionSet, with_references
+    from captioner.caption_set import CaptionSet
+    from captioner.self_critical import with_references
     captions = CaptionSet(photos=np.array([0, 0, 1]), by_photo=[[0, 1], [2]],
                           ids=[np.array([4, 5, 6, 7, 8, 9]), np.array([4]), np.array([5, 6])])
     photos = np.array([0, 0, 1, 1])                      # two samples per photo
@@ -100,7 +102,7 @@ def test_mixed_objective_adds_the_references_with_their_weight():
 
 
 def test_contrastive_reward_favours_the_caption_that_tells_similar_photos_apart():
-    from captioner.train import sample_rewards
+    from captioner.self_critical import sample_rewards
     refs = {"grass": ["a brown dog runs on the grass", "a dog runs across green grass",
                       "a brown dog running in a grassy field"],
             "sand": ["a brown dog runs on the sand", "a dog runs across the beach sand",
@@ -125,7 +127,8 @@ def test_moving_average_is_what_validation_and_the_kept_copy_see_and_it_survives
     import keras
     from captioner.config import Config
     from captioner.decoders import keras_inputs
-    from captioner.train import Checkpoint, _load_decoder_only, averaged_weights, make_train_step, new_model
+    from captioner.checkpoint import Checkpoint, averaged_weights, load_decoder_only, new_model
+    from captioner.train_step import make_train_step
     keras.utils.set_random_seed(0)
     config = Config(decoder="attention", vocab_size=12, units=16, embed_dim=8, attention_dim=8,
                     image_dropout=0.0, embed_dropout=0.0, scst_ema=0.5)
@@ -155,7 +158,7 @@ def test_moving_average_is_what_validation_and_the_kept_copy_see_and_it_survives
     state = {"phase": "scst", "epoch": 1, "learning_rate": 1e-2, "config": config.to_json()}
     checkpoint.save(model, state, is_best=True)
     kept = new_model(config, 1e-3)
-    _load_decoder_only(kept, checkpoint.best_path(state), config)
+    load_decoder_only(kept, checkpoint.best_path(state), config)
     for variable, expected in zip(kept.trainable_variables, average):
         np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-5, atol=1e-6)
     resumed, _ = checkpoint.load(config)

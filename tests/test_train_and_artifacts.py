@@ -74,7 +74,7 @@ def test_training_is_killed_then_resumes_and_writes_a_consistent_model(tmp_path,
     assert (guard_key == "val_distinct_beam") == (decoder == "attention")
     assert all((guard_key in r) == (r["phase"] == "scst" or guard_key == "val_distinct")
                for r in trained.history)
-    from captioner.train import ALPHA_CHOICES  # measured at the length penalty val CIDEr prefers
+    from captioner.model_scores import ALPHA_CHOICES  # measured at the length penalty val CIDEr prefers
     assert all(r["val_distinct_alpha"] in ALPHA_CHOICES for r in trained.history if "val_distinct_beam" in r)
     keepable = [r for r in trained.history
                 if r["phase"] == "scst" and r[guard_key] >= trained.config.scst_min_distinct]
@@ -111,7 +111,7 @@ def test_kaggle_layout_trains_too(tmp_path, kaggle_dataset):
     assert manifest["dataset"]["layout"] == "kaggle"
 
     # Re-scoring keeps the weights and history, and rewrites the metrics atomically.
-    from captioner.train import rescore
+    from captioner.model_scores import rescore
     from conftest import PixelEncoder
     before = load_trained(tmp_path / "trained")
     metrics = rescore(kaggle_dataset, tmp_path / "trained", PixelEncoder(), progress=False)

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     from captioner.cli_errors import run_reporting_errors
     from captioner.dataset import data_dir_from_env
     from captioner.encoder import Encoder
-    from captioner.train import rescore
+    from captioner.model_scores import rescore
 
     from captioner.captioner import available_models
 

@@ -45,7 +45,8 @@ def main(argv=None) -> int:
     from captioner.cli_errors import run_reporting_errors
     from captioner.dataset import data_dir_from_env
     from captioner.encoder import Encoder
-    from captioner.train import log, train
+    from captioner.progress import log
+    from captioner.train import train
 
     def job():
         encoder = Encoder(args.xception_weights)

@@ -1,0 +1,133 @@
+"""A training run's checkpoint, and the decoders it saves and restores with their optimiser.
+
+What a resumed run may change is decided here: schedule settings always, self-critical
+settings until that phase begins, anything else never (the weights would not match them).
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+import warnings
+from pathlib import Path
+
+from . import artifacts
+from .config import Config
+from .decoders import build_decoder
+from .progress import PROGRESS_FILE
+
+# Settings a resumed run may change: they decide how long each phase goes on, not what the
+# model is or how it learns. Anything else must match the checkpoint.
+SCHEDULE_SETTINGS = frozenset({"max_epochs", "patience", "scst_max_epochs", "scst_patience"})
+# ...and, while self-critical training has not begun, how it will learn.
+SCST_SETTINGS = frozenset({"scst_samples", "scst_learning_rate", "scst_xe_weight", "scst_min_distinct",
+                           "scst_distinct_beam", "scst_contrast_weight", "scst_ema", "scst_select"})
+
+
+class TrainingError(RuntimeError):
+    """A training run cannot start or resume as asked."""
+
+
+class Checkpoint:
+    """Weights with the optimiser's moments (one .weights.h5 per epoch), the best weights,
+    and a JSON state. state.json, written last and atomically, names the files: a kill at
+    any moment leaves a state that matches the weights it points to."""
+
+    OUR_FILES = re.compile(r"^(epoch-\d+\.weights\.h5|best-\d+\.weights\.h5|state\.json|progress\.json)$")
+
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+        self.state_path = self.dir / "state.json"
+        if self.dir.is_dir() and not self.exists() and any(
+                not self.OUR_FILES.match(p.name) for p in self.dir.iterdir()):
+            raise TrainingError(f"{self.dir}: checkpoint directory is not empty and holds no "
+                                "state.json; choose an empty or new directory.")
+
+    def exists(self) -> bool:
+        return self.state_path.is_file()
+
+    def remove(self) -> None:
+        """Delete the checkpoint files (only ours) and the directory if that empties it."""
+        if self.dir.is_dir():
+            for path in self.dir.iterdir():
+                if self.OUR_FILES.match(path.name):
+                    path.unlink(missing_ok=True)
+            try:
+                self.dir.rmdir()
+            except OSError:
+                pass
+
+    def best_path(self, state: dict) -> Path:
+        return self.dir / state["best_weights"]
+
+    def save(self, model, state: dict, is_best: bool) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        epoch = state["epoch"]
+        model.save_weights(str(self.dir / f"epoch-{epoch}.weights.h5"))  # with optimiser state
+        state["model"] = f"epoch-{epoch}.weights.h5"
+        if is_best:
+            with averaged_weights(model):  # the kept copy is the one validation scored
+                model.save_weights(str(self.dir / f"best-{epoch}.weights.h5"))
+            state["best_weights"] = f"best-{epoch}.weights.h5"
+        artifacts.write_json_atomic(self.state_path, state)
+        for path in self.dir.iterdir():  # our files that no state points to any more
+            if self.OUR_FILES.match(path.name) and path.name not in (
+                    state["model"], state["best_weights"], self.state_path.name, PROGRESS_FILE):
+                path.unlink(missing_ok=True)
+
+    def load(self, config: Config):
+        state = artifacts.read_json(self.state_path)
+        saved = dict(state.get("config") or {})
+        defaults = Config().to_json()  # a setting added since the checkpoint had its default
+        changed = {k for k in set(saved) | set(config.to_json())
+                   if saved.get(k, defaults.get(k)) != config.to_json().get(k)}
+        allowed = SCHEDULE_SETTINGS | (SCST_SETTINGS if state.get("phase") == "xe" else frozenset())
+        if changed - allowed:
+            raise TrainingError(f"{self.dir}: checkpoint was made with other settings "
+                                f"({', '.join(sorted(changed - allowed))}); delete it to "
+                                "start over, or resume with the same flags.")
+        state["config"] = config.to_json()  # a schedule setting may change: it only says when to stop
+        model = new_model(config, state["learning_rate"], averaging=averages_weights(config, state.get("phase")))
+        model.load_weights(str(self.dir / state["model"]))  # with the moving average, if kept
+        return model, state
+
+
+def new_model(config: Config, learning_rate: float, averaging: bool = False):
+    """A decoder with its optimiser built, so saved weights include (and restore) its moments
+    and, with `averaging`, Keras's moving average of the weights (momentum `scst_ema`)."""
+    import keras
+    model = build_decoder(config)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=5.0, use_ema=averaging,
+                                                  ema_momentum=config.scst_ema))
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def averages_weights(config: Config, phase: str | None) -> bool:
+    """Whether the optimiser of this phase keeps a moving average of the weights."""
+    return phase == "scst" and config.scst_ema > 0
+
+
+@contextlib.contextmanager
+def averaged_weights(model):
+    """Inside, the model holds its optimiser's moving average of the weights (if it keeps
+    one and has made an update); after, the live weights, which go on training, come back."""
+    optimizer = model.optimizer
+    if not getattr(optimizer, "use_ema", False) or int(optimizer.iterations.numpy()) == 0:
+        yield model
+        return
+    live = [v.numpy() for v in model.trainable_variables]
+    optimizer.finalize_variable_values(model.trainable_variables)
+    try:
+        yield model
+    finally:
+        for variable, value in zip(model.trainable_variables, live):
+            variable.assign(value)
+
+
+def load_decoder_only(model, path: Path, config: Config) -> None:
+    """Load a checkpoint's decoder weights into `model`, leaving its optimiser as it is."""
+    donor = new_model(config, config.learning_rate)
+    with warnings.catch_warnings():  # its optimiser may differ (a moving average); only layers are taken
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        donor.load_weights(str(path))
+    model.set_weights(donor.get_weights())

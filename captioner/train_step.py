@@ -1,0 +1,33 @@
+"""The one training step both phases run: a weighted sum of the word log-likelihoods.
+
+For cross-entropy the weights are 1 on every real word; for self-critical training they are
+each sample's advantage (see `self_critical`), so a single compiled step serves both."""
+from __future__ import annotations
+
+
+def make_train_step(model, label_smoothing: float = 0.0):
+    """One update on sum(weights * loss per word) / normaliser, the loss per word being
+    -log p(target), or with `label_smoothing` e its smoothed form (1 - e) (-log p(target)) +
+    e x the mean of -log p over the vocabulary: cross-entropy or SCST (never smoothed)."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def train_step(inputs, targets, weights, normaliser):
+        with tf.GradientTape() as tape:
+            logits = model(inputs, training=True)
+            nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+            if label_smoothing:
+                uniform = -tf.reduce_mean(tf.nn.log_softmax(logits), axis=-1)
+                nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform
+            loss = tf.reduce_sum(nll * weights) / normaliser
+        grads = tape.gradient(loss, model.trainable_variables)
+        model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    @tf.function(reduce_retracing=True)
+    def nll_sum(inputs, targets, weights):
+        logits = model(inputs, training=False)
+        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+        return tf.reduce_sum(nll * weights)
+
+    return train_step, nll_sum
