@@ -1,5 +1,4 @@
 """The beam search trace (decoding.TraceStep) and the tree drawn from it (beam_tree.py)."""
-import numpy as np
 import pytest
 
 from captioner.beam_tree import beam_tree_dot, path_tokens, photo_steps, winner

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from captioner import images
-from captioner.images import HEIF_FORMATS, MAX_PIXELS, PHOTO_EXTENSIONS, ImageError, load_image
+from captioner.images import HEIF_FORMATS, PHOTO_EXTENSIONS, ImageError, load_image
 
 
 def photo(size=(48, 32)) -> Image.Image:

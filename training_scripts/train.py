@@ -35,7 +35,7 @@ def main(argv=None) -> int:
         if field.name in ("vocab_size", "extra", "feature_dim", "decoder"):
             continue
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(getattr(defaults, field.name)),
-                            default=getattr(defaults, field.name), help=f"(default: %(default)s)")
+                            default=getattr(defaults, field.name), help="(default: %(default)s)")
     args = parser.parse_args(argv)
     if args.checkpoint_dir and args.decoder == "both":
         parser.error("--checkpoint-dir needs one --decoder (each decoder keeps its own checkpoint)")
