@@ -114,8 +114,12 @@ class Run:
 def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Config | None = None,
           checkpoint_dir: str | os.PathLike | None = None, encoder=None,
           evaluate_test: bool = True, progress: bool = True, stop_after_epochs: int | None = None,
-          max_images: int | None = None) -> dict:
-    """Run (or resume) a whole training run and write `out_dir`. Returns the test metrics."""
+          max_images: int | None = None, keep_checkpoint: bool = False) -> dict:
+    """Run (or resume) a whole training run and write `out_dir`. Returns the test metrics.
+
+    With `keep_checkpoint` the checkpoint outlives the finished run, so running again with a
+    larger `scst_max_epochs` (or `scst_patience`) extends it by more self-critical epochs
+    instead of starting over; the same settings only re-write `out_dir`."""
     import keras
 
     config = config or Config()
@@ -252,7 +256,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
                            photo_scores or None)
     log(f"Model written to {out_dir} ({time.time() - started:.0f} s in all)")
     reporter.remove()
-    checkpoint.remove()
+    if not keep_checkpoint:
+        checkpoint.remove()
     return metrics or {}
 
 

@@ -121,6 +121,28 @@ def test_kaggle_layout_trains_too(tmp_path, kaggle_dataset):
     assert len(json.loads((tmp_path / "trained" / "test_captions.json").read_text())) == metrics["n_images"]
 
 
+@pytest.mark.slow
+def test_a_kept_checkpoint_extends_a_finished_run(tmp_path, original_dataset):
+    import dataclasses
+    from captioner.train import train
+    from conftest import PixelEncoder
+    from train_helper import TINY
+    out, ckpt = tmp_path / "trained", tmp_path / "ckpt"
+    config = dataclasses.replace(TINY, max_epochs=2, scst_max_epochs=1, scst_patience=3)
+    quick = dict(encoder=PixelEncoder(), progress=False, evaluate_test=False)  # the other tests score test
+    train(original_dataset, out, config, ckpt, keep_checkpoint=True, **quick)
+    first = load_trained(out)
+    assert [r["phase"] for r in first.history] == ["xe", "xe", "scst"]
+    assert (ckpt / "state.json").is_file(), "keep_checkpoint must keep it"
+
+    # one more self-critical epoch, resumed from where the finished run stopped
+    train(original_dataset, out, dataclasses.replace(config, scst_max_epochs=2), ckpt, **quick)
+    extended = load_trained(out)
+    assert extended.history[:3] == first.history
+    assert [(r["epoch"], r["phase"]) for r in extended.history[3:]] == [(4, "scst")]
+    assert extended.config.scst_max_epochs == 2 and not ckpt.exists()
+
+
 def tiny_trained(tmp_path, vocab_words=("a", "red", "square")):
     from captioner.config import Config
     from captioner.decoders import build_decoder

@@ -30,6 +30,9 @@ def main(argv=None) -> int:
                         "(default: .<out>.checkpoint-<decoder> beside --out)")
     parser.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")
     parser.add_argument("--no-test", action="store_true", help="skip the test-split evaluation")
+    parser.add_argument("--keep-checkpoint", action="store_true",
+                        help="keep the checkpoint when the run is done, so that running again with a "
+                        "larger --scst-max-epochs extends it instead of starting over")
     defaults = Config()
     for field in dataclasses.fields(Config):
         if field.name in ("vocab_size", "extra", "feature_dim", "decoder"):
@@ -58,7 +61,7 @@ def main(argv=None) -> int:
             checkpoint = args.checkpoint_dir or out.parent / f".{out.name}.checkpoint-{decoder}"
             log(f"Training the {decoder} decoder into {out / decoder}")
             train(data_dir_from_env(args.data), out / decoder, config, checkpoint, encoder,
-                  evaluate_test=not args.no_test)
+                  evaluate_test=not args.no_test, keep_checkpoint=args.keep_checkpoint)
         return 0
 
     return run_reporting_errors(job)
