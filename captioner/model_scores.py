@@ -98,3 +98,44 @@ def rescore(data_dir: str | os.PathLike, model_dir: str | os.PathLike, encoder=N
                            metrics, info, photo_scores)
     log(f"Re-scored {model_dir}")
     return metrics
+
+
+def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, weight_choices: list[float],
+                   encoder=None, progress: bool = True) -> dict:
+    """Test metrics of a two-model ensemble (ensemble.EnsembleDecoder), its first member's
+    weight and the length penalty chosen on val (CIDEr at beam 3), never on test."""
+    from .ensemble import EnsembleDecoder
+    if len(model_dirs) != 2:
+        raise ValueError(f"an ensemble here is two models, got {len(model_dirs)}")
+    members = [artifacts.load_trained(d) for d in model_dirs]
+    if members[0].vocab.itos != members[1].vocab.itos:
+        raise ValueError(f"{model_dirs[1]}: its vocabulary differs from {model_dirs[0]}'s")
+    checksums = {(m.manifest.get("encoder") or {}).get("weights_checksum") for m in members}
+    if encoder is None:
+        from .encoder import Encoder
+        encoder = Encoder()
+    if checksums != {encoder.checksum}:
+        raise ValueError("the models were trained on features of other encoder weights than these")
+    dataset = load_flickr8k(data_dir)
+    names = {s: dataset.images(s) for s in ("val", "test")}
+    references = {s: {n: dataset.captions[n] for n in names[s]} for s in names}
+    regions = next((m.config for m in members if m.config.decoder == "attention"), members[0].config)
+    features = split_features(dataset, names, encoder, progress, regions)  # a merge member pools them
+    decoders = [numpy_decoder(m.model, m.config) for m in members]
+    config = members[0].config
+    searches = {}
+    for weight in weight_choices:
+        log(f"ensemble weight {weight} for {model_dirs[0]}, {1 - weight:g} for {model_dirs[1]}")
+        chosen = choose_length_alpha(EnsembleDecoder(decoders, [weight, 1 - weight]), members[0].vocab,
+                                     config, features["val"], names["val"], references["val"])
+        searches[weight] = chosen
+    cider = lambda c: c.extra["val_alpha_search"][str(c.length_alpha)]["CIDEr"]
+    weight = max(searches, key=lambda w: (cider(searches[w]), w))
+    config = searches[weight]
+    log(f"Chosen: weight {weight}, length penalty {config.length_alpha} (val CIDEr {cider(config):.4f})")
+    metrics = evaluate_split(EnsembleDecoder(decoders, [weight, 1 - weight]), members[0].vocab, config,
+                             features["test"], names["test"], references["test"], encoder.checksum)
+    metrics["decoder"] = "ensemble"
+    metrics["ensemble"] = {"members": [str(d) for d in model_dirs], "weights": [weight, 1 - weight],
+                           "val_search": {str(w): c.extra["val_alpha_search"] for w, c in searches.items()}}
+    return metrics
