@@ -55,7 +55,7 @@ caption: setup $(IMAGE)
 # the guard's beam width, the contrastive reward's weight, the learning rate and, for
 # attention, label-smoothed cross-entropy and the epoch chosen at beam 3.
 DECODER ?= both
-TRAIN_FLAGS_merge ?= --scst-xe-weight 0.5 --scst-max-epochs 10 --scst-patience 10 --scst-distinct-beam 3 --scst-contrast-weight 1.0 --scst-learning-rate 1e-4
+TRAIN_FLAGS_merge ?= --scst-xe-weight 0.5 --scst-max-epochs 10 --scst-patience 10 --scst-distinct-beam 3 --scst-contrast-weight 1.0 --scst-learning-rate 1e-4 --scst-select beam
 TRAIN_FLAGS_attention ?= --label-smoothing 0.1 --scst-xe-weight 0.1 --scst-max-epochs 8 --scst-patience 3 --scst-distinct-beam 3 --scst-contrast-weight 0.5 --scst-select beam
 train: setup
 	$(foreach d,$(if $(filter both,$(DECODER)),merge attention,$(DECODER)),\
