@@ -137,5 +137,7 @@ def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, weight_choices
                              features["test"], names["test"], references["test"], encoder.checksum)
     metrics["decoder"] = "ensemble"
     metrics["ensemble"] = {"members": [str(d) for d in model_dirs], "weights": [weight, 1 - weight],
+                           # which weights were scored: a retrained member makes these scores stale
+                           "members_weights_sha256": [m.manifest["files"]["decoder.weights.h5"] for m in members],
                            "val_search": {str(w): c.extra["val_alpha_search"] for w, c in searches.items()}}
     return metrics
