@@ -8,7 +8,7 @@ from .dataset import DatasetError
 from .encoder import EncoderWeightsError
 from .images import ImageError
 
-from .train import TrainingError
+from .checkpoint import TrainingError
 
 # OSError covers unreadable files and full disks: a message, not a traceback.
 USER_ERRORS = (ArtifactError, DatasetError, EncoderWeightsError, ImageError, TrainingError,

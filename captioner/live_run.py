@@ -95,6 +95,8 @@ def read_run(directory: str | os.PathLike, now: float | None = None) -> LiveRun 
     progress = _optional_json(directory / PROGRESS_FILE)
     if not state and not progress:
         return None
+    if state.get("finished") and not progress:
+        return None  # a finished run whose checkpoint was kept (--keep-checkpoint): nothing live
     config = state.get("config") or {}
     history = list(state.get("history") or [])
     phase = progress.get("phase") or state.get("phase") or "xe"

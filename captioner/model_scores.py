@@ -126,17 +126,18 @@ def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, weight_choices
     searches = {}
     for weight in weight_choices:
         log(f"ensemble weight {weight} for {model_dirs[0]}, {1 - weight:g} for {model_dirs[1]}")
-        chosen = choose_length_alpha(EnsembleDecoder(decoders, [weight, 1 - weight]), members[0].vocab,
+        chosen = choose_length_alpha(EnsembleDecoder(decoders, [weight, round(1 - weight, 6)]), members[0].vocab,
                                      config, features["val"], names["val"], references["val"])
         searches[weight] = chosen
     cider = lambda c: c.extra["val_alpha_search"][str(c.length_alpha)]["CIDEr"]
     weight = max(searches, key=lambda w: (cider(searches[w]), w))
     config = searches[weight]
     log(f"Chosen: weight {weight}, length penalty {config.length_alpha} (val CIDEr {cider(config):.4f})")
-    metrics = evaluate_split(EnsembleDecoder(decoders, [weight, 1 - weight]), members[0].vocab, config,
+    weights = [weight, round(1 - weight, 6)]
+    metrics = evaluate_split(EnsembleDecoder(decoders, weights), members[0].vocab, config,
                              features["test"], names["test"], references["test"], encoder.checksum)
     metrics["decoder"] = "ensemble"
-    metrics["ensemble"] = {"members": [str(d) for d in model_dirs], "weights": [weight, 1 - weight],
+    metrics["ensemble"] = {"members": [str(d) for d in model_dirs], "weights": weights,
                            # which weights were scored: a retrained member makes these scores stale
                            "members_weights_sha256": [m.manifest["files"]["decoder.weights.h5"] for m in members],
                            "val_search": {str(w): c.extra["val_alpha_search"] for w, c in searches.items()}}

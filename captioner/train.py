@@ -138,6 +138,10 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
             raise TrainingError(f"{checkpoint.dir}: checkpoint was trained on features of other "
                                 "encoder weights; delete it to start over.")
         log(f"Resuming from {checkpoint.dir} after epoch {state['epoch']} ({state['phase']})")
+        if state.pop("finished", False):  # kept by --keep-checkpoint
+            log("That run had finished: it goes on only if --scst-max-epochs (or --scst-patience) "
+                f"now allows more epochs (it ran {state['phase_epoch']} {state['phase']} epochs, "
+                f"{state['stale_epochs']} of them without a better val CIDEr)")
     else:
         keras.utils.set_random_seed(config.seed)
         model = new_model(config, config.learning_rate)
@@ -256,7 +260,11 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
                            photo_scores or None)
     log(f"Model written to {out_dir} ({time.time() - started:.0f} s in all)")
     reporter.remove()
-    if not keep_checkpoint:
+    if keep_checkpoint:  # marked finished (the Training page does not show it as a killed run)
+        saved = artifacts.read_json(checkpoint.state_path)
+        artifacts.write_json_atomic(checkpoint.state_path, {**saved, "finished": True})
+        log(f"Checkpoint kept in {checkpoint.dir}: the next run there reopens it")
+    else:
         checkpoint.remove()
     return metrics or {}
 

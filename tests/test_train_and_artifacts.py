@@ -122,7 +122,7 @@ def test_kaggle_layout_trains_too(tmp_path, kaggle_dataset):
 
 
 @pytest.mark.slow
-def test_a_kept_checkpoint_extends_a_finished_run(tmp_path, original_dataset):
+def test_a_kept_checkpoint_extends_a_finished_run(tmp_path, original_dataset, capsys):
     import dataclasses
     from captioner.train import train
     from conftest import PixelEncoder
@@ -134,9 +134,14 @@ def test_a_kept_checkpoint_extends_a_finished_run(tmp_path, original_dataset):
     first = load_trained(out)
     assert [r["phase"] for r in first.history] == ["xe", "xe", "scst"]
     assert (ckpt / "state.json").is_file(), "keep_checkpoint must keep it"
+    from captioner.live_run import read_run
+    assert read_run(ckpt) is None, "a finished run is not shown as a live (or killed) one"
+    capsys.readouterr()
 
     # one more self-critical epoch, resumed from where the finished run stopped
     train(original_dataset, out, dataclasses.replace(config, scst_max_epochs=2), ckpt, **quick)
+    log = capsys.readouterr().out
+    assert f"Resuming from {ckpt} after epoch 3 (scst)" in log and "That run had finished" in log
     extended = load_trained(out)
     assert extended.history[:3] == first.history
     assert [(r["epoch"], r["phase"]) for r in extended.history[3:]] == [(4, "scst")]
