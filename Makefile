@@ -52,8 +52,8 @@ caption: setup $(IMAGE)
 # Both decoders (merge, then attention); DECODER=attention trains one. Each with the
 # self-critical settings its committed model was trained with (README: Test-split scores):
 # how much of the references' cross-entropy stays in the self-critical loss, for how long,
-# the guard's beam width, the contrastive reward's weight, the learning rate and, for
-# the epoch chosen at beam 3 and, for attention, label-smoothed cross-entropy.
+# the guard's beam width, the contrastive reward's weight, the learning rate, the epoch
+# chosen at beam 3 and, for attention, label-smoothed cross-entropy.
 DECODER ?= both
 TRAIN_FLAGS_merge ?= --scst-xe-weight 0.5 --scst-max-epochs 10 --scst-patience 10 --scst-distinct-beam 3 --scst-contrast-weight 1.0 --scst-learning-rate 1e-4 --scst-select beam
 TRAIN_FLAGS_attention ?= --label-smoothing 0.1 --scst-xe-weight 0.1 --scst-max-epochs 8 --scst-patience 3 --scst-distinct-beam 3 --scst-contrast-weight 0.5 --scst-select beam

@@ -13,6 +13,7 @@ from .config import Config
 from .dataset import load_flickr8k
 from .decoders import numpy_decoder
 from .decoding import beam_search
+from .encoder import Encoder
 from .evaluate import caption_statistics, coco_scores, human_ceiling
 from .features import split_features
 from .progress import log
@@ -80,9 +81,7 @@ def rescore(data_dir: str | os.PathLike, model_dir: str | os.PathLike, encoder=N
     directory, keeping its weights: for when decoding improves. Writes it atomically."""
     trained = artifacts.load_trained(model_dir)
     dataset = load_flickr8k(data_dir)
-    if encoder is None:
-        from .encoder import Encoder
-        encoder = Encoder()
+    encoder = encoder or Encoder()
     names = {s: dataset.images(s) for s in ("val", "test")}
     features = split_features(dataset, names, encoder, progress, trained.config)
     decoder = numpy_decoder(trained.model, trained.config)
@@ -111,16 +110,15 @@ def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, weight_choices
     if members[0].vocab.itos != members[1].vocab.itos:
         raise ValueError(f"{model_dirs[1]}: its vocabulary differs from {model_dirs[0]}'s")
     checksums = {(m.manifest.get("encoder") or {}).get("weights_checksum") for m in members}
-    if encoder is None:
-        from .encoder import Encoder
-        encoder = Encoder()
+    encoder = encoder or Encoder()
     if checksums != {encoder.checksum}:
         raise ValueError("the models were trained on features of other encoder weights than these")
     dataset = load_flickr8k(data_dir)
     names = {s: dataset.images(s) for s in ("val", "test")}
     references = {s: {n: dataset.captions[n] for n in names[s]} for s in names}
-    regions = next((m.config for m in members if m.config.decoder == "attention"), members[0].config)
-    features = split_features(dataset, names, encoder, progress, regions)  # a merge member pools them
+    # the 100 regions if a member attends (a merge member pools them), else pooled vectors
+    feature_config = next((m.config for m in members if m.config.decoder == "attention"), members[0].config)
+    features = split_features(dataset, names, encoder, progress, feature_config)
     decoders = [numpy_decoder(m.model, m.config) for m in members]
     config = members[0].config
     searches = {}

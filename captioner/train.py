@@ -38,6 +38,7 @@ from .cross_entropy import xe_epoch
 from .dataset import load_flickr8k
 from .decoders import build_decoder, keras_inputs, numpy_decoder
 from .decoding import beam_search, greedy_search
+from .encoder import Encoder
 from .evaluate import caption_statistics, quick_scores
 from .features import split_features
 from .model_scores import ALPHA_CHOICES, best_alpha, choose_length_alpha, evaluate_split
@@ -48,11 +49,6 @@ from .text import Vocabulary
 from .train_step import make_train_step
 
 __all__ = ["Run", "TrainingError", "train"]
-
-
-def _default_encoder():
-    from .encoder import Encoder
-    return Encoder()
 
 
 class Run:
@@ -127,7 +123,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
     checkpoint = Checkpoint(Path(checkpoint_dir) if checkpoint_dir
                             else out_dir.with_name(f".{out_dir.name}.checkpoint"))
     started = time.time()
-    encoder = encoder or _default_encoder()
+    encoder = encoder or Encoder()
     reporter = ProgressReporter(checkpoint.dir, config.decoder)
     run = Run(data_dir, config, encoder, progress, max_images, reporter)
     config = run.config
@@ -260,7 +256,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
                            photo_scores or None)
     log(f"Model written to {out_dir} ({time.time() - started:.0f} s in all)")
     reporter.remove()
-    if keep_checkpoint:  # marked finished (the Training page does not show it as a killed run)
+    if keep_checkpoint:  # marked finished, so the Training page does not show it as a killed run
+        # (from disk: in memory the phase is now "done", which would leave nothing to extend)
         saved = artifacts.read_json(checkpoint.state_path)
         artifacts.write_json_atomic(checkpoint.state_path, {**saved, "finished": True})
         log(f"Checkpoint kept in {checkpoint.dir}: the next run there reopens it")
