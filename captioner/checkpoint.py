@@ -91,6 +91,19 @@ class Checkpoint:
         return model, state
 
 
+def seed_epoch(model, seed: int) -> None:
+    """Seed every random draw an epoch makes inside Keras (dropout masks) from `seed` alone.
+
+    The dropout layers' seed-generator states are variables that `save_weights` does not
+    store, so without this a resumed run, or one started from a copied checkpoint, would
+    draw other masks than an unbroken run of the same epochs."""
+    import keras
+    keras.utils.set_random_seed(seed)
+    states = [v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")]
+    for i, state in enumerate(states):
+        state.assign([seed * 1000 + i, 0])
+
+
 def new_model(config: Config, learning_rate: float, averaging: bool = False):
     """A decoder with its optimiser built, so saved weights include (and restore) its moments
     and, with `averaging`, Keras's moving average of the weights (momentum `scst_ema`)."""

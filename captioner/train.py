@@ -32,7 +32,7 @@ import numpy as np
 from . import artifacts
 from .caption_set import CaptionSet
 from .checkpoint import (Checkpoint, TrainingError, averaged_weights, averages_weights,
-                         load_decoder_only, new_model)
+                         load_decoder_only, new_model, seed_epoch)
 from .config import Config
 from .cross_entropy import xe_epoch
 from .dataset import load_flickr8k
@@ -176,6 +176,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
                         epoch_started=time.time(), step="training", done=0, total=0, force=True)
         model.optimizer.learning_rate.assign(state["learning_rate"])
         rng = np.random.default_rng(config.seed + epoch)
+        seed_epoch(model, config.seed + epoch)
         t0 = time.time()
         if state["phase"] == "xe":
             row = xe_epoch(run, train_step, nll_sum, rng, epoch)

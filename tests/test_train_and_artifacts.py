@@ -148,6 +148,35 @@ def test_a_kept_checkpoint_extends_a_finished_run(tmp_path, original_dataset, ca
     assert extended.config.scst_max_epochs == 2 and not ckpt.exists()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("decoder", ["merge", "attention"])
+def test_a_stopped_and_resumed_run_repeats_an_unbroken_one(tmp_path, original_dataset, decoder):
+    """Dropout masks are seeded per epoch, not carried in unsaved variables: resuming after
+    epoch 2 (cross-entropy) and after epoch 4 (the first self-critical one) changes nothing."""
+    import dataclasses
+
+    import numpy as np
+
+    from captioner.train import train
+    from conftest import PixelEncoder
+    from train_helper import TINY
+    config = dataclasses.replace(TINY, decoder=decoder, max_epochs=3, patience=9, scst_max_epochs=2,
+                                 scst_patience=9, image_dropout=0.5, embed_dropout=0.5)
+    quick = dict(encoder=PixelEncoder(), progress=False, evaluate_test=False)
+    train(original_dataset, tmp_path / "unbroken", config, tmp_path / "ckpt-a", **quick)
+    for stop in (2, 2, None):  # epochs 1-2, 3-4, 5
+        train(original_dataset, tmp_path / "resumed", config, tmp_path / "ckpt-b",
+              stop_after_epochs=stop, **quick)
+    unbroken, resumed = load_trained(tmp_path / "unbroken"), load_trained(tmp_path / "resumed")
+    assert [r["phase"] for r in resumed.history] == ["xe"] * 3 + ["scst"] * 2
+
+    def measured(history):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+    assert measured(resumed.history) == measured(unbroken.history)
+    for a, b in zip(unbroken.model.get_weights(), resumed.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def tiny_trained(tmp_path, vocab_words=("a", "red", "square")):
     from captioner.config import Config
     from captioner.decoders import build_decoder
