@@ -94,13 +94,21 @@ def _attention_figures(photo_key: str, model: str, beam: int, _captioner, _encod
 
 
 def show_attention(captioner, encoded: dict, beams: list[int]) -> None:
-    st.header("Where the attention model looked", anchor=False)
-    beam = st.selectbox("Beam width", beams, index=len(beams) // 2, key="attention_beam")
+    """The attention figures of one model; keyed by model, since the attention model and the
+    ensemble (which draws its attention member's) can be shown together."""
+    own = captioner.attention_source == captioner.name
+    st.header(f"Where the {captioner.attention_source} model looked" + ("" if own else f", in the {captioner.name}"),
+              anchor=False)
+    if not own:
+        st.caption(f"The {captioner.name} chose each word; the maps are where its {captioner.attention_source} "
+                   "member looked as it did. The merge member reads the whole photo's average.")
+    beam = st.selectbox("Beam width", beams, index=len(beams) // 2, key=f"attention_beam_{captioner.name}")
     words, grid, large = _attention_figures(encoded["key"], captioner.name, beam, captioner, encoded)
     st.image(grid, caption="Each word's 10×10 attention over the photo (bright: looked here); "
              "'photo' is how much of the word came from the image rather than the language model.")
     choice = st.select_slider("Show one word large", options=list(range(len(words))),
-                              format_func=lambda i: f"{i + 1}. {words[i]}", key="attention_word")
+                              format_func=lambda i: f"{i + 1}. {words[i]}",
+                              key=f"attention_word_{captioner.name}")
     st.image(large[choice], width=640)
 
 

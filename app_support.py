@@ -443,7 +443,13 @@ def model_sidebar() -> None:
     right.metric("Test CIDEr", f"{beam3['CIDEr']:.3f}" if "CIDEr" in beam3 else "–",
                  help="On the test split, beam width 3")
     created = str(captioner.manifest.get("created", ""))[:10] or "unknown date"
-    sidebar.caption(f"Vocabulary: {captioner.vocab_size:,} tokens · trained {created}")
+    members = getattr(captioner.trained, "member_names", None)
+    if members:  # an ensemble: nothing of its own was trained
+        mix = " + ".join(f"{w:g} {name}" for name, w in zip(members, captioner.trained.weights))
+        sidebar.caption(f"**ensemble** of {mix} · scored {created} · vocabulary {captioner.vocab_size:,} tokens")
+    else:
+        sidebar.caption(f"**{captioner.name}** decoder · trained {created} · vocabulary "
+                        f"{captioner.vocab_size:,} tokens")
     if encoder_error():
         sidebar.error("Image encoder unavailable: see the caption page.", icon="🚫")
     else:

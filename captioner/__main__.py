@@ -20,7 +20,8 @@ from .cli_errors import run_reporting_errors
 
 
 def load_model(model: str | None, **kwargs):
-    """--model is a model's name ("merge", "attention") or a directory (one model, or many)."""
+    """--model is a model's name ("merge", "attention", "ensemble") or a directory (one model,
+    or many)."""
     from .captioner import load_captioner
     return load_captioner(model, **kwargs)
 
@@ -159,21 +160,22 @@ def cmd_fetch_weights(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .artifacts import load_trained
-    from .captioner import available_models, resolve_model
-    from .config import DECODERS
+    from .captioner import MODEL_NAMES, available_models, load_model, resolve_model
+    from .trained_ensemble import TrainedEnsemble
     from pathlib import Path
-    if args.model in DECODERS and not Path(args.model).exists():
+    if args.model in MODEL_NAMES and not Path(args.model).exists():
         directories = {args.model: resolve_model(name=args.model)}
     else:
         directories = available_models(args.model) or {"?": resolve_model(args.model)}
-    default = resolve_model(args.model) if args.model not in DECODERS else None
+    default = resolve_model(args.model) if args.model not in MODEL_NAMES else None
     report = []
     for name, directory in directories.items():
-        trained = load_trained(directory)
+        trained = load_model(directory)
         beam3 = (trained.metrics or {}).get("beam", {}).get("3", {})
         report.append({"name": name, "model": str(trained.directory), "default": directory == default,
                        "vocab_size": len(trained.vocab), "config": trained.config.to_json(),
+                       **({"members": dict(zip(trained.member_names, trained.weights))}
+                          if isinstance(trained, TrainedEnsemble) else {}),
                        "test_beam3": beam3})
     print(json.dumps(report, indent=2))
     return 0
@@ -199,7 +201,7 @@ def main(argv=None) -> int:
     cap.add_argument("--beam", type=int, default=3, help="beam width; 1 is greedy (default 3)")
     cap.add_argument("--top", type=int, default=1, help="how many captions per photo (default 1)")
     cap.add_argument("--json", action="store_true", help="print JSON instead of text")
-    cap.add_argument("--model", help="merge, attention, or a model directory (default: the best "
+    cap.add_argument("--model", help="merge, attention, ensemble, or a model directory (default: the best "
                      "model in the project's trained/ by test CIDEr)")
     cap.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")
     cap.add_argument("--attention", metavar="OUT.png", help="attention model: write the photo's "
@@ -213,7 +215,7 @@ def main(argv=None) -> int:
                       "(with --engine ray: a new or empty folder)")
     many.add_argument("--beam", type=int, default=3, help="beam width; 1 is greedy (default 3)")
     many.add_argument("--top", type=int, default=1, help="captions per photo (default 1)")
-    many.add_argument("--model", help="merge, attention, or a model directory (default: the best "
+    many.add_argument("--model", help="merge, attention, ensemble, or a model directory (default: the best "
                       "bundled model by test CIDEr)")
     many.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")
     many.add_argument("--batch-size", type=int, default=16, help="photos per encoder call (default 16)")
@@ -247,7 +249,7 @@ def main(argv=None) -> int:
     fetch.set_defaults(func=cmd_fetch_weights)
 
     info = sub.add_parser("info", help="show the trained model's settings and test scores")
-    info.add_argument("--model", help="merge, attention, or a model directory (default: trained/)")
+    info.add_argument("--model", help="merge, attention, ensemble, or a model directory (default: trained/)")
     info.set_defaults(func=cmd_info)
 
     plot = sub.add_parser("plot-history", help="draw every model's training curves into an image file")

@@ -33,6 +33,19 @@ class ArtifactError(RuntimeError):
     """trained/ is missing, incomplete or inconsistent."""
 
 
+def environment() -> dict:
+    """Where a model was made, for its manifest: library versions and the machine."""
+    import platform
+    import sys
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    return {"versions": {"python": sys.version.split()[0], "tensorflow": tf.__version__,
+                         "keras": keras.__version__, "numpy": np.__version__},
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -64,10 +77,7 @@ def save_trained(out_dir: Path, model, vocab: Vocabulary, config: Config,
                  history: list[dict], metrics: dict | None, info: dict,
                  photo_scores: list[dict] | None = None) -> Path:
     """Write a complete model directory and swap it in for `out_dir` atomically."""
-    out_dir = Path(out_dir).resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.staging-"))
-    try:
+    def write(staging: Path) -> list[str]:
         # A compiled model's save_weights also stores the optimiser's moments (3x the size);
         # the app needs only the decoder, so save an uncompiled copy.
         from .decoders import build_decoder
@@ -77,13 +87,30 @@ def save_trained(out_dir: Path, model, vocab: Vocabulary, config: Config,
         vocab.save(staging / VOCAB)
         config.save(staging / CONFIG)
         write_json_atomic(staging / HISTORY, history)
-        files = [WEIGHTS, VOCAB, CONFIG, HISTORY]
-        if metrics is not None:
-            write_json_atomic(staging / METRICS, metrics)
-            files.append(METRICS)
-        if photo_scores:
-            write_json_atomic(staging / PHOTO_SCORES, photo_scores)
-            files.append(PHOTO_SCORES)
+        return [WEIGHTS, VOCAB, CONFIG, HISTORY, *write_scores(staging, metrics, photo_scores)]
+    return write_model_dir(out_dir, write, info)
+
+
+def write_scores(directory: Path, metrics: dict | None, photo_scores: list[dict] | None) -> list[str]:
+    """metrics.json and test_captions.json, those there are; returns the names written."""
+    files = []
+    if metrics is not None:
+        write_json_atomic(directory / METRICS, metrics)
+        files.append(METRICS)
+    if photo_scores:
+        write_json_atomic(directory / PHOTO_SCORES, photo_scores)
+        files.append(PHOTO_SCORES)
+    return files
+
+
+def write_model_dir(out_dir: Path, write, info: dict) -> Path:
+    """Stage a model directory (`write(staging)` writes its files and returns their names),
+    add manifest.json with each file's sha256, and swap it in for `out_dir` atomically."""
+    out_dir = Path(out_dir).resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.staging-"))
+    try:
+        files = write(staging)
         manifest = dict(info, files={name: sha256_file(staging / name) for name in files})
         write_json_atomic(staging / MANIFEST, manifest)
         os.chmod(staging, 0o755)
@@ -140,18 +167,7 @@ def load_trained(directory: str | os.PathLike) -> TrainedModel:
     missing = [name for name in REQUIRED if not (directory / name).is_file()]
     if missing:
         raise ArtifactError(f"{directory}: incomplete model, missing {', '.join(missing)}.")
-    manifest = read_json(directory / MANIFEST)
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict) or not {WEIGHTS, VOCAB, CONFIG} <= set(files):
-        raise ArtifactError(f"{directory / MANIFEST}: does not list the sha256 of "
-                            f"{WEIGHTS}, {VOCAB} and {CONFIG}.")
-    for name, expected in files.items():
-        path = directory / name
-        if not path.is_file():
-            raise ArtifactError(f"{path}: listed in {MANIFEST} but missing.")
-        if sha256_file(path) != expected:
-            raise ArtifactError(f"{path}: contents do not match {MANIFEST} "
-                                "(files from different training runs?).")
+    manifest = verified_manifest(directory, (WEIGHTS, VOCAB, CONFIG))
     try:
         config = Config.load(directory / CONFIG)
         vocab = Vocabulary.load(directory / VOCAB)
@@ -176,10 +192,30 @@ def load_trained(directory: str | os.PathLike) -> TrainedModel:
     return TrainedModel(directory, config, vocab, model, manifest, history, metrics)
 
 
+def verified_manifest(directory: Path, required: tuple[str, ...]) -> dict:
+    """manifest.json, once every file it lists (among them `required`) matches its sha256."""
+    manifest = read_json(directory / MANIFEST)
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not set(required) <= set(files):
+        raise ArtifactError(f"{directory / MANIFEST}: does not list the sha256 of "
+                            f"{', '.join(required[:-1])} and {required[-1]}.")
+    for name, expected in files.items():
+        path = directory / name
+        if not path.is_file():
+            raise ArtifactError(f"{path}: listed in {MANIFEST} but missing.")
+        if sha256_file(path) != expected:
+            raise ArtifactError(f"{path}: contents do not match {MANIFEST} "
+                                "(files from different training runs?).")
+    return manifest
+
+
 def read_records(directory: str | os.PathLike) -> dict:
     """What training recorded about a model, without building it: {"manifest", "config",
     "history", "metrics" (None if not evaluated)}. For pages and plots that show many models."""
     directory = Path(directory)
+    from .trained_ensemble import ensemble_records, is_ensemble
+    if is_ensemble(directory):
+        return ensemble_records(directory)
     manifest = read_json(directory / MANIFEST)
     config = read_json(directory / CONFIG)
     if not isinstance(manifest, dict) or not isinstance(config, dict):

@@ -24,7 +24,7 @@ from .decoders import numpy_decoder
 from .decoding import Caption, beam_search, greedy_search
 from .encoder import Encoder, EncoderWeightsError
 from .images import ImageSource, load_image, prepare_for_encoder
-
+from .trained_ensemble import TrainedEnsemble, is_ensemble, load_ensemble, stale_members
 
 
 def _bundled_model_dir() -> Path:
@@ -47,7 +47,8 @@ def default_model_root() -> Path:
 
 def available_models(root: str | os.PathLike | None = None) -> dict[str, Path]:
     """Model directories by name: the subdirectories of `root` holding a model (trained/merge,
-    trained/attention), or `root` itself, named by its decoder, when it is one model."""
+    trained/attention, trained/ensemble), or `root` itself, named by its decoder, when it is
+    one model."""
     root = Path(root or default_model_root())
     if (root / MANIFEST).is_file():
         try:
@@ -61,8 +62,11 @@ def available_models(root: str | os.PathLike | None = None) -> dict[str, Path]:
 
 
 def test_cider(directory: Path) -> float:
-    """A model's test CIDEr at beam 3 (as recorded by training), or -1 if it has none."""
+    """A model's test CIDEr at beam 3 (as recorded by training), or -1 if it has none, or if
+    it is an ensemble whose members have been retrained since it was scored."""
     try:
+        if is_ensemble(directory) and stale_members(directory):
+            return -1.0
         return float(read_json(Path(directory) / METRICS)["beam"]["3"]["CIDEr"])
     except (ArtifactError, KeyError, TypeError, ValueError):
         return -1.0
@@ -82,14 +86,21 @@ def resolve_model(root: str | os.PathLike | None = None, name: str | None = None
     return models[name]
 
 
+def load_model(directory: str | os.PathLike) -> TrainedModel | TrainedEnsemble:
+    """A trained model's directory, or an ensemble's."""
+    return load_ensemble(directory) if is_ensemble(directory) else load_trained(directory)
+
+
 class Captioner:
-    def __init__(self, trained: TrainedModel, encoder: Encoder | None = None,
+    def __init__(self, trained: TrainedModel | TrainedEnsemble, encoder: Encoder | None = None,
                  encoder_weights: str | os.PathLike | None = None):
         self.trained = trained
         self.config = trained.config
         self.vocab = trained.vocab
-        self.name = trained.config.decoder
-        self.decoder = numpy_decoder(trained.model, trained.config)
+        if isinstance(trained, TrainedEnsemble):
+            self.name, self.decoder = "ensemble", trained.numpy_decoder()
+        else:
+            self.name, self.decoder = trained.config.decoder, numpy_decoder(trained.model, trained.config)
         self._encoder = encoder
         self._encoder_weights = encoder_weights
         self._encoder_lock = threading.Lock()
@@ -98,13 +109,22 @@ class Captioner:
     def load(cls, directory: str | os.PathLike | None = None, name: str | None = None,
              encoder: Encoder | None = None,
              encoder_weights: str | os.PathLike | None = None) -> "Captioner":
-        """Model `name` ("merge", "attention") from `directory` (default trained/), or the one
-        with the best test CIDEr; `directory` may also be one model's own directory."""
-        return cls(load_trained(resolve_model(directory, name)), encoder, encoder_weights)
+        """Model `name` ("merge", "attention", "ensemble") from `directory` (default trained/),
+        or the one with the best test CIDEr; `directory` may also be one model's own directory."""
+        return cls(load_model(resolve_model(directory, name)), encoder, encoder_weights)
 
     @property
     def has_attention(self) -> bool:
         return self.decoder.has_attention
+
+    @property
+    def attention_source(self) -> str:
+        """Whose attention `caption(..., attention=True)` returns: this model's, or for an
+        ensemble its attention member's (where that decoder looked as the ensemble chose)."""
+        if isinstance(self.trained, TrainedEnsemble):
+            return next(n for n, m in zip(self.trained.member_names, self.trained.members)
+                        if m.config.decoder == "attention")
+        return self.name
 
     # -- encoder ---------------------------------------------------------------------------
     @property
@@ -189,10 +209,13 @@ class Captioner:
         return len(self.vocab)
 
 
+MODEL_NAMES = ("merge", "attention", "ensemble")
+
+
 def load_captioner(model: str | None = None, **kwargs) -> Captioner:
-    """What the command line's --model means: a model's name ("merge", "attention") or a
-    directory (one model, or a trained/ holding several); None is the best bundled model."""
-    from .config import DECODERS
-    if model in DECODERS and not Path(model).exists():
+    """What the command line's --model means: a model's name ("merge", "attention",
+    "ensemble") or a directory (one model, or a trained/ holding several); None is the best
+    bundled model."""
+    if model in MODEL_NAMES and not Path(model).exists():
         return Captioner.load(name=model, **kwargs)
     return Captioner.load(model, **kwargs)

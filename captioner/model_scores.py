@@ -101,8 +101,10 @@ def rescore(data_dir: str | os.PathLike, model_dir: str | os.PathLike, encoder=N
 
 def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, weight_choices: list[float],
                    encoder=None, progress: bool = True) -> dict:
-    """Test metrics of a two-model ensemble (ensemble.EnsembleDecoder), its first member's
-    weight and the length penalty chosen on val (CIDEr at beam 3), never on test."""
+    """A two-model ensemble (ensemble.EnsembleDecoder) scored as training scores a model: its
+    first member's weight and the length penalty chosen on val (CIDEr at beam 3), never on
+    test, then the test split at every beam width. Returns what trained_ensemble.save_ensemble
+    writes: {"weights", "length_alpha", "val_search", "metrics", "photo_scores"}."""
     from .ensemble import EnsembleDecoder
     if len(model_dirs) != 2:
         raise ValueError(f"an ensemble here is two models, got {len(model_dirs)}")
@@ -132,11 +134,11 @@ def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, weight_choices
     config = searches[weight]
     log(f"Chosen: weight {weight}, length penalty {config.length_alpha} (val CIDEr {cider(config):.4f})")
     weights = [weight, round(1 - weight, 6)]
+    photo_scores = []
     metrics = evaluate_split(EnsembleDecoder(decoders, weights), members[0].vocab, config,
-                             features["test"], names["test"], references["test"], encoder.checksum)
+                             features["test"], names["test"], references["test"], encoder.checksum,
+                             photo_scores=photo_scores)
     metrics["decoder"] = "ensemble"
-    metrics["ensemble"] = {"members": [str(d) for d in model_dirs], "weights": weights,
-                           # which weights were scored: a retrained member makes these scores stale
-                           "members_weights_sha256": [m.manifest["files"]["decoder.weights.h5"] for m in members],
-                           "val_search": {str(w): c.extra["val_alpha_search"] for w, c in searches.items()}}
-    return metrics
+    return {"weights": weights, "length_alpha": config.length_alpha, "metrics": metrics,
+            "photo_scores": photo_scores,
+            "val_search": {str(w): c.extra["val_alpha_search"] for w, c in searches.items()}}

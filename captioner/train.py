@@ -22,8 +22,6 @@ import dataclasses
 import datetime as dt
 import functools
 import os
-import platform
-import sys
 import time
 from pathlib import Path
 
@@ -251,7 +249,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         "phase_seconds": {p: round(sum(h["seconds"] for h in state["history"] if h["phase"] == p), 1)
                           for p in ("xe", "scst")},
         "encoder": {"name": "xception", "weights_checksum": encoder.checksum},
-        "versions": _versions(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        **artifacts.environment(),
     }
     artifacts.save_trained(out_dir, model, run.vocab, config, state["history"], metrics, info,
                            photo_scores or None)
@@ -266,9 +264,3 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         checkpoint.remove()
     return metrics or {}
 
-
-def _versions() -> dict:
-    import keras
-    import tensorflow as tf
-    return {"python": sys.version.split()[0], "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__}

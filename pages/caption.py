@@ -42,11 +42,12 @@ models, model_errors = app.load_captioners()
 for message in model_errors:
     st.warning("A model could not be loaded; the others still work.", icon="⚠️")
     st.text(message)
-both = "Both side by side"
-choices = list(models) + ([both] if len(models) > 1 else [])
+together = "Both side by side" if len(models) == 2 else "All side by side"
+choices = list(models) + ([together] if len(models) > 1 else [])
 chosen = st.radio("Model", choices, horizontal=True, key="model",
-                  help="The first is the best by test CIDEr. Both models read the same encoding.")
-shown = list(models.values()) if chosen == both else [models[chosen]]
+                  help="The first is the best by test CIDEr. Every model reads the same encoding; "
+                       "the ensemble mixes the other two models' word probabilities at each step.")
+shown = list(models.values()) if chosen == together else [models[chosen]]
 default = next(iter(models.values()))
 try:
     encoded = app.encode_photo(default, photo, filename)  # one Xception pass for every model

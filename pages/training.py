@@ -27,6 +27,10 @@ def curve(key: str, label: str, phases=("xe", "scst"), suffix: str = "") -> pd.D
 
 
 st.header("Learning curves", anchor=False)
+ensembles = [name for name, r in records.items() if r["config"].get("decoder") == "ensemble"]
+if ensembles:
+    st.caption(", ".join(ensembles) + ": made from the trained models, not trained itself, so it has no "
+               "curves; its mix and length penalty were chosen on the validation split (below).")
 if not any(histories.values()):
     st.info("These model directories have no training history (history.json).")
 else:
@@ -106,6 +110,13 @@ def side_by_side(facts_of) -> pd.DataFrame:
 def provenance(record: dict) -> dict:
     manifest = record["manifest"]
     data, encoder = manifest.get("dataset") or {}, manifest.get("encoder") or {}
+    if record["config"].get("decoder") == "ensemble":  # made from trained models, not trained
+        facts = {"scored": manifest.get("created", "?"), "members": record["config"].get("members", "?"),
+                 "choosing and scoring time": f"{(manifest.get('scoring_seconds') or 0) / 60:.1f} min",
+                 "machine": manifest.get("machine", "?"),
+                 "encoder": f"{encoder.get('name', '?')}, weights {encoder.get('weights_checksum', '?')[:12]}"}
+        facts.update({f"{name} version": v for name, v in (manifest.get("versions") or {}).items()})
+        return facts
     phases = manifest.get("phase_seconds") or {"xe": manifest.get("training_seconds") or 0}
     facts = {
         "trained": manifest.get("created", "?"),
@@ -132,6 +143,12 @@ with settings_col:
         if alpha_search:
             st.markdown(f"**Length penalty search, {name}** (validation split, beam 3)")
             st.dataframe(pd.DataFrame.from_dict(alpha_search, orient="index").rename_axis("alpha"))
+        mix_search = (record["config"].get("extra") or {}).get("val_mix_search")
+        if mix_search:
+            first = record["config"].get("members", "").split(" ")[0]
+            st.markdown(f"**Mix search, {name}**: validation CIDEr at beam 3, by {first}'s weight (rows) "
+                        "and length penalty alpha (columns)")
+            st.dataframe(pd.DataFrame.from_dict(mix_search, orient="index").rename_axis(f"{first} weight"))
 with provenance_col:
     st.header("Provenance", anchor=False)
     st.dataframe(side_by_side(provenance))

@@ -43,8 +43,9 @@ def assert_plausible_caption(text: str, vocabulary: set[str] | None = None) -> N
 
 def models_with_attention(root, trained_dir):
     """A trained/ root for the app: the committed merge model, the committed centroids, and
-    trained/attention if committed, else a tiny untrained attention model (its captions are
-    nonsense, but its attention maps have the real shape, which is what the page draws)."""
+    trained/attention and trained/ensemble if committed, else a tiny untrained attention model
+    (its captions are nonsense, but its attention maps have the real shape, which is what the
+    page draws)."""
     from pathlib import Path
 
     from captioner import artifacts
@@ -59,6 +60,8 @@ def models_with_attention(root, trained_dir):
         (root / "training_photos.h5").symlink_to(TRAINED / "training_photos.h5")
     if (TRAINED / "attention" / "manifest.json").is_file():
         (root / "attention").symlink_to(TRAINED / "attention")
+        if (TRAINED / "ensemble" / "manifest.json").is_file():  # its members are the two above
+            (root / "ensemble").symlink_to(TRAINED / "ensemble")
         return root
     vocab = Vocabulary(["a", "dog", "runs", "on", "the", "grass", "man", "red"])
     config = Config(decoder="attention", vocab_size=len(vocab), units=16, embed_dim=8,

@@ -61,7 +61,7 @@ def captioner(trained_dir, encoder):
     return Captioner.load(trained_dir, encoder=encoder)
 
 
-@pytest.fixture(scope="session", params=["merge", "attention"])
+@pytest.fixture(scope="session", params=["merge", "attention", "ensemble"])
 def each_captioner(request, trained_dir, encoder):
     """Every committed model in turn, sharing one encoder. A model that is not committed is
     skipped (trained/ lists what is committed; the merge model must always be there)."""

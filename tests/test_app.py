@@ -217,7 +217,9 @@ def test_dataset_page_without_dataset_says_how_to_get_it(monkeypatch, tmp_path, 
 
 # -- training page and navigation ----------------------------------------------------------
 @integration
-def test_training_page(app_env, trained_dir):
+def test_training_page(app_env, monkeypatch):
+    from conftest import TRAINED, trained_models
+    monkeypatch.setenv("CAPTIONER_MODEL_DIR", str(TRAINED))  # every committed model, as users see it
     at = new_app().run()
     at.switch_page("pages/training.py").run()
     assert_no_exception(at)
@@ -225,10 +227,16 @@ def test_training_page(app_env, trained_dir):
     assert [h.value for h in at.main.header if h.value != "Training now"] == [
         "Learning curves", "Test scores by beam width", "Hyperparameters", "Provenance"]
     assert len(at.main.get("vega_lite_chart")) >= 2
+    names = list(trained_models())
+    assert [s.value for s in at.main.subheader if s.value in names] == names  # one scores column each
     scores = at.main.dataframe[1].value
     assert "beam 3" in scores.index and {"BLEU-4", "CIDEr"} <= set(scores.columns)
     provenance = at.main.dataframe[-1].value
-    assert "decoder parameters" in provenance.index
+    assert list(provenance.columns) == names and "decoder parameters" in provenance.index
+    if "ensemble" in names:  # made from the others, not trained: no curves, its mix instead
+        assert provenance["ensemble"]["members"].startswith("attention 0.")
+        assert any("not trained itself" in c.value for c in at.main.caption)
+        assert any(m.value.startswith("**Mix search, ensemble**") for m in at.main.markdown)
 
 
 @integration

@@ -20,6 +20,8 @@ from conftest import ROOT, TRAINED, require
 TIMEOUT = 180
 pytestmark = pytest.mark.integration
 FAMILIARITY = ROOT / "trained" / "training_photos.h5"
+# the models the app shows: merge and attention, and the ensemble of the two if committed
+TRAINED_NAMES = ["merge", "attention"] + (["ensemble"] if (TRAINED / "ensemble" / "manifest.json").is_file() else [])
 
 
 @pytest.fixture(scope="module")
@@ -71,18 +73,25 @@ def graphviz(at: AppTest) -> list[str]:
 def test_model_choice_side_by_side_on_one_encoding(app_env):
     at = uploaded(new_app().run(), "cat.png", photo_png("chelsea"))
     model = at.radio(key="model")
-    order = model.options[:2]  # the best model by test CIDEr first, and chosen
-    assert sorted(order) == ["attention", "merge"] and model.options[2] == "Both side by side"
+    order = model.options[:-1]  # the best model by test CIDEr first, and chosen
+    together = {2: "Both side by side", 3: "All side by side"}[len(order)]
+    assert sorted(order) == sorted(TRAINED_NAMES) and model.options[-1] == together
     assert model.value == order[0]
     assert [c.split(" ·")[0] for c in box_captions(at)] == ["Beam width 1", "Beam width 3", "Beam width 5"]
     first_captions = [s.value for s in at.main.subheader]
 
-    model.set_value("Both side by side").run()
+    model.set_value(together).run()
     assert_no_exception(at)
     labels = [c.split(" · decoded")[0] for c in box_captions(at)]
     assert labels == [f"{m} · beam width {b}" for b in (1, 3, 5) for m in order]
-    assert [s.value for s in at.main.subheader][::2] == first_captions  # same photo, same captions
-    assert at.session_state["encoder_runs"] == 1, "both models must read one encoding"
+    # same photo, same captions
+    assert [s.value for s in at.main.subheader][::len(order)] == first_captions
+    assert at.session_state["encoder_runs"] == 1, "every model must read one encoding"
+    # both attending models draw their maps, each with its own controls
+    headers = [h.value for h in at.main.header]
+    assert "Where the attention model looked" in headers
+    if "ensemble" in order:
+        assert "Where the attention model looked, in the ensemble" in headers
 
     at.radio(key="model").set_value(order[1]).run()
     assert_no_exception(at)
@@ -106,13 +115,13 @@ def test_attention_grid_and_a_word_shown_large(app_env):
     at.radio(key="model").set_value("attention").run()
     assert_no_exception(at)
     assert "Where the attention model looked" in [h.value for h in at.main.header]
-    assert at.selectbox(key="attention_beam").value == 3
-    at.selectbox(key="attention_beam").set_value(1).run()
+    assert at.selectbox(key="attention_beam_attention").value == 3
+    at.selectbox(key="attention_beam_attention").set_value(1).run()
     assert_no_exception(at)
     images_before = len(at.main.image)
     table = word_tables(at)[0]  # beam width 1's caption, as the figure now shows
     assert "from the photo" in table.columns  # the sentinel share, per word
-    slider = at.select_slider(key="attention_word")
+    slider = at.select_slider(key="attention_word_attention")
     assert len(slider.options) == len(table)  # one per word and the end token
     assert slider.options[0] == f"1. {table['word'][0]}"
     slider.set_value(1).run()

@@ -65,3 +65,87 @@ def test_bad_ensembles_are_refused():
         EnsembleDecoder([random_merge(1)], [0.5, 0.5])
     with pytest.raises(ValueError, match="one vocabulary"):
         EnsembleDecoder([random_merge(1), random_merge(2, vocab_size=len(VOCAB) + 1)], [0.5, 0.5])
+
+
+# -- trained/ensemble: a model directory of its own -----------------------------------------
+def tiny_member(root, decoder, seed, vocab, cider):
+    """A small random (untrained) model written as training writes one, with a test CIDEr."""
+    import keras
+
+    from captioner import artifacts
+    from captioner.config import Config
+    from captioner.decoders import build_decoder
+    keras.utils.set_random_seed(seed)
+    config = Config(decoder=decoder, vocab_size=len(vocab), units=8, embed_dim=4, attention_dim=4,
+                    max_decode_length=6)
+    metrics = {"split": "test", "beam": {"3": {"CIDEr": cider}}}
+    info = {"decoder": decoder, "dataset": {"path": "flickr8k"}, "encoder": {"weights_checksum": "x"}}
+    return artifacts.save_trained(root / decoder, build_decoder(config), vocab, config, [{"epoch": 1}],
+                                  metrics, info)
+
+
+def tiny_ensemble(root, cider=0.7):
+    from captioner.text import Vocabulary
+    from captioner.trained_ensemble import save_ensemble
+    vocab = Vocabulary(["a", "dog", "runs", "on", "grass"])
+    members = [tiny_member(root, "attention", 1, vocab, 0.6), tiny_member(root, "merge", 2, vocab, 0.5)]
+    metrics = {"split": "test", "decoder": "ensemble", "beam": {"3": {"CIDEr": cider}}}
+    photos = [{"image": "1.jpg", "caption": "a dog", "beam": 3, "bleu4": 0.1, "cider": 0.2}]
+    val_search = {"0.6": {"0.5": {"CIDEr": 0.4}, "1.0": {"CIDEr": 0.45}}, "0.7": {"1.0": {"CIDEr": 0.42}}}
+    save_ensemble(root / "ensemble", members, [0.6, 0.4], 1.0, metrics, photos,
+                  {"encoder": {"weights_checksum": "x"}}, val_search)
+    return root / "ensemble", members
+
+
+def test_an_ensemble_directory_loads_and_decodes_as_its_members_mixed(tmp_path):
+    from captioner import Captioner
+    from captioner.artifacts import load_trained, read_records
+    from captioner.captioner import available_models
+    from captioner.decoders import numpy_decoder
+    directory, (attention_dir, merge_dir) = tiny_ensemble(tmp_path)
+    assert sorted(available_models(tmp_path)) == ["attention", "ensemble", "merge"]
+    assert not (directory / "decoder.weights.h5").exists()  # it shares its members' weights
+    captioner = Captioner.load(tmp_path)  # the best by test CIDEr: the ensemble's 0.7
+    assert captioner.name == "ensemble" and captioner.has_attention
+    assert captioner.attention_source == "attention" and captioner.config.length_alpha == 1.0
+    by_hand = EnsembleDecoder([numpy_decoder(m.model, m.config) for m in map(load_trained, (attention_dir, merge_dir))],
+                              [0.6, 0.4])
+    features = np.random.default_rng(0).random((3, 10, 10, 2048)).astype(np.float16)  # Xception-shaped
+    mine = captioner.caption_batch(features, beam=3, top=2)
+    theirs = beam_search(by_hand, captioner.vocab, features, beam=3, top=2, max_length=6, alpha=1.0)
+    assert [[c.tokens for c in row] for row in mine] == [[c.tokens for c in row] for row in theirs]
+    assert Captioner.load(tmp_path, name="merge").name == "merge"
+    records = read_records(directory)  # what the Training page reads
+    assert records["history"] == [] and records["metrics"]["beam"]["3"]["CIDEr"] == 0.7
+    assert records["config"]["members"] == "attention 0.6, merge 0.4"
+    assert records["config"]["extra"]["val_mix_search"] == {"0.6": {"0.5": 0.4, "1.0": 0.45}, "0.7": {"1.0": 0.42}}
+    assert records["manifest"]["dataset"] == {"path": "flickr8k"}  # the members' dataset, for the pages
+
+
+def test_an_ensemble_goes_stale_when_a_member_is_retrained(tmp_path):
+    from captioner import Captioner
+    from captioner.artifacts import ArtifactError
+    from captioner.captioner import resolve_model, test_cider
+    from captioner.text import Vocabulary
+    directory, _ = tiny_ensemble(tmp_path)
+    assert resolve_model(tmp_path) == directory
+    tiny_member(tmp_path, "merge", 9, Vocabulary(["a", "dog", "runs", "on", "grass"]), 0.5)  # retrained
+    assert test_cider(directory) == -1.0
+    assert resolve_model(tmp_path).name == "attention", "a stale ensemble is never the default"
+    with pytest.raises(ArtifactError, match=r"other weights of merge .*make ensemble"):
+        Captioner.load(tmp_path, name="ensemble")
+    assert Captioner.load(tmp_path).name == "attention"
+
+
+def test_an_ensemble_refuses_members_elsewhere_and_tampered_files(tmp_path):
+    import json
+
+    from captioner.artifacts import ArtifactError
+    from captioner.trained_ensemble import load_ensemble, save_ensemble
+    directory, members = tiny_ensemble(tmp_path / "trained")
+    with pytest.raises(ArtifactError, match="members must be directories beside it"):
+        save_ensemble(tmp_path / "elsewhere" / "ensemble", members, [0.6, 0.4], 1.0, None, None, {})
+    description = json.loads((directory / "ensemble.json").read_text())
+    (directory / "ensemble.json").write_text(json.dumps(dict(description, weights=[0.9, 0.1])))
+    with pytest.raises(ArtifactError, match="ensemble.json: contents do not match manifest.json"):
+        load_ensemble(directory)

@@ -79,6 +79,18 @@ def test_captions_are_varied_not_degenerate(each_captioner, test_maps):
             assert not any(a == b for a, b in zip(words, words[1:])), caption  # no "a a"
 
 
+def test_the_recorded_test_captions_are_what_the_model_says(each_captioner, test_maps):
+    """test_captions.json (what the scores were computed from) matches what the shipped model
+    decodes at its default width: right weights, right length penalty, right members."""
+    names, features = test_maps
+    recorded = {r["image"]: r["caption"]
+                for r in json.loads((each_captioner.trained.directory / "test_captions.json").read_text())}
+    captions = [caps[0].text for caps in each_captioner.caption_batch(features[:40])]
+    same = sum(recorded[n] == c for n, c in zip(names, captions))
+    # the features were batched differently in training: float rounding may flip a near tie
+    assert same >= 38, [(recorded[n], c) for n, c in zip(names, captions) if recorded[n] != c]
+
+
 def test_attention_maps_come_with_the_attention_model(each_captioner, test_maps):
     _, features = test_maps
     captions = [caps[0] for caps in each_captioner.caption_batch(features[:20], beam=3, attention=True)]

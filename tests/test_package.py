@@ -76,7 +76,7 @@ def test_installed_command_captions_a_photo(installed, tmp_path, shared_data):
     result = run(installed / "captioner", "caption", photo, "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     [record] = json.loads(result.stdout)
-    assert record["image"] == str(photo) and record["model"] in ("merge", "attention")
+    assert record["image"] == str(photo) and record["model"] in ("merge", "attention", "ensemble")
     words = record["captions"][0]["caption"].split()
     assert 3 <= len(words) <= 25
 

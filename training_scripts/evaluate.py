@@ -6,7 +6,8 @@
 
 Keeps the decoder weights and history; re-chooses the length penalty on the validation
 split and rewrites metrics.json (test split, beams 1, 3 and 5) atomically. Use it after a
-change to decoding, so the recorded scores describe what the app does.
+change to decoding, so the recorded scores describe what the app does. An ensemble
+(trained/ensemble) holds no weights of its own: `make ensemble` re-scores it.
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def main(argv=None) -> int:
     from captioner.model_scores import rescore
 
     from captioner.captioner import available_models
+    from captioner.progress import log
+    from captioner.trained_ensemble import is_ensemble
 
     def job():
         encoder = Encoder(args.xception_weights)
@@ -39,6 +42,10 @@ def main(argv=None) -> int:
         if not models:
             raise SystemExit(f"error: {args.model}: no trained model here.")
         for directory in models.values():
+            if is_ensemble(directory):
+                log(f"{directory}: an ensemble, skipped here; re-score it with `make ensemble` "
+                    "(training_scripts/evaluate_ensemble.py)")
+                continue
             rescore(data_dir_from_env(args.data), directory, encoder)
         return 0
 

@@ -1,19 +1,23 @@
 #!/usr/bin/env python
-"""Score an ensemble of two trained models on Flickr8k's test split (it is not an app model yet).
+"""Make trained/ensemble: two trained models decoding as one, scored on Flickr8k's test split.
 
     python training_scripts/evaluate_ensemble.py --data ../shared/flickr8k \
-        --models trained/attention trained/merge --weights 0.5,0.6,0.7 --out ensemble-metrics.json
+        --models trained/attention trained/merge --weights 0.5,0.6,0.7 --out trained/ensemble
 
 At every step the ensemble mixes the two decoders' next-word log-probabilities, the first
 weighted w and the second 1 - w (captioner/ensemble.py). w and the length penalty are chosen
 on the validation split (CIDEr at beam 3); the test split is then scored at beams 1, 3 and 5
-as training scores a model, and the metrics are printed as JSON (and written to --out).
+as training scores a model. --out (beside the members) is written atomically: a model the
+app, the CLI and Captioner.load() can choose (captioner/trained_ensemble.py). The test
+metrics are also printed as JSON.
 """
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -26,7 +30,8 @@ def main(argv=None) -> int:
                         help="two model directories (default: trained/attention trained/merge)")
     parser.add_argument("--weights", default="0.5,0.6,0.7",
                         help="the first model's weights to try on val, comma-separated (default: 0.5,0.6,0.7)")
-    parser.add_argument("--out", help="also write the metrics to this JSON file")
+    parser.add_argument("--out", help="the ensemble's directory, beside the members (default: ensemble "
+                        "beside them, e.g. trained/ensemble)")
     parser.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")
     args = parser.parse_args(argv)
     try:
@@ -38,18 +43,26 @@ def main(argv=None) -> int:
 
     from captioner.tf_setup import import_tensorflow_quietly
     import_tensorflow_quietly()
-    from captioner.artifacts import write_json_atomic
+    from captioner.artifacts import environment
     from captioner.cli_errors import run_reporting_errors
     from captioner.dataset import data_dir_from_env
     from captioner.encoder import Encoder
     from captioner.model_scores import score_ensemble
+    from captioner.progress import log
+    from captioner.trained_ensemble import save_ensemble
 
     def job():
-        metrics = score_ensemble(data_dir_from_env(args.data), args.models, weights,
-                                 Encoder(args.xception_weights))
-        if args.out:
-            write_json_atomic(Path(args.out), metrics)
-        print(json.dumps(metrics, indent=1))
+        out = Path(args.out) if args.out else Path(args.models[0]).resolve().parent / "ensemble"
+        started = time.time()
+        encoder = Encoder(args.xception_weights)
+        scored = score_ensemble(data_dir_from_env(args.data), args.models, weights, encoder)
+        info = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "encoder": {"name": "xception", "weights_checksum": encoder.checksum},
+                "scoring_seconds": round(time.time() - started, 1), **environment()}
+        save_ensemble(out, args.models, scored["weights"], scored["length_alpha"], scored["metrics"],
+                      scored["photo_scores"], info, scored["val_search"])
+        log(f"Ensemble written to {out}")
+        print(json.dumps(scored["metrics"], indent=1))
         return 0
 
     return run_reporting_errors(job)
