@@ -29,6 +29,7 @@ from captioner.dataset_stats import build_search_index, summary
 from captioner.images import load_image
 from captioner.insights import load_photo_scores, missed_words, model_vocabulary
 from captioner.phrases import compare_phrases
+from captioner.trained_ensemble import is_ensemble, stale_members
 
 REPO = Path(__file__).resolve().parent
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "avif", "heic", "heif"]
@@ -244,6 +245,8 @@ def photo_scores() -> tuple[dict[str, dict], list[str]]:
     scored, unscored = {}, []
     stamp = _model_stamp(model_dir())
     for name, directory in models().items():
+        if is_ensemble(directory) and stale_members(directory):
+            continue  # its captions are of member weights that are gone
         try:
             scores = _photo_scores(str(directory), stamp)
         except ArtifactError as exc:
@@ -436,6 +439,8 @@ def model_sidebar() -> None:
     if captioner is None:
         sidebar.error("No trained model: see the page for how to make one.", icon="🚫")
         return
+    if captioner.passed_over:
+        sidebar.warning(f"A better model could not be loaded; using {captioner.name}.", icon="⚠️")
     beam3 = ((captioner.metrics or {}).get("beam") or {}).get("3") or {}
     left, right = sidebar.columns(2)
     left.metric("Test BLEU-4", f"{beam3['BLEU-4']:.3f}" if "BLEU-4" in beam3 else "–",

@@ -3,8 +3,9 @@
 
     python benchmarks/bench_decode.py --data ../shared/flickr8k [--photos 20] [--json]
 
-The merge decoder is compared with the tutorials' way; the attention decoder (when trained/
-has one) is timed on the same photos and features, and reported as attention_*.
+The merge decoder is compared with the tutorials' way; the attention decoder and the ensemble
+(when trained/ has them) are timed on the same photos and features, reported as attention_*
+and ensemble_*.
 
 "Naive" decoding is what the tutorials do: `model.predict` on the growing prefix for every
 word, and for beam search one such call per beam per word. Both run in the same process on
@@ -82,6 +83,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from captioner import Captioner
+    from captioner.artifacts import ArtifactError
     from captioner.captioner import available_models
     from captioner.dataset import load_flickr8k
     from captioner.encoder import pool
@@ -112,15 +114,21 @@ def main(argv=None) -> int:
         ours[label] = [captioner.caption(f, beam=beam)[0].text for f in features]
     batch_ms, _ = timed(lambda: captioner.caption_batch(features, beam=3), 3)
     results["beam3_batched_ms_per_photo"] = round(batch_ms / len(features), 2)
-    if "attention" in available_models(args.model):
-        attention = Captioner.load(args.model, name="attention", encoder=encoder)
+    for name in ("attention", "ensemble"):  # the same photos and features, when trained/ has them
+        if name not in available_models(args.model):
+            continue
+        try:
+            other = Captioner.load(args.model, name=name, encoder=encoder)
+        except ArtifactError as exc:  # a stale ensemble: time the rest
+            print(f"skipped {name}: {exc}", file=sys.stderr)
+            continue
         for label, beam in (("greedy", 1), ("beam3", 3), ("beam5", 5)):
-            per_photo = [timed(lambda f=f: attention.caption(f, beam=beam), 3)[0] for f in features]
-            results[f"attention_{label}_ms"] = round(statistics.median(per_photo), 2)
-        batch_ms, _ = timed(lambda: attention.caption_batch(features, beam=3), 3)
-        results["attention_beam3_batched_ms_per_photo"] = round(batch_ms / len(features), 2)
-        results["attention_beam3_share_of_encoder_batch1"] = round(
-            results["attention_beam3_ms"] / results["encoder_ms_batch1"], 4)
+            per_photo = [timed(lambda f=f: other.caption(f, beam=beam), 3)[0] for f in features]
+            results[f"{name}_{label}_ms"] = round(statistics.median(per_photo), 2)
+        batch_ms, _ = timed(lambda: other.caption_batch(features, beam=3), 3)
+        results[f"{name}_beam3_batched_ms_per_photo"] = round(batch_ms / len(features), 2)
+        results[f"{name}_beam3_share_of_encoder_batch1"] = round(
+            results[f"{name}_beam3_ms"] / results["encoder_ms_batch1"], 4)
 
     model, vocab, max_len = captioner.trained.model, captioner.vocab, captioner.config.max_decode_length
     naive_features = pool(features[: args.naive_photos])  # the merge model's Keras input
@@ -163,6 +171,12 @@ def main(argv=None) -> int:
                   f"{100 * results['attention_beam3_share_of_encoder_batch1']:.1f}% of one encoder call"),
                  ("Attention beam 5", f"{results['attention_beam5_ms']} ms", ""),
                  ("Attention beam 3, batched", f"{results['attention_beam3_batched_ms_per_photo']} ms/photo", "")]
+    if "ensemble_beam3_ms" in results:
+        rows += [("Ensemble greedy", f"{results['ensemble_greedy_ms']} ms", ""),
+                 ("Ensemble beam 3", f"{results['ensemble_beam3_ms']} ms",
+                  f"{100 * results['ensemble_beam3_share_of_encoder_batch1']:.1f}% of one encoder call"),
+                 ("Ensemble beam 5", f"{results['ensemble_beam5_ms']} ms", ""),
+                 ("Ensemble beam 3, batched", f"{results['ensemble_beam3_batched_ms_per_photo']} ms/photo", "")]
     print(f"{'what':<30} {'ours':<22} baseline / note")
     for row in rows:
         print(f"{row[0]:<30} {row[1]:<22} {row[2]}")

@@ -23,7 +23,10 @@ def load_model(model: str | None, **kwargs):
     """--model is a model's name ("merge", "attention", "ensemble") or a directory (one model,
     or many)."""
     from .captioner import load_captioner
-    return load_captioner(model, **kwargs)
+    captioner = load_captioner(model, **kwargs)
+    for reason in captioner.passed_over:  # the better model is damaged: say so, use the next
+        print(f"warning: {reason} Using the {captioner.name} model instead.", file=sys.stderr)
+    return captioner
 
 
 def cmd_caption(args) -> int:
@@ -104,9 +107,8 @@ def cmd_caption_dir(args) -> int:
 
 def caption_dir_local(args) -> int:
     from .batch import caption_dir, describe
-    from .captioner import load_captioner
 
-    captioner = load_captioner(args.model, encoder_weights=args.xception_weights)
+    captioner = load_model(args.model, encoder_weights=args.xception_weights)
     captioner.check_encoder()
     summary = caption_dir(captioner, args.folder, args.out, beam=args.beam, top=args.top,
                           batch_size=args.batch_size, retry_errors=args.retry_errors,
@@ -124,7 +126,9 @@ def caption_dir_ray(args) -> int:
     # Each Ray actor loads the model itself, on its own node, from this recipe.
     load = functools.partial(load_captioner, args.model, encoder_weights=args.xception_weights)
     if not args.address:
-        load()  # a bad --model fails here in one line, not in every actor with a traceback
+        # A bad --model fails here in one line (and a passed-over one is said once), not in
+        # every actor with a traceback.
+        load_model(args.model, encoder_weights=args.xception_weights)
     summary = run_on_ray(args.folder, args.out, load, beam=args.beam, top=args.top,
                          batch_size=args.batch_size, address=args.address, workers=args.workers,
                          cpus_per_worker=args.cpus_per_worker, progress=not args.quiet)
@@ -161,7 +165,8 @@ def cmd_fetch_weights(args) -> int:
 
 def cmd_info(args) -> int:
     from .captioner import MODEL_NAMES, available_models, load_model, resolve_model
-    from .trained_ensemble import TrainedEnsemble
+    from .artifacts import ArtifactError
+    from .trained_ensemble import TrainedEnsemble, ensemble_records
     from pathlib import Path
     if args.model in MODEL_NAMES and not Path(args.model).exists():
         directories = {args.model: resolve_model(name=args.model)}
@@ -170,12 +175,17 @@ def cmd_info(args) -> int:
     default = resolve_model(args.model) if args.model not in MODEL_NAMES else None
     report = []
     for name, directory in directories.items():
-        trained = load_model(directory)
+        try:
+            trained = load_model(directory)
+        except ArtifactError as exc:  # e.g. a stale ensemble: the other models are still listed
+            report.append({"name": name, "model": str(directory), "default": False, "error": str(exc)})
+            continue
         beam3 = (trained.metrics or {}).get("beam", {}).get("3", {})
+        ensemble = isinstance(trained, TrainedEnsemble)
         report.append({"name": name, "model": str(trained.directory), "default": directory == default,
-                       "vocab_size": len(trained.vocab), "config": trained.config.to_json(),
-                       **({"members": dict(zip(trained.member_names, trained.weights))}
-                          if isinstance(trained, TrainedEnsemble) else {}),
+                       "vocab_size": len(trained.vocab),
+                       "config": ensemble_records(directory)["config"] if ensemble else trained.config.to_json(),
+                       **({"members": dict(zip(trained.member_names, trained.weights))} if ensemble else {}),
                        "test_beam3": beam3})
     print(json.dumps(report, indent=2))
     return 0

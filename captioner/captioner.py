@@ -51,6 +51,8 @@ def available_models(root: str | os.PathLike | None = None) -> dict[str, Path]:
     one model."""
     root = Path(root or default_model_root())
     if (root / MANIFEST).is_file():
+        if is_ensemble(root):
+            return {"ensemble": root}
         try:
             name = read_json(root / "config.json").get("decoder", "merge")
         except ArtifactError:
@@ -74,16 +76,21 @@ def test_cider(directory: Path) -> float:
 
 def resolve_model(root: str | os.PathLike | None = None, name: str | None = None) -> Path:
     """The directory of model `name`, or of the best model by test CIDEr."""
+    return ranked_models(root, name)[0]
+
+
+def ranked_models(root: str | os.PathLike | None = None, name: str | None = None) -> list[Path]:
+    """Model `name`'s directory alone, or every model's, the best by test CIDEr first."""
     root = Path(root or default_model_root())
     models = available_models(root)
     if not models:
         raise ArtifactError(f"{root}: no trained model here (run `make train`, or "
                             "training_scripts/train.py).")
     if name is None:
-        return max(models.values(), key=lambda d: (test_cider(d), d.name))
+        return sorted(models.values(), key=lambda d: (test_cider(d), d.name), reverse=True)
     if name not in models:
         raise ArtifactError(f"{root}: no model named {name!r} (available: {', '.join(models)}).")
-    return models[name]
+    return [models[name]]
 
 
 def load_model(directory: str | os.PathLike) -> TrainedModel | TrainedEnsemble:
@@ -104,14 +111,30 @@ class Captioner:
         self._encoder = encoder
         self._encoder_weights = encoder_weights
         self._encoder_lock = threading.Lock()
+        self.passed_over: list[str] = []  # better models that could not be loaded, and why
 
     @classmethod
     def load(cls, directory: str | os.PathLike | None = None, name: str | None = None,
              encoder: Encoder | None = None,
              encoder_weights: str | os.PathLike | None = None) -> "Captioner":
         """Model `name` ("merge", "attention", "ensemble") from `directory` (default trained/),
-        or the one with the best test CIDEr; `directory` may also be one model's own directory."""
-        return cls(load_model(resolve_model(directory, name)), encoder, encoder_weights)
+        or the one with the best test CIDEr; `directory` may also be one model's own directory.
+        Without a name, a best model that cannot be loaded (a damaged member of the ensemble)
+        gives way to the next best, and `passed_over` says why; if none loads, the best's
+        error is raised."""
+        errors = []
+        for candidate in ranked_models(directory, name):
+            try:
+                trained = load_model(candidate)
+            except ArtifactError as exc:
+                if name is not None:
+                    raise
+                errors.append(exc)
+                continue
+            captioner = cls(trained, encoder, encoder_weights)
+            captioner.passed_over = [str(e) for e in errors]
+            return captioner
+        raise errors[0]
 
     @property
     def has_attention(self) -> bool:
@@ -122,9 +145,9 @@ class Captioner:
         """Whose attention `caption(..., attention=True)` returns: this model's, or for an
         ensemble its attention member's (where that decoder looked as the ensemble chose)."""
         if isinstance(self.trained, TrainedEnsemble):
-            return next(n for n, m in zip(self.trained.member_names, self.trained.members)
-                        if m.config.decoder == "attention")
-        return self.name
+            return next((n for n, m in zip(self.trained.member_names, self.trained.members)
+                         if m.config.decoder == "attention"), None)
+        return self.name if self.has_attention else None
 
     # -- encoder ---------------------------------------------------------------------------
     @property

@@ -104,7 +104,8 @@ def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, weight_choices
     """A two-model ensemble (ensemble.EnsembleDecoder) scored as training scores a model: its
     first member's weight and the length penalty chosen on val (CIDEr at beam 3), never on
     test, then the test split at every beam width. Returns what trained_ensemble.save_ensemble
-    writes: {"weights", "length_alpha", "val_search", "metrics", "photo_scores"}."""
+    writes: {"weights", "length_alpha", "val_search", "metrics", "photo_scores", "vocab",
+    "members_weights_sha256"}."""
     from .ensemble import EnsembleDecoder
     if len(model_dirs) != 2:
         raise ValueError(f"an ensemble here is two models, got {len(model_dirs)}")
@@ -140,5 +141,7 @@ def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, weight_choices
                              photo_scores=photo_scores)
     metrics["decoder"] = "ensemble"
     return {"weights": weights, "length_alpha": config.length_alpha, "metrics": metrics,
-            "photo_scores": photo_scores,
+            "photo_scores": photo_scores, "vocab": members[0].vocab,
+            # the weights scored: a member replaced while this ran must leave the ensemble stale
+            "members_weights_sha256": [m.manifest["files"][artifacts.WEIGHTS] for m in members],
             "val_search": {str(w): c.extra["val_alpha_search"] for w, c in searches.items()}}

@@ -62,7 +62,7 @@ def _description(directory: Path) -> dict:
 def stale_members(directory: str | os.PathLike) -> list[str]:
     """The members whose weights are missing or differ from those the ensemble was scored
     with, by their manifests (cheap: no file is hashed; loading checks the files too)."""
-    directory = Path(directory)
+    directory = Path(os.path.abspath(directory))  # "." has no parent to find the members in
     description = _description(directory)
     stale = []
     for name, scored in zip(description["members"], description["members_weights_sha256"]):
@@ -76,7 +76,7 @@ def stale_members(directory: str | os.PathLike) -> list[str]:
 
 
 def load_ensemble(directory: str | os.PathLike) -> TrainedEnsemble:
-    directory = Path(directory)
+    directory = Path(os.path.abspath(directory))
     manifest = verified_manifest(directory, (ENSEMBLE, VOCAB))
     description = _description(directory)
     stale = stale_members(directory)
@@ -93,32 +93,34 @@ def load_ensemble(directory: str | os.PathLike) -> TrainedEnsemble:
                            [float(w) for w in description["weights"]], manifest, metrics)
 
 
-def save_ensemble(out_dir: str | os.PathLike, member_dirs: list, weights: list[float], length_alpha: float,
-                  metrics: dict | None, photo_scores: list[dict] | None, info: dict,
-                  val_search: dict | None = None) -> Path:
-    """Write trained/ensemble (or `out_dir`) atomically; the members must be beside it."""
-    out_dir = Path(out_dir).resolve()
-    member_dirs = [Path(d).resolve() for d in member_dirs]
+def save_ensemble(out_dir: str | os.PathLike, member_dirs: list, weights_sha256: list[str], vocab: Vocabulary,
+                  weights: list[float], length_alpha: float, metrics: dict | None,
+                  photo_scores: list[dict] | None, info: dict, val_search: dict | None = None) -> Path:
+    """Write trained/ensemble (or `out_dir`) atomically; the members must be beside it.
+    `weights_sha256` and `vocab` are those of the members as they were scored, not re-read
+    now: a member replaced meanwhile must leave the ensemble stale, not look current."""
+    out_dir = Path(os.path.abspath(out_dir))  # lexically: a member may be a symlink
+    member_dirs = [Path(os.path.abspath(d)) for d in member_dirs]
     if any(d.parent != out_dir.parent for d in member_dirs):
         raise ArtifactError(f"{out_dir}: an ensemble's members must be directories beside it, "
                             f"got {', '.join(map(str, member_dirs))}.")
-    members = [read_json(d / MANIFEST) for d in member_dirs]
     description = {"members": [d.name for d in member_dirs], "weights": [float(w) for w in weights],
-                   "members_weights_sha256": [m["files"][WEIGHTS] for m in members],
+                   "members_weights_sha256": list(weights_sha256),
                    "length_alpha": float(length_alpha), "val_search": val_search or {}}
 
     def write(staging: Path) -> list[str]:
         write_json_atomic(staging / ENSEMBLE, description)
-        Vocabulary.load(member_dirs[0] / VOCAB).save(staging / VOCAB)
+        vocab.save(staging / VOCAB)
         return [ENSEMBLE, VOCAB, *write_scores(staging, metrics, photo_scores)]
-    info = {"decoder": "ensemble", "members": description["members"],
-            "dataset": members[0].get("dataset"), **info}
+    first = read_json(member_dirs[0] / MANIFEST)
+    info = {"decoder": "ensemble", "members": description["members"], "dataset": first.get("dataset"), **info}
     return write_model_dir(out_dir, write, info)
 
 
 def ensemble_records(directory: Path) -> dict:
     """What the Training page shows of an ensemble, shaped as a trained model's records: its
-    "config" is the ensemble's settings, its history empty."""
+    "config" is the ensemble's settings, its history empty, and "stale" the members retrained
+    since it was scored."""
     description = _description(directory)
     manifest = read_json(directory / MANIFEST)
     first = str(description["weights"][0])
@@ -130,4 +132,5 @@ def ensemble_records(directory: Path) -> dict:
                         "val_mix_search": {weight: {alpha: scores.get("CIDEr") for alpha, scores in by_alpha.items()}
                                            for weight, by_alpha in (description.get("val_search") or {}).items()}}}
     metrics = read_json(directory / METRICS) if (directory / METRICS).is_file() else None
-    return {"manifest": manifest, "config": config, "history": [], "metrics": metrics}
+    return {"manifest": manifest, "config": config, "history": [], "metrics": metrics,
+            "stale": stale_members(directory)}

@@ -45,8 +45,9 @@ for message in model_errors:
 together = "Both side by side" if len(models) == 2 else "All side by side"
 choices = list(models) + ([together] if len(models) > 1 else [])
 chosen = st.radio("Model", choices, horizontal=True, key="model",
-                  help="The first is the best by test CIDEr. Every model reads the same encoding; "
-                       "the ensemble mixes the other two models' word probabilities at each step.")
+                  help="The first is the best by test CIDEr. Every model reads the same encoding"
+                       + ("; the ensemble mixes its members' word probabilities at each step."
+                          if "ensemble" in models else "."))
 shown = list(models.values()) if chosen == together else [models[chosen]]
 default = next(iter(models.values()))
 try:

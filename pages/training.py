@@ -12,6 +12,11 @@ show_live_runs()
 records, errors = app.model_records()
 for name, message in errors.items():
     app.show_model_error(message)
+for name, record in records.items():
+    if record.get("stale"):
+        st.warning(f"**{name}** was scored with other weights of {', '.join(record['stale'])} than trained/ "
+                   "holds now (retrained since): its scores below are out of date, and the app does not "
+                   "use it until `make ensemble` re-scores it.", icon="⚠️")
 if not records:
     if not errors:
         app.show_model_error(f"{app.model_dir()}: no trained model here yet.")

@@ -68,7 +68,7 @@ def chromium() -> str:
 def server(trained_dir, shared_data, chromium, tmp_path_factory):
     port = _free_port()
     log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    # The committed merge model (the default) beside an attention model, as trained/ will hold.
+    # The committed models (merge, attention and their ensemble, the default), as trained/ holds them.
     models = models_with_attention(tmp_path_factory.mktemp("models") / "trained", trained_dir)
     env = dict(os.environ, CAPTIONER_MODEL_DIR=str(models), CAPTIONER_DATA_DIR=str(shared_data),
                PYTHONUNBUFFERED="1")

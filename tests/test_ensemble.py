@@ -85,6 +85,7 @@ def tiny_member(root, decoder, seed, vocab, cider):
 
 
 def tiny_ensemble(root, cider=0.7):
+    from captioner.artifacts import sha256_file
     from captioner.text import Vocabulary
     from captioner.trained_ensemble import save_ensemble
     vocab = Vocabulary(["a", "dog", "runs", "on", "grass"])
@@ -92,8 +93,8 @@ def tiny_ensemble(root, cider=0.7):
     metrics = {"split": "test", "decoder": "ensemble", "beam": {"3": {"CIDEr": cider}}}
     photos = [{"image": "1.jpg", "caption": "a dog", "beam": 3, "bleu4": 0.1, "cider": 0.2}]
     val_search = {"0.6": {"0.5": {"CIDEr": 0.4}, "1.0": {"CIDEr": 0.45}}, "0.7": {"1.0": {"CIDEr": 0.42}}}
-    save_ensemble(root / "ensemble", members, [0.6, 0.4], 1.0, metrics, photos,
-                  {"encoder": {"weights_checksum": "x"}}, val_search)
+    save_ensemble(root / "ensemble", members, [sha256_file(m / "decoder.weights.h5") for m in members], vocab,
+                  [0.6, 0.4], 1.0, metrics, photos, {"encoder": {"weights_checksum": "x"}}, val_search)
     return root / "ensemble", members
 
 
@@ -144,8 +145,48 @@ def test_an_ensemble_refuses_members_elsewhere_and_tampered_files(tmp_path):
     from captioner.trained_ensemble import load_ensemble, save_ensemble
     directory, members = tiny_ensemble(tmp_path / "trained")
     with pytest.raises(ArtifactError, match="members must be directories beside it"):
-        save_ensemble(tmp_path / "elsewhere" / "ensemble", members, [0.6, 0.4], 1.0, None, None, {})
+        save_ensemble(tmp_path / "elsewhere" / "ensemble", members, ["x", "y"], None, [0.6, 0.4], 1.0,
+                      None, None, {})
     description = json.loads((directory / "ensemble.json").read_text())
     (directory / "ensemble.json").write_text(json.dumps(dict(description, weights=[0.9, 0.1])))
     with pytest.raises(ArtifactError, match="ensemble.json: contents do not match manifest.json"):
         load_ensemble(directory)
+
+
+def test_a_damaged_member_hands_the_default_to_the_next_model_and_says_why(tmp_path, capsys):
+    import json
+
+    from captioner import Captioner
+    from captioner.__main__ import main
+    directory, (attention_dir, merge_dir) = tiny_ensemble(tmp_path)
+    (merge_dir / "decoder.weights.h5").write_bytes(b"damaged")  # its manifest still says it is fine
+    captioner = Captioner.load(tmp_path)
+    assert captioner.name == "attention"  # the ensemble (0.7) cannot load; attention (0.6) can
+    assert len(captioner.passed_over) == 1 and "merge" in captioner.passed_over[0]
+    with pytest.raises(Exception, match="contents do not match"):
+        Captioner.load(tmp_path, name="ensemble")  # asked by name: the error, not another model
+
+    # `captioner info` lists every model, the broken ones with their error
+    assert main(["info", "--model", str(tmp_path)]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"attention", "ensemble", "merge"}
+    assert "error" in rows["ensemble"] and "error" in rows["merge"] and "error" not in rows["attention"]
+
+
+def test_the_training_page_warns_of_a_stale_ensemble(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from app_fixtures import APP
+    from captioner.text import Vocabulary
+    tiny_ensemble(tmp_path)
+    monkeypatch.setenv("CAPTIONER_MODEL_DIR", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("pages/training.py").run()
+    assert not at.exception and not at.main.warning  # fresh: no warning, three score columns
+    assert [s.value for s in at.main.subheader if s.value in ("attention", "ensemble", "merge")] == \
+        ["attention", "ensemble", "merge"]
+    tiny_member(tmp_path, "merge", 9, Vocabulary(["a", "dog", "runs", "on", "grass"]), 0.5)  # retrained
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("pages/training.py").run()
+    assert not at.exception
+    assert any("ensemble" in w.value and "make ensemble" in w.value for w in at.main.warning)

@@ -59,8 +59,9 @@ def main(argv=None) -> int:
         info = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "encoder": {"name": "xception", "weights_checksum": encoder.checksum},
                 "scoring_seconds": round(time.time() - started, 1), **environment()}
-        save_ensemble(out, args.models, scored["weights"], scored["length_alpha"], scored["metrics"],
-                      scored["photo_scores"], info, scored["val_search"])
+        save_ensemble(out, args.models, scored["members_weights_sha256"], scored["vocab"], scored["weights"],
+                      scored["length_alpha"], scored["metrics"], scored["photo_scores"], info,
+                      scored["val_search"])
         log(f"Ensemble written to {out}")
         print(json.dumps(scored["metrics"], indent=1))
         return 0
