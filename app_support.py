@@ -105,7 +105,12 @@ def require_captioner() -> Captioner:
 @st.cache_resource(show_spinner="Loading the other caption model…", max_entries=4)
 def _load_other(directory: str, stamp: tuple, name: str) -> Captioner:
     # The same Xception object as the default model's: one encoder pass serves both.
-    return Captioner.load(directory, name=name, encoder=_load_captioner(directory, stamp).encoder)
+    default = _load_captioner(directory, stamp)
+    trained = default.trained
+    members = dict(zip(getattr(trained, "member_names", ()), getattr(trained, "members", ())))
+    if name in members:  # the default ensemble has loaded this model already
+        return Captioner(members[name], encoder=default.encoder)
+    return Captioner.load(directory, name=name, encoder=default.encoder)
 
 
 def load_captioners() -> tuple[dict[str, Captioner], list[str]]:
