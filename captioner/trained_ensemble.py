@@ -84,7 +84,10 @@ def load_ensemble(directory: str | os.PathLike) -> TrainedEnsemble:
         raise ArtifactError(f"{directory}: scored with other weights of {', '.join(stale)} than "
                             f"{directory.parent} now holds (retrained since?); {RESCORE}.")
     members = [load_trained(directory.parent / name) for name in description["members"]]
-    vocab = Vocabulary.load(directory / VOCAB)
+    try:
+        vocab = Vocabulary.load(directory / VOCAB)
+    except ValueError as exc:
+        raise ArtifactError(str(exc)) from None
     if any(m.vocab.itos != vocab.itos for m in members):
         raise ArtifactError(f"{directory / VOCAB}: differs from its members' vocabularies; {RESCORE}.")
     config = dataclasses.replace(members[0].config, length_alpha=float(description["length_alpha"]))
