@@ -165,18 +165,14 @@ def main(argv=None) -> int:
              f"({results['speedup_beam3']}x)"),
             ("Decode beam 5", f"{results['beam5_ms']} ms", ""),
             ("Beam 3, 20 photos batched", f"{results['beam3_batched_ms_per_photo']} ms/photo", "")]
-    if "attention_beam3_ms" in results:
-        rows += [("Attention greedy", f"{results['attention_greedy_ms']} ms", ""),
-                 ("Attention beam 3", f"{results['attention_beam3_ms']} ms",
-                  f"{100 * results['attention_beam3_share_of_encoder_batch1']:.1f}% of one encoder call"),
-                 ("Attention beam 5", f"{results['attention_beam5_ms']} ms", ""),
-                 ("Attention beam 3, batched", f"{results['attention_beam3_batched_ms_per_photo']} ms/photo", "")]
-    if "ensemble_beam3_ms" in results:
-        rows += [("Ensemble greedy", f"{results['ensemble_greedy_ms']} ms", ""),
-                 ("Ensemble beam 3", f"{results['ensemble_beam3_ms']} ms",
-                  f"{100 * results['ensemble_beam3_share_of_encoder_batch1']:.1f}% of one encoder call"),
-                 ("Ensemble beam 5", f"{results['ensemble_beam5_ms']} ms", ""),
-                 ("Ensemble beam 3, batched", f"{results['ensemble_beam3_batched_ms_per_photo']} ms/photo", "")]
+    for name in ("attention", "ensemble"):  # the same rows for each model timed beside merge
+        if f"{name}_beam3_ms" in results:
+            label = name.capitalize()
+            rows += [(f"{label} greedy", f"{results[f'{name}_greedy_ms']} ms", ""),
+                     (f"{label} beam 3", f"{results[f'{name}_beam3_ms']} ms",
+                      f"{100 * results[f'{name}_beam3_share_of_encoder_batch1']:.1f}% of one encoder call"),
+                     (f"{label} beam 5", f"{results[f'{name}_beam5_ms']} ms", ""),
+                     (f"{label} beam 3, batched", f"{results[f'{name}_beam3_batched_ms_per_photo']} ms/photo", "")]
     print(f"{'what':<30} {'ours':<22} baseline / note")
     for row in rows:
         print(f"{row[0]:<30} {row[1]:<22} {row[2]}")
