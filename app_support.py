@@ -106,10 +106,8 @@ def require_captioner() -> Captioner:
 def _load_other(directory: str, stamp: tuple, name: str) -> Captioner:
     # The same Xception object as the default model's: one encoder pass serves both.
     default = _load_captioner(directory, stamp)
-    trained = default.trained
-    members = dict(zip(getattr(trained, "member_names", ()), getattr(trained, "members", ())))
-    if name in members:  # the default ensemble has loaded this model already
-        return Captioner(members[name], encoder=default.encoder)
+    if name in default.members:  # the default ensemble has loaded this model already
+        return Captioner(default.members[name], encoder=default.encoder)
     return Captioner.load(directory, name=name, encoder=default.encoder)
 
 
@@ -453,9 +451,8 @@ def model_sidebar() -> None:
     right.metric("Test CIDEr", f"{beam3['CIDEr']:.3f}" if "CIDEr" in beam3 else "–",
                  help="On the test split, beam width 3")
     created = str(captioner.manifest.get("created", ""))[:10] or "unknown date"
-    members = getattr(captioner.trained, "member_names", None)
-    if members:  # an ensemble: nothing of its own was trained
-        mix = " + ".join(f"{w:g} {name}" for name, w in zip(members, captioner.trained.weights))
+    if captioner.members:  # an ensemble: nothing of its own was trained
+        mix = " + ".join(f"{w:g} {name}" for name, w in zip(captioner.members, captioner.trained.weights))
         sidebar.caption(f"**ensemble** of {mix} · scored {created} · vocabulary {captioner.vocab_size:,} tokens")
     else:
         sidebar.caption(f"**{captioner.name}** decoder · trained {created} · vocabulary "

@@ -141,12 +141,18 @@ class Captioner:
         return self.decoder.has_attention
 
     @property
+    def members(self) -> dict:
+        """An ensemble's members by name (their TrainedModel, already loaded); {} for one model."""
+        if isinstance(self.trained, TrainedEnsemble):
+            return dict(zip(self.trained.member_names, self.trained.members))
+        return {}
+
+    @property
     def attention_source(self) -> str:
         """Whose attention `caption(..., attention=True)` returns: this model's, or for an
         ensemble its attention member's (where that decoder looked as the ensemble chose)."""
-        if isinstance(self.trained, TrainedEnsemble):
-            return next((n for n, m in zip(self.trained.member_names, self.trained.members)
-                         if m.config.decoder == "attention"), None)
+        if self.members:
+            return next((n for n, m in self.members.items() if m.config.decoder == "attention"), None)
         return self.name if self.has_attention else None
 
     # -- encoder ---------------------------------------------------------------------------
