@@ -20,7 +20,8 @@ from .progress import PROGRESS_FILE
 SCHEDULE_SETTINGS = frozenset({"max_epochs", "patience", "scst_max_epochs", "scst_patience"})
 # ...and, while self-critical training has not begun, how it will learn.
 SCST_SETTINGS = frozenset({"scst_samples", "scst_learning_rate", "scst_xe_weight", "scst_min_distinct",
-                           "scst_distinct_beam", "scst_contrast_weight", "scst_ema", "scst_select"})
+                           "scst_distinct_beam", "scst_contrast_weight", "scst_ema", "scst_select",
+                           "scst_teacher", "scst_teacher_weight"})
 
 
 class TrainingError(RuntimeError):

@@ -66,6 +66,12 @@ class Config:
     # (0 = the last weights). The samples still come from the live weights, the policy being
     # trained; the average smooths out the noise of 5-sample gradient estimates.
     scst_ema: float = 0.0
+    # Distillation (see distillation.py): a trained model or ensemble directory whose next-word
+    # distributions the student is pulled toward on its own samples, with this weight per word
+    # (0 = no teacher). The ensemble of both decoders beats either alone; this moves part of
+    # that gain into one decoder, which then decodes at one decoder's cost.
+    scst_teacher: str = ""
+    scst_teacher_weight: float = 0.0
     # Decoding
     max_decode_length: int = 30
     length_alpha: float = 0.7          # score = sum log p / (length ** alpha)
@@ -95,6 +101,9 @@ class Config:
         if self.scst_select == "beam" and self.scst_distinct_beam < 2:
             raise ValueError("scst_select 'beam' must be given a scst_distinct_beam of at least 2 "
                              "(the beam width it chooses at).")
+        if self.scst_teacher_weight < 0 or bool(self.scst_teacher_weight) != bool(self.scst_teacher):
+            raise ValueError("scst_teacher_weight must be positive with a scst_teacher (a trained "
+                             "model directory), and 0 without one.")
         if not 0 <= self.scst_ema < 1:
             raise ValueError(f"scst_ema must be in [0, 1), got {self.scst_ema}.")
         if self.scst_xe_weight < 0 or self.scst_contrast_weight < 0 or not 0 <= self.scst_min_distinct <= 1:

@@ -38,8 +38,9 @@ def reward_scorer(run: Run) -> CiderD:
     return CiderD(refs)
 
 
-def scst_epoch(run: Run, model, train_step, cider: CiderD, rng, epoch: int) -> dict:
-    """One pass of self-critical training over the training photos."""
+def scst_epoch(run: Run, model, train_step, cider: CiderD, rng, epoch: int, teacher=None) -> dict:
+    """One pass of self-critical training over the training photos (distilling `teacher`,
+    a `distillation.Teacher`, on the samples if given)."""
     from tqdm import tqdm
     config, vocab, samples = run.config, run.vocab, run.config.scst_samples
     names = run.splits["train"]
@@ -79,12 +80,17 @@ def scst_epoch(run: Run, model, train_step, cider: CiderD, rng, epoch: int) -> d
             mask = (np.arange(width)[None, :] < lengths[rows, None]).astype(np.float32)
             photos = np.repeat(chunk[start:start + per_update], samples)
             weights = mask * advantage[rows, None]
+            distilled = {}
+            if teacher is not None:
+                distilled = teacher_targets(teacher, run.features["train"], photos, inputs,
+                                            config.scst_teacher_weight * mask)
             if config.scst_xe_weight:
                 photos, inputs, targets, weights = with_references(
                     run.captions["train"], chunk[start:start + per_update], photos, inputs,
                     targets, weights, config.scst_xe_weight * mask.sum())
+                distilled = pad_rows(distilled, len(photos), inputs.shape[1])
             loss = train_step(run.inputs("train", photos, inputs), targets, weights,
-                              np.float32(mask.sum()))
+                              np.float32(mask.sum()), **distilled)
             losses.append(float(loss))
         bar.update(len(chunk))
         mean_reward = float(np.concatenate(rewards_all).mean())
@@ -126,3 +132,22 @@ def with_references(captions: CaptionSet, chunk_photos, photos, inputs, targets,
             np.concatenate([pad(inputs), pad(ref_inputs)]),
             np.concatenate([pad(targets), pad(ref_targets)]),
             np.concatenate([pad(weights), pad(ref_mask * (reference_weight / ref_mask.sum()))]).astype(np.float32))
+
+
+def teacher_targets(teacher, features, photos, inputs, weights) -> dict:
+    """The train step's distillation arguments for sampled captions: the teacher's
+    distribution after each of their prefixes, weighted per word by `weights` (0 past the end)."""
+    return {"soft_targets": teacher.probabilities(features, photos, inputs),
+            "soft_weights": weights.astype(np.float32)}
+
+
+def pad_rows(distilled: dict, rows: int, width: int) -> dict:
+    """Distillation arguments for a batch the references were appended to: their rows and any
+    extra width get zero weight (the references are anchored to by cross-entropy alone)."""
+    if not distilled:
+        return distilled
+    import tensorflow as tf
+    soft, weights = distilled["soft_targets"], distilled["soft_weights"]
+    extra_rows, extra_width = rows - weights.shape[0], width - weights.shape[1]
+    return {"soft_targets": tf.pad(soft, [[0, extra_rows], [0, extra_width], [0, 0]]),
+            "soft_weights": np.pad(weights, ((0, extra_rows), (0, extra_width)))}

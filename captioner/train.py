@@ -105,6 +105,19 @@ class Run:
         return similar_photos(self.features["train"], SIMILAR_PHOTOS)
 
 
+def load_teacher(config: Config, vocab: Vocabulary, state: dict):
+    """The distillation teacher; a resumed run must find the teacher it began with (by the
+    sha256 of its manifest), or its epochs would mix two teachers."""
+    from .distillation import Teacher
+    teacher = Teacher.load(config.scst_teacher, vocab)
+    began_with = state.setdefault("teacher_manifest_sha256", teacher.fingerprint)
+    if began_with != teacher.fingerprint:
+        raise TrainingError(f"{config.scst_teacher}: not the teacher this run's self-critical phase "
+                            "began with (retrained since?); restore it, or start over.")
+    log(f"Distilling {config.scst_teacher} (weight {config.scst_teacher_weight}) on the samples")
+    return teacher
+
+
 def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Config | None = None,
           checkpoint_dir: str | os.PathLike | None = None, encoder=None,
           evaluate_test: bool = True, progress: bool = True, stop_after_epochs: int | None = None,
@@ -143,7 +156,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
                  "stale_epochs": 0, "learning_rate": config.learning_rate, "history": [],
                  "config": config.to_json(), "encoder_checksum": encoder.checksum}
     train_step, nll_sum = make_train_step(model, config.label_smoothing if state["phase"] == "xe" else 0.0)
-    cider = None
+    cider = teacher = None
     epochs_this_call = 0
 
     while state["phase"] != "done":
@@ -181,7 +194,9 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         else:
             if cider is None:
                 cider = reward_scorer(run)
-            row = scst_epoch(run, model, train_step, cider, rng, epoch)
+            if teacher is None and config.scst_teacher_weight:
+                teacher = load_teacher(config, run.vocab, state)
+            row = scst_epoch(run, model, train_step, cider, rng, epoch, teacher)
         with averaged_weights(model):  # this epoch's weights (or their average), for every val pass
             decoder = numpy_decoder(model, config)
         scores, greedy = run.val_scores(decoder)
@@ -244,6 +259,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
                     "train_captions": len(run.captions["train"])},
         "best_epoch": state["best_epoch"], "best_phase": best_row["phase"], "epochs_run": state["epoch"],
         **({"xe_val_cider_beam": state["xe_val_cider_beam"]} if "xe_val_cider_beam" in state else {}),
+        **({"scst_teacher": {"directory": config.scst_teacher, "manifest_sha256": state["teacher_manifest_sha256"]}}
+           if "teacher_manifest_sha256" in state else {}),
         "parameters": int(model.count_params()),
         "training_seconds": round(sum(h["seconds"] for h in state["history"]), 1),
         "phase_seconds": {p: round(sum(h["seconds"] for h in state["history"] if h["phase"] == p), 1)

@@ -1,18 +1,22 @@
 """The one training step both phases run: a weighted sum of the word log-likelihoods.
 
 For cross-entropy the weights are 1 on every real word; for self-critical training they are
-each sample's advantage (see `self_critical`), so a single compiled step serves both."""
+each sample's advantage (see `self_critical`), so a single compiled step serves both. A
+self-critical step with a teacher (see `distillation`) adds the cross-entropy from the
+teacher's distribution at each word, weighted per word like the rest."""
 from __future__ import annotations
 
 
 def make_train_step(model, label_smoothing: float = 0.0):
     """One update on sum(weights * loss per word) / normaliser, the loss per word being
     -log p(target), or with `label_smoothing` e its smoothed form (1 - e) (-log p(target)) +
-    e x the mean of -log p over the vocabulary: cross-entropy or SCST (never smoothed)."""
+    e x the mean of -log p over the vocabulary: cross-entropy or SCST (never smoothed).
+    With `soft_targets` (rows, width, vocab) the loss adds sum(soft_weights x -sum_v q log p)
+    / normaliser: distillation from a teacher's distribution q."""
     import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
-    def train_step(inputs, targets, weights, normaliser):
+    def train_step(inputs, targets, weights, normaliser, soft_targets=None, soft_weights=None):
         with tf.GradientTape() as tape:
             logits = model(inputs, training=True)
             nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
@@ -20,6 +24,9 @@ def make_train_step(model, label_smoothing: float = 0.0):
                 uniform = -tf.reduce_mean(tf.nn.log_softmax(logits), axis=-1)
                 nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform
             loss = tf.reduce_sum(nll * weights) / normaliser
+            if soft_targets is not None:
+                soft_nll = -tf.reduce_sum(soft_targets * tf.nn.log_softmax(logits), axis=-1)
+                loss += tf.reduce_sum(soft_nll * soft_weights) / normaliser
         grads = tape.gradient(loss, model.trainable_variables)
         model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
