@@ -82,6 +82,10 @@ else:
                + "".join(f"; {name}'s self-critical epochs are scored (and kept) as a moving average of "
                          f"the weights, momentum {r['config']['scst_ema']} per update"
                          for name, r in records.items() if r["config"].get("scst_ema"))
+               + "".join(f"; {name}'s self-critical epochs also distil {r['config']['scst_teacher']} (its "
+                         "next-word distribution on each sampled caption, weight "
+                         f"{r['config']['scst_teacher_weight']} per word)"
+                         for name, r in records.items() if r["config"].get("scst_teacher_weight"))
                + ".")
     with st.expander("Every epoch"):
         st.dataframe(pd.concat([pd.DataFrame(h).assign(model=name) for name, h in histories.items()]),
@@ -131,6 +135,8 @@ def provenance(record: dict) -> dict:
         "decoder parameters": f"{manifest.get('parameters', 0):,}",
         "vocabulary": f"{record['config'].get('vocab_size') or 0:,} tokens",
         "epochs": f"{manifest.get('epochs_run', '?')} run, best {manifest.get('best_epoch', '?')}",
+        **({"distilled from": f"{teacher['directory']} (manifest {teacher['manifest_sha256'][:12]})"}
+           if (teacher := manifest.get("scst_teacher")) else {}),
         "training time": ", ".join(f"{PHASE_LABEL[p]} {s / 60:.1f} min" for p, s in phases.items() if p in PHASE_LABEL),
         "machine": manifest.get("machine", "?"),
         "encoder": f"{encoder.get('name', '?')}, weights {encoder.get('weights_checksum', '?')[:12]}",
