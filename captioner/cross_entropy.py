@@ -22,7 +22,7 @@ def xe_epoch(run: Run, train_step, nll_sum, rng, epoch: int) -> dict:
         indices = [i for p in photos for i in captions.by_photo[p]]
         rows, inputs, targets = captions.batch(indices)
         mask = (targets > 0).astype(np.float32)
-        loss = train_step(run.inputs("train", rows, inputs), targets, mask, np.float32(mask.sum()))
+        loss, _ = train_step(run.inputs("train", rows, inputs), targets, mask, np.float32(mask.sum()))
         losses.append(float(loss))
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", refresh=False)
         run.reporter.report(done=done, total=len(batches), unit="batches",

@@ -24,13 +24,21 @@ from .decoders import keras_inputs
 from .encoder import pool
 from .text import Vocabulary
 
+POOL_CHUNK = 256  # photos pooled at a time: the float32 copy of all maps would be 4.9 GB
+
 
 class Teacher:
-    def __init__(self, members: list, weights: list[float], fingerprint: str):
+    def __init__(self, members: list, weights: list[float], fingerprint: str,
+                 directories: list[Path] | None = None):
         """`members`: (Keras decoder, its Config) pairs; `weights`: how their log-probabilities
-        mix (an ensemble's, or [1.0]); `fingerprint`: sha256 of the teacher's manifest.json."""
+        mix (an ensemble's, or [1.0]); `fingerprint`: sha256 of the teacher's manifest.json;
+        `directories`: the teacher's own and its members' (a student must not overwrite them)."""
         import tensorflow as tf
+        if len(members) != len(weights) or not members:
+            raise ValueError(f"a teacher needs one weight per member, got {len(members)} and {len(weights)}")
         self.members, self.weights, self.fingerprint = members, [float(w) for w in weights], fingerprint
+        self.directories = [Path(os.path.abspath(d)) for d in directories or []]
+        self._features: list[np.ndarray] | None = None
         models = [model for model, _ in members]
 
         @tf.function(reduce_retracing=True)
@@ -41,41 +49,68 @@ class Teacher:
         self._probabilities = probabilities
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, vocab: Vocabulary) -> "Teacher":
-        """The model or ensemble in `directory`; it must share the student's vocabulary."""
+    def load(cls, directory: str | os.PathLike, vocab: Vocabulary, encoder_checksum: str) -> "Teacher":
+        """The model or ensemble in `directory`; it must share the student's vocabulary and
+        have been trained on features of the same encoder weights."""
         from .trained_ensemble import is_ensemble, load_ensemble
         directory = Path(directory)
         try:
             if is_ensemble(directory):
                 loaded = load_ensemble(directory)
-                members, weights = [(m.model, m.config) for m in loaded.members], loaded.weights
+                trained, weights = loaded.members, loaded.weights
             else:
                 loaded = load_trained(directory)
-                members, weights = [(loaded.model, loaded.config)], [1.0]
+                trained, weights = [loaded], [1.0]
         except ArtifactError as exc:
             raise TrainingError(f"teacher {exc}") from None
         if loaded.vocab.itos != vocab.itos:
             raise TrainingError(f"{directory}: the teacher's vocabulary differs from this run's "
                                 "(trained on other captions or another --min-word-count).")
+        for member in trained:
+            if (member.manifest.get("encoder") or {}).get("weights_checksum") != encoder_checksum:
+                raise TrainingError(f"{member.directory}: the teacher was trained on features of other "
+                                    "Xception weights than this run's.")
         fingerprint = hashlib.sha256((directory / MANIFEST).read_bytes()).hexdigest()
-        return cls(members, weights, fingerprint)
+        return cls([(m.model, m.config) for m in trained], weights, fingerprint,
+                   [directory, *(m.directory for m in trained)])
 
-    def probabilities(self, features: np.ndarray, photos: np.ndarray, tokens: np.ndarray):
+    @property
+    def needs_maps(self) -> bool:
+        """Whether a member reads the 10x10 regions (pooled vectors cannot feed it)."""
+        return any(config.decoder == "attention" for _, config in self.members)
+
+    def bind(self, features: np.ndarray) -> "Teacher":
+        """Read the training photos' features: maps as regions (n, 100, 2048), or pooled
+        vectors (n, 2048) if no member needs more. Each member gets its own form, once."""
+        if features.ndim != 3 and self.needs_maps:
+            raise TrainingError("a teacher with an attention decoder needs the 10x10 maps, "
+                                "not pooled vectors.")
+        pooled = None
+        self._features = []
+        for _, config in self.members:
+            if config.decoder == "attention" or features.ndim == 2:
+                self._features.append(features)
+                continue
+            if pooled is None:
+                pooled = np.concatenate([pool(features[i:i + POOL_CHUNK])
+                                         for i in range(0, len(features), POOL_CHUNK)])
+            self._features.append(pooled)
+        return self
+
+    def probabilities(self, photos: np.ndarray, tokens: np.ndarray):
         """The teacher's next-word distribution (rows, width, vocab) after each prefix of
-        `tokens` (teacher forcing), a TensorFlow tensor. `features`: one row per photo of the
-        split, as maps (n, 100, 2048) or pooled vectors (n, 2048); each member gets its form."""
-        inputs = [keras_inputs(config, self._features_for(config.decoder, features), photos, tokens)
-                  for _, config in self.members]
+        `tokens` (teacher forcing) of the bound photos `photos`, a TensorFlow tensor."""
+        if self._features is None:
+            raise RuntimeError("bind() the teacher to the training photos' features first")
+        inputs = [keras_inputs(config, features, photos, tokens)
+                  for (_, config), features in zip(self.members, self._features)]
         return self._probabilities(inputs)
 
-    def _features_for(self, decoder: str, features: np.ndarray) -> np.ndarray:
-        if decoder == "merge":
-            if features.ndim == 2:
-                return features
-            if getattr(self, "_pooled_source", None) is not features:  # pooled once per split
-                self._pooled_source, self._pooled = features, pool(features)
-            return self._pooled
-        if features.ndim != 3:
-            raise TrainingError("a teacher with an attention decoder needs the 10x10 maps: "
-                                "distil into an attention student, or use a merge teacher.")
-        return features
+
+def check_same_teacher(state: dict, teacher: Teacher, directory: str) -> None:
+    """A self-critical phase keeps the teacher it began with (by the sha256 of its manifest),
+    or its epochs would mix two teachers: the first epoch records it, a resume compares."""
+    began_with = state.setdefault("teacher_manifest_sha256", teacher.fingerprint)
+    if began_with != teacher.fingerprint:
+        raise TrainingError(f"{directory}: not the teacher this run's self-critical phase began "
+                            "with (retrained or re-written since?); restore it, or start over.")

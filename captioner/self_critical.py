@@ -47,7 +47,7 @@ def scst_epoch(run: Run, model, train_step, cider: CiderD, rng, epoch: int, teac
     order = rng.permutation(len(names))
     chunks = [order[i:i + SCST_SAMPLE_PHOTOS] for i in range(0, len(order), SCST_SAMPLE_PHOTOS)]
     per_update = max(1, run.photos_per_batch)
-    rewards_all, contrasts_all, losses = [], [], []
+    rewards_all, contrasts_all, losses, teacher_kls = [], [], [], []
     similar = run.similar_train_photos if config.scst_contrast_weight else None
     bar = tqdm(total=len(order), desc=f"Epoch {epoch} self-critical", unit="photo",
                disable=not run.progress, file=sys.stderr, dynamic_ncols=True)
@@ -82,16 +82,16 @@ def scst_epoch(run: Run, model, train_step, cider: CiderD, rng, epoch: int, teac
             weights = mask * advantage[rows, None]
             distilled = {}
             if teacher is not None:
-                distilled = teacher_targets(teacher, run.features["train"], photos, inputs,
-                                            config.scst_teacher_weight * mask)
+                distilled = teacher_targets(teacher, photos, inputs, config.scst_teacher_weight * mask)
             if config.scst_xe_weight:
                 photos, inputs, targets, weights = with_references(
                     run.captions["train"], chunk[start:start + per_update], photos, inputs,
                     targets, weights, config.scst_xe_weight * mask.sum())
                 distilled = pad_rows(distilled, len(photos), inputs.shape[1])
-            loss = train_step(run.inputs("train", photos, inputs), targets, weights,
-                              np.float32(mask.sum()), **distilled)
+            loss, teacher_kl = train_step(run.inputs("train", photos, inputs), targets, weights,
+                                          np.float32(mask.sum()), **distilled)
             losses.append(float(loss))
+            teacher_kls.append(float(teacher_kl))
         bar.update(len(chunk))
         mean_reward = float(np.concatenate(rewards_all).mean())
         bar.set_postfix(reward=f"{mean_reward:.3f}", refresh=False)
@@ -101,6 +101,8 @@ def scst_epoch(run: Run, model, train_step, cider: CiderD, rng, epoch: int, teac
     run.reporter.report(step="validation", force=True)
     row = {"loss": round(float(np.mean(losses)), 4),
            "mean_reward": round(float(np.concatenate(rewards_all).mean()), 4)}
+    if teacher is not None:  # how far the student's words are from the teacher's, per word
+        row["teacher_kl"] = round(float(np.mean(teacher_kls)), 4)
     if contrasts_all:  # how well the samples fit their similar photos' references
         row["mean_similar_photo_reward"] = round(float(np.concatenate(contrasts_all).mean()), 4)
     return row
@@ -134,10 +136,10 @@ def with_references(captions: CaptionSet, chunk_photos, photos, inputs, targets,
             np.concatenate([pad(weights), pad(ref_mask * (reference_weight / ref_mask.sum()))]).astype(np.float32))
 
 
-def teacher_targets(teacher, features, photos, inputs, weights) -> dict:
+def teacher_targets(teacher, photos, inputs, weights) -> dict:
     """The train step's distillation arguments for sampled captions: the teacher's
     distribution after each of their prefixes, weighted per word by `weights` (0 past the end)."""
-    return {"soft_targets": teacher.probabilities(features, photos, inputs),
+    return {"soft_targets": teacher.probabilities(photos, inputs),
             "soft_weights": weights.astype(np.float32)}
 
 

@@ -36,6 +36,7 @@ from .cross_entropy import xe_epoch
 from .dataset import load_flickr8k
 from .decoders import build_decoder, keras_inputs, numpy_decoder
 from .decoding import beam_search, greedy_search
+from .distillation import check_same_teacher
 from .encoder import Encoder
 from .evaluate import caption_statistics, quick_scores
 from .features import split_features
@@ -56,6 +57,7 @@ class Run:
                  reporter: ProgressReporter):
         self.progress = progress
         self.reporter = reporter
+        self.encoder = encoder
         reporter.report(phase="features", force=True)
         self.dataset = load_flickr8k(data_dir)
         self.splits = {s: self.dataset.images(s)[:max_images] if max_images else self.dataset.images(s)
@@ -98,6 +100,15 @@ class Run:
         return {"val_cider_beam": cider[alpha], "val_distinct_beam": caption_statistics(texts[alpha])["distinct"],
                 "val_distinct_alpha": alpha}
 
+    def teacher_features(self, needs_maps: bool) -> np.ndarray:
+        """The training photos as a teacher reads them: this run's own features, or, for a
+        teacher with an attention member and a merge student, the maps (cached, not re-encoded)."""
+        if needs_maps and self.config.decoder != "attention":
+            as_maps = dataclasses.replace(self.config, decoder="attention")
+            return split_features(self.dataset, {"train": self.splits["train"]}, self.encoder,
+                                  self.progress, as_maps)["train"]
+        return self.features["train"]
+
     @functools.cached_property
     def similar_train_photos(self) -> np.ndarray:
         """Each training photo's nearest others (the contrastive reward's negatives), once a run:
@@ -105,17 +116,16 @@ class Run:
         return similar_photos(self.features["train"], SIMILAR_PHOTOS)
 
 
-def load_teacher(config: Config, vocab: Vocabulary, state: dict):
-    """The distillation teacher; a resumed run must find the teacher it began with (by the
-    sha256 of its manifest), or its epochs would mix two teachers."""
+def load_teacher(config: Config, run: Run, encoder, out_dir: Path):
+    """The distillation teacher, checked when the run starts rather than when self-critical
+    training does, bound to the training photos in the form its members read."""
     from .distillation import Teacher
-    teacher = Teacher.load(config.scst_teacher, vocab)
-    began_with = state.setdefault("teacher_manifest_sha256", teacher.fingerprint)
-    if began_with != teacher.fingerprint:
-        raise TrainingError(f"{config.scst_teacher}: not the teacher this run's self-critical phase "
-                            "began with (retrained since?); restore it, or start over.")
-    log(f"Distilling {config.scst_teacher} (weight {config.scst_teacher_weight}) on the samples")
-    return teacher
+    teacher = Teacher.load(config.scst_teacher, run.vocab, encoder.checksum)
+    if Path(os.path.abspath(out_dir)) in teacher.directories:
+        raise TrainingError(f"{out_dir}: is the teacher {config.scst_teacher} or one of its members; "
+                            "write the student elsewhere (the teacher must stay as it was).")
+    log(f"Teacher: {config.scst_teacher} (weight {config.scst_teacher_weight} per sampled word)")
+    return teacher.bind(run.teacher_features(teacher.needs_maps))
 
 
 def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Config | None = None,
@@ -156,7 +166,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
                  "stale_epochs": 0, "learning_rate": config.learning_rate, "history": [],
                  "config": config.to_json(), "encoder_checksum": encoder.checksum}
     train_step, nll_sum = make_train_step(model, config.label_smoothing if state["phase"] == "xe" else 0.0)
-    cider = teacher = None
+    cider = None
+    teacher = load_teacher(config, run, encoder, out_dir) if config.scst_teacher_weight else None
     epochs_this_call = 0
 
     while state["phase"] != "done":
@@ -194,8 +205,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         else:
             if cider is None:
                 cider = reward_scorer(run)
-            if teacher is None and config.scst_teacher_weight:
-                teacher = load_teacher(config, run.vocab, state)
+            if teacher is not None:
+                check_same_teacher(state, teacher, config.scst_teacher)
             row = scst_epoch(run, model, train_step, cider, rng, epoch, teacher)
         with averaged_weights(model):  # this epoch's weights (or their average), for every val pass
             decoder = numpy_decoder(model, config)

@@ -12,7 +12,11 @@ def make_train_step(model, label_smoothing: float = 0.0):
     -log p(target), or with `label_smoothing` e its smoothed form (1 - e) (-log p(target)) +
     e x the mean of -log p over the vocabulary: cross-entropy or SCST (never smoothed).
     With `soft_targets` (rows, width, vocab) the loss adds sum(soft_weights x -sum_v q log p)
-    / normaliser: distillation from a teacher's distribution q."""
+    / normaliser: distillation from a teacher's distribution q.
+
+    Returns (loss, KL(q || p) averaged over the words `soft_weights` weighs, or 0 without a
+    teacher): how far the student is from its teacher, which the loss (holding q's entropy)
+    does not show."""
     import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
@@ -24,12 +28,15 @@ def make_train_step(model, label_smoothing: float = 0.0):
                 uniform = -tf.reduce_mean(tf.nn.log_softmax(logits), axis=-1)
                 nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform
             loss = tf.reduce_sum(nll * weights) / normaliser
+            teacher_kl = tf.constant(0.0)
             if soft_targets is not None:
                 soft_nll = -tf.reduce_sum(soft_targets * tf.nn.log_softmax(logits), axis=-1)
                 loss += tf.reduce_sum(soft_nll * soft_weights) / normaliser
+                kl = soft_nll + tf.reduce_sum(tf.math.xlogy(soft_targets, soft_targets), axis=-1)
+                teacher_kl = tf.reduce_sum(kl * soft_weights) / tf.maximum(tf.reduce_sum(soft_weights), 1e-9)
         grads = tape.gradient(loss, model.trainable_variables)
         model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
+        return loss, teacher_kl
 
     @tf.function(reduce_retracing=True)
     def nll_sum(inputs, targets, weights):

@@ -82,10 +82,10 @@ else:
                + "".join(f"; {name}'s self-critical epochs are scored (and kept) as a moving average of "
                          f"the weights, momentum {r['config']['scst_ema']} per update"
                          for name, r in records.items() if r["config"].get("scst_ema"))
-               + "".join(f"; {name}'s self-critical epochs also distil {r['config']['scst_teacher']} (its "
-                         "next-word distribution on each sampled caption, weight "
-                         f"{r['config']['scst_teacher_weight']} per word)"
-                         for name, r in records.items() if r["config"].get("scst_teacher_weight"))
+               + "".join(f"; {name}'s self-critical epochs also distil {r['manifest']['scst_teacher']['directory']} "
+                         "(its next-word distribution on each sampled caption, weight "
+                         f"{r['config'].get('scst_teacher_weight')} per word)"
+                         for name, r in records.items() if r["manifest"].get("scst_teacher"))
                + ".")
     with st.expander("Every epoch"):
         st.dataframe(pd.concat([pd.DataFrame(h).assign(model=name) for name, h in histories.items()]),

@@ -30,9 +30,9 @@ def test_the_teacher_reads_each_word_as_the_ensemble_decodes_it():
     from captioner.distillation import Teacher
     from captioner.ensemble import EnsembleDecoder
     members = [tiny("attention", 1), tiny("merge", 2)]
-    teacher = Teacher(members, [0.6, 0.4], "fingerprint")
     features = regions()
-    probs = teacher.probabilities(features, PHOTOS, TOKENS).numpy()
+    teacher = Teacher(members, [0.6, 0.4], "fingerprint").bind(features)
+    probs = teacher.probabilities(PHOTOS, TOKENS).numpy()
     assert probs.shape == (3, 5, 20)
     ensemble = EnsembleDecoder([numpy_decoder(m, c) for m, c in members], [0.6, 0.4])
     context, state = ensemble.prepare(features.reshape(2, 10, 10, 2048)), ensemble.initial_state(3)
@@ -43,48 +43,106 @@ def test_the_teacher_reads_each_word_as_the_ensemble_decodes_it():
         state = out.state
 
 
-def test_a_merge_student_cannot_distil_an_attention_teacher():
+def test_an_attention_teacher_needs_the_maps_and_a_merge_teacher_takes_either():
     from captioner.checkpoint import TrainingError
     from captioner.distillation import Teacher
-    teacher = Teacher([tiny("attention", 1)], [1.0], "fingerprint")
-    pooled = regions().astype(np.float32).mean(axis=1)
+    features = regions()
+    pooled = features.astype(np.float32).mean(axis=1)
     with pytest.raises(TrainingError, match="needs the 10x10 maps"):
-        teacher.probabilities(pooled, PHOTOS, TOKENS)
+        Teacher([tiny("attention", 1)], [1.0], "fingerprint").bind(pooled)
+    merge = [tiny("merge", 2)]
+    from_maps = Teacher(merge, [1.0], "fingerprint").bind(features).probabilities(PHOTOS, TOKENS)
+    from_pooled = Teacher(merge, [1.0], "fingerprint").bind(pooled).probabilities(PHOTOS, TOKENS)
+    np.testing.assert_allclose(from_maps.numpy(), from_pooled.numpy(), atol=1e-6)
 
 
 def test_a_distillation_step_moves_the_student_toward_the_teacher():
-    """With no advantage on the samples, one step on the teacher's targets alone lowers the
-    cross-entropy from teacher to student on the words it weighs, and leaves the rest alone."""
+    """With no advantage on the samples, steps on the teacher's targets alone lower the KL
+    from teacher to student on the words they weigh (the step reports it, before its update);
+    with those weights at 0 the student does not move."""
     import tensorflow as tf
     from captioner.decoders import keras_inputs
     from captioner.distillation import Teacher
     from captioner.train_step import make_train_step
     student, config = tiny("attention", 3)
-    teacher = Teacher([tiny("attention", 4)], [1.0], "fingerprint")
     features = regions()
+    teacher = Teacher([tiny("attention", 4)], [1.0], "fingerprint").bind(features)
     inputs = keras_inputs(config, features, PHOTOS, TOKENS)
-    targets = np.roll(TOKENS, -1, axis=1)
+    targets = np.concatenate([TOKENS[:, 1:], np.zeros((3, 1), np.int32)], axis=1)  # the next word
     mask = (targets > 0).astype(np.float32)
-    q = teacher.probabilities(features, PHOTOS, TOKENS)
+    q = teacher.probabilities(PHOTOS, TOKENS)
 
-    def cross_entropy():
-        log_p = tf.nn.log_softmax(student(inputs, training=False)).numpy()
-        return float(-(q.numpy() * log_p).sum(-1)[mask > 0].mean())
+    def kl():
+        log_p = tf.nn.log_softmax(student(inputs, training=False)).numpy().astype(np.float64)
+        q64 = q.numpy().astype(np.float64)
+        return float((q64 * (np.log(q64) - log_p)).sum(-1)[mask > 0].mean())
 
     train_step, _ = make_train_step(student)
     before = [v.numpy() for v in student.trainable_variables]
-    start = cross_entropy()
-    for _ in range(3):
+    start = kl()
+    _, reported = train_step(inputs, targets, np.zeros_like(mask), np.float32(mask.sum()),
+                             soft_targets=q, soft_weights=mask * 0.5)
+    assert float(reported) == pytest.approx(start, rel=1e-4)
+    for _ in range(2):
         train_step(inputs, targets, np.zeros_like(mask), np.float32(mask.sum()),
-                   soft_targets=q, soft_weights=mask)
-    assert cross_entropy() < start - 0.01
-    # No teacher weight: the same step with zero advantages leaves the student as it is.
+                   soft_targets=q, soft_weights=mask * 0.5)
+    assert kl() < start - 0.01
     student2, _ = tiny("attention", 3)
     step2, _ = make_train_step(student2)
     step2(inputs, targets, np.zeros_like(mask), np.float32(mask.sum()),
           soft_targets=q, soft_weights=np.zeros_like(mask))
     for a, b in zip(before, student2.trainable_variables):
         np.testing.assert_allclose(a, b.numpy())
+
+
+def test_a_self_critical_epoch_gives_the_step_the_teacher_on_each_sampled_word():
+    """Through scst_epoch, with the references appended: the teacher's distribution on the
+    sample rows (as it reads those very tokens), weight x 1 on each sampled word up to its
+    end, 0 after it and on every reference row."""
+    from types import SimpleNamespace
+
+    from captioner.caption_set import CaptionSet
+    from captioner.cider import CiderD
+    from captioner.decoders import keras_inputs
+    from captioner.distillation import Teacher
+    from captioner.self_critical import scst_epoch
+    from captioner.text import Vocabulary
+    vocab = Vocabulary([f"w{i}" for i in range(16)])
+    assert len(vocab) == 20
+    model, config = tiny("attention", 5)
+    config.scst_samples, config.scst_xe_weight, config.max_decode_length = 3, 0.5, 6
+    config.scst_teacher, config.scst_teacher_weight = "teacher", 0.25
+    features = regions(4)
+    teacher = Teacher([tiny("attention", 6), tiny("merge", 7)], [0.5, 0.5], "fingerprint").bind(features)
+    names = [f"p{i}" for i in range(4)]
+    ids = [np.array([4 + (i + j) % 16, 4 + (2 * i + j) % 16], np.int32) for i in range(4) for j in range(2)]
+    captions = CaptionSet(np.repeat(np.arange(4), 2), ids, [[2 * i, 2 * i + 1] for i in range(4)])
+    run = SimpleNamespace(config=config, vocab=vocab, splits={"train": names}, features={"train": features},
+                          photos_per_batch=2, progress=False, captions={"train": captions},
+                          reporter=SimpleNamespace(report=lambda **_: None),
+                          inputs=lambda split, photos, tokens: keras_inputs(config, features, photos, tokens))
+    cider = CiderD({n: ["w1 w2 w3", "w4 w5"] for n in names})
+    calls = []
+
+    def step(inputs, targets, weights, normaliser, soft_targets=None, soft_weights=None):
+        calls.append((inputs, targets, soft_targets.numpy(), soft_weights))
+        return 0.0, 0.0
+    row = scst_epoch(run, model, step, cider, np.random.default_rng(0), 1, teacher)
+    assert len(calls) == 2 and "teacher_kl" in row
+    for inputs, targets, soft, weights in calls:
+        samples = 2 * 3  # photos per update x samples per photo; the references follow
+        assert soft.shape == (*targets.shape, 20) and weights.shape == targets.shape
+        np.testing.assert_array_equal(weights[:samples], 0.25 * (targets[:samples] > 0))
+        assert not weights[samples:].any()
+        want = teacher.probabilities(photo_rows(inputs, features)[:samples], inputs["tokens"][:samples]).numpy()
+        real = weights[:samples] > 0
+        np.testing.assert_allclose(soft[:samples][real], want[real], atol=1e-6)
+
+
+def photo_rows(inputs: dict, features: np.ndarray) -> np.ndarray:
+    """Which photo of `features` each row of an attention batch describes."""
+    unique = [int(np.argmin(np.abs(features.astype(np.float32) - r).sum(axis=(1, 2)))) for r in inputs["regions"]]
+    return np.array(unique)[inputs["photo_index"]]
 
 
 def test_teacher_settings_are_checked():
@@ -141,3 +199,12 @@ def test_a_run_distils_its_teacher_records_it_and_resumes_only_with_it(tmp_path,
     assert [r["phase"] for r in trained.history] == ["xe", "xe", "scst", "scst"]
     assert trained.manifest["scst_teacher"] == {"directory": str(tmp_path / "teacher"), "manifest_sha256": fingerprint}
     assert trained.config.scst_teacher_weight == 0.5
+    assert all(r["teacher_kl"] > 0 for r in trained.history if r["phase"] == "scst")
+
+    # The teacher must stay as it was: a student written over it is refused before training.
+    with pytest.raises(TrainingError, match="is the teacher"):
+        train(original_dataset, tmp_path / "teacher", student, tmp_path / "ckpt-x", **quick)
+    # A merge student reads pooled vectors; its attention teacher gets the cached maps.
+    merge = dataclasses.replace(student, decoder="merge", max_epochs=1, scst_max_epochs=1)
+    train(original_dataset, tmp_path / "merge", merge, tmp_path / "ckpt-m", **quick)
+    assert [r["phase"] for r in load_trained(tmp_path / "merge").history] == ["xe", "scst"]
