@@ -38,7 +38,9 @@ def write_model(directory: Path, history: list[dict], photo_rows: list[dict] | N
     name = directory.name
     (directory / "manifest.json").write_text(json.dumps({
         "created": "2026-01-01T00:00:00+00:00", "best_epoch": 2, "best_phase": history[-1].get("phase", "xe"),
-        "epochs_run": len(history), "parameters": 1234, "phase_seconds": {"xe": 120, "scst": 60}}))
+        "epochs_run": len(history), "parameters": 1234, "phase_seconds": {"xe": 120, "scst": 60},
+        **({"scst_teacher": {"directory": config["scst_teacher"], "manifest_sha256": "ab" * 32}}
+           if (config or {}).get("scst_teacher") else {})}))
     (directory / "config.json").write_text(json.dumps({"decoder": name, "vocab_size": 9, "units": 32,
                                                        **(config or {})}))
     (directory / "history.json").write_text(json.dumps(history))
@@ -60,7 +62,7 @@ HISTORY = [{"phase": "xe", "epoch": 1, "loss": 2.0, "val_loss": 2.1, "val_bleu4"
             "val_cider_beam": 0.62,  # and chose the epoch by CIDEr there
             "mean_similar_photo_reward": 0.2}]  # and its reward was contrastive
 GUARDS = {"attention": {"scst_min_distinct": 0.8, "scst_distinct_beam": 3, "scst_select": "beam",
-                        "label_smoothing": 0.1},
+                        "label_smoothing": 0.1, "scst_teacher": "build/teacher/ensemble", "scst_teacher_weight": 0.5},
           "merge": {"scst_min_distinct": 0.8, "scst_distinct_beam": 1}}
 
 
@@ -175,10 +177,14 @@ def test_training_page_shows_every_model_with_the_self_critical_phase(small_worl
     assert not any("merge's self-critical epochs are kept" in c.value for c in at.main.caption)
     assert any("attention's training loss is label-smoothed (0.1" in c.value for c in at.main.caption)
     assert not any("merge's training loss" in c.value for c in at.main.caption)
+    assert any("attention's self-critical epochs also distil build/teacher/ensemble" in c.value
+               and "weight 0.5 per word" in c.value for c in at.main.caption)
+    assert not any("merge's self-critical epochs also distil" in c.value for c in at.main.caption)
     assert [s.value for s in at.main.subheader][-3:] == ["attention", "merge", "old"]  # test tables
     provenance = at.main.dataframe[-1].value
     assert list(provenance.columns) == ["attention", "merge", "old"]
     assert provenance.loc["training time", "attention"] == "cross-entropy 2.0 min, self-critical 1.0 min"
+    assert provenance.loc["distilled from", "attention"] == "build/teacher/ensemble (manifest abababababab)"
 
 
 # -- live ----------------------------------------------------------------------------------
