@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import MANIFEST, ArtifactError, load_trained
+from .artifacts import MANIFEST, ArtifactError
 from .checkpoint import TrainingError
 from .decoders import keras_inputs
 from .encoder import pool
@@ -52,17 +52,15 @@ class Teacher:
     def load(cls, directory: str | os.PathLike, vocab: Vocabulary, encoder_checksum: str) -> "Teacher":
         """The model or ensemble in `directory`; it must share the student's vocabulary and
         have been trained on features of the same encoder weights."""
-        from .trained_ensemble import is_ensemble, load_ensemble
+        from .captioner import load_model
+        from .trained_ensemble import TrainedEnsemble
         directory = Path(directory)
         try:
-            if is_ensemble(directory):
-                loaded = load_ensemble(directory)
-                trained, weights = loaded.members, loaded.weights
-            else:
-                loaded = load_trained(directory)
-                trained, weights = [loaded], [1.0]
+            loaded = load_model(directory)
         except ArtifactError as exc:
             raise TrainingError(f"teacher {exc}") from None
+        trained, weights = ((loaded.members, loaded.weights) if isinstance(loaded, TrainedEnsemble)
+                            else ([loaded], [1.0]))
         if loaded.vocab.itos != vocab.itos:
             raise TrainingError(f"{directory}: the teacher's vocabulary differs from this run's "
                                 "(trained on other captions or another --min-word-count).")
