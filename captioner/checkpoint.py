@@ -2,6 +2,8 @@
 
 What a resumed run may change is decided here: schedule settings always, self-critical
 settings until that phase begins, anything else never (the weights would not match them).
+A finished model directory can also stand in for the checkpoint its run did not keep
+(`seed_from_model`), so that training it further needs no second copy of its run.
 """
 from __future__ import annotations
 
@@ -77,19 +79,82 @@ class Checkpoint:
 
     def load(self, config: Config):
         state = artifacts.read_json(self.state_path)
-        saved = dict(state.get("config") or {})
-        defaults = Config().to_json()  # a setting added since the checkpoint had its default
-        changed = {k for k in set(saved) | set(config.to_json())
-                   if saved.get(k, defaults.get(k)) != config.to_json().get(k)}
-        allowed = SCHEDULE_SETTINGS | (SCST_SETTINGS if state.get("phase") == "xe" else frozenset())
-        if changed - allowed:
+        changed = changed_settings(state.get("config") or {}, config) - resumable_settings(state.get("phase"))
+        if changed:
             raise TrainingError(f"{self.dir}: checkpoint was made with other settings "
-                                f"({', '.join(sorted(changed - allowed))}); delete it to "
+                                f"({', '.join(sorted(changed))}); delete it to "
                                 "start over, or resume with the same flags.")
         state["config"] = config.to_json()  # a schedule setting may change: it only says when to stop
         model = new_model(config, state["learning_rate"], averaging=averages_weights(config, state.get("phase")))
         model.load_weights(str(self.dir / state["model"]))  # with the moving average, if kept
         return model, state
+
+
+    def seed_from_model(self, directory, config: Config, vocab, encoder_checksum: str) -> dict:
+        """Write, in this (empty) checkpoint, the finished run that made the model in
+        `directory`, as `--keep-checkpoint` would have kept it: its history, epoch counts,
+        best val score and the model's weights, so that resuming extends that run.
+
+        Two things a kept checkpoint has are not in a model directory: the optimiser's
+        moments, which start afresh, and the last epoch's weights, if it was not the kept
+        one: training goes on from the kept epoch's."""
+        directory = Path(directory)
+        try:
+            trained = artifacts.load_trained(directory)
+        except artifacts.ArtifactError as exc:
+            raise TrainingError(str(exc)) from None
+        manifest, history = trained.manifest, trained.history
+        if trained.config.decoder != config.decoder:
+            raise TrainingError(f"{directory}: is a {trained.config.decoder} model, not {config.decoder}.")
+        if manifest.get("encoder", {}).get("weights_checksum") != encoder_checksum:
+            raise TrainingError(f"{directory}: was trained on features of other encoder weights.")
+        if trained.vocab.itos != vocab.itos:
+            raise TrainingError(f"{directory}: its vocabulary differs from this run's (another "
+                                "dataset or --min-word-count).")
+        # The length penalty is chosen after training, on val: not a training setting.
+        trained_with = {**trained.config.to_json(), "length_alpha": config.length_alpha, "extra": config.extra}
+        best_epoch = manifest.get("best_epoch")
+        best = next((h for h in history if h.get("epoch") == best_epoch), None)
+        if best is None:
+            raise TrainingError(f"{directory}: history.json has no row for its kept epoch ({best_epoch}).")
+        phase = history[-1]["phase"]
+        changed = changed_settings(trained_with, config) - resumable_settings(phase)
+        if changed:
+            raise TrainingError(f"{directory}: was trained with other settings ({', '.join(sorted(changed))}); "
+                                "extend it with the flags it was trained with.")
+        if phase == "scst" and config.scst_select == "beam":  # the score the loop compares, as it measured it
+            best_cider = best["val_cider_beam"] if best["phase"] == "scst" else manifest["xe_val_cider_beam"]
+        else:
+            best_cider = best["val_cider"]
+        state = {"phase": phase, "epoch": history[-1]["epoch"],
+                 "phase_epoch": sum(h["phase"] == phase for h in history),
+                 "best_cider": best_cider, "best_epoch": best_epoch,
+                 "stale_epochs": sum(h["phase"] == phase and h["epoch"] > best_epoch for h in history),
+                 "learning_rate": history[-1]["learning_rate"], "history": history,
+                 "config": trained_with, "encoder_checksum": encoder_checksum, "finished": True,
+                 "extended_from": {"directory": str(directory),
+                                   "manifest_sha256": artifacts.sha256_file(directory / artifacts.MANIFEST)}}
+        if "xe_val_cider_beam" in manifest:
+            state["xe_val_cider_beam"] = manifest["xe_val_cider_beam"]
+        if "scst_teacher" in manifest:
+            state["teacher_manifest_sha256"] = manifest["scst_teacher"]["manifest_sha256"]
+        model = new_model(config, state["learning_rate"], averaging=averages_weights(config, phase))
+        model.set_weights(trained.model.get_weights())
+        self.save(model, state, is_best=True)  # the kept epoch is both the last and the best
+        return state
+
+
+def resumable_settings(phase: str | None) -> frozenset:
+    """The settings a run may change when it resumes in `phase`."""
+    return SCHEDULE_SETTINGS | (SCST_SETTINGS if phase == "xe" else frozenset())
+
+
+def changed_settings(saved: dict, config: Config) -> set[str]:
+    """The settings in which `config` differs from `saved` (a setting added since `saved`
+    was written counts as its default)."""
+    defaults = Config().to_json()
+    current = config.to_json()
+    return {k for k in set(saved) | set(current) if saved.get(k, defaults.get(k)) != current.get(k)}
 
 
 def seed_epoch(model, seed: int) -> None:

@@ -131,12 +131,15 @@ def load_teacher(config: Config, run: Run, encoder, out_dir: Path):
 def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Config | None = None,
           checkpoint_dir: str | os.PathLike | None = None, encoder=None,
           evaluate_test: bool = True, progress: bool = True, stop_after_epochs: int | None = None,
-          max_images: int | None = None, keep_checkpoint: bool = False) -> dict:
+          max_images: int | None = None, keep_checkpoint: bool = False,
+          extend: str | os.PathLike | None = None) -> dict:
     """Run (or resume) a whole training run and write `out_dir`. Returns the test metrics.
 
     With `keep_checkpoint` the checkpoint outlives the finished run, so running again with a
     larger `scst_max_epochs` (or `scst_patience`) extends it by more self-critical epochs
-    instead of starting over; the same settings only re-write `out_dir`."""
+    instead of starting over; the same settings only re-write `out_dir`. `extend` (a finished
+    model directory) does the same for a run whose checkpoint was not kept: with no
+    checkpoint yet, the model's run is written into it first."""
     import keras
 
     config = config or Config()
@@ -149,6 +152,12 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
     run = Run(data_dir, config, encoder, progress, max_images, reporter)
     config = run.config
 
+    if extend and checkpoint.exists():
+        log(f"{checkpoint.dir} already holds a run: resuming it ({extend} was read when it began)")
+    elif extend:
+        seeded = checkpoint.seed_from_model(extend, config, run.vocab, encoder.checksum)
+        log(f"Extending {extend}: its run ({seeded['epoch']} epochs, kept epoch {seeded['best_epoch']}) "
+            f"written to {checkpoint.dir}; the optimiser starts afresh")
     if checkpoint.exists():
         model, state = checkpoint.load(config)
         if state.get("encoder_checksum", encoder.checksum) != encoder.checksum:
@@ -270,6 +279,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
                     "train_captions": len(run.captions["train"])},
         "best_epoch": state["best_epoch"], "best_phase": best_row["phase"], "epochs_run": state["epoch"],
         **({"xe_val_cider_beam": state["xe_val_cider_beam"]} if "xe_val_cider_beam" in state else {}),
+        **({"extended_from": state["extended_from"]} if "extended_from" in state else {}),
         **({"scst_teacher": {"directory": config.scst_teacher, "manifest_sha256": state["teacher_manifest_sha256"]}}
            if "teacher_manifest_sha256" in state else {}),
         "parameters": int(model.count_params()),

@@ -149,6 +149,52 @@ def test_a_kept_checkpoint_extends_a_finished_run(tmp_path, original_dataset, ca
 
 
 @pytest.mark.slow
+def test_a_finished_model_is_extended_without_its_checkpoint(tmp_path, original_dataset, capsys):
+    """--extend: a model directory stands in for the checkpoint its run did not keep, from
+    cross-entropy into self-critical training, then by one more self-critical epoch."""
+    import dataclasses
+    from captioner.checkpoint import TrainingError
+    from captioner.train import train
+    from conftest import PixelEncoder
+    from train_helper import TINY
+    out = tmp_path / "trained"
+    config = dataclasses.replace(TINY, max_epochs=2, patience=9, scst_max_epochs=0, scst_patience=3)
+    quick = dict(encoder=PixelEncoder(), progress=False, evaluate_test=False)
+    train(original_dataset, out, config, tmp_path / "ckpt-a", **quick)
+    xe_only = load_trained(out)
+    assert [r["phase"] for r in xe_only.history] == ["xe", "xe"] and not (tmp_path / "ckpt-a").exists()
+    xe_only_manifest = artifacts.sha256_file(out / artifacts.MANIFEST)
+
+    # Into the self-critical phase (whose settings may still change), from the kept weights.
+    capsys.readouterr()
+    config = dataclasses.replace(config, scst_max_epochs=1, scst_xe_weight=0.5)
+    train(original_dataset, out, config, tmp_path / "ckpt-b", extend=out, **quick)
+    log = capsys.readouterr().out
+    assert f"Extending {out}: its run (2 epochs, kept epoch {xe_only.manifest['best_epoch']})" in log
+    first = load_trained(out)
+    assert first.history[:2] == xe_only.history
+    assert [(r["epoch"], r["phase"]) for r in first.history[2:]] == [(3, "scst")]
+    assert first.manifest["extended_from"] == {
+        "directory": str(out), "manifest_sha256": xe_only_manifest}
+    assert not (tmp_path / "ckpt-b").exists()
+
+    # One more self-critical epoch: the count of that phase's epochs carries on.
+    train(original_dataset, out, dataclasses.replace(config, scst_max_epochs=2), tmp_path / "ckpt-c",
+          extend=out, **quick)
+    extended = load_trained(out)
+    assert extended.history[:3] == first.history
+    assert [(r["epoch"], r["phase"]) for r in extended.history[3:]] == [(4, "scst")]
+
+    # Refused: other settings than the model's, or another decoder.
+    with pytest.raises(TrainingError, match=r"trained with other settings \(units\)"):
+        train(original_dataset, tmp_path / "other", dataclasses.replace(config, units=config.units * 2),
+              tmp_path / "ckpt-d", extend=out, **quick)
+    with pytest.raises(TrainingError, match="is a merge model, not attention"):
+        train(original_dataset, tmp_path / "other", dataclasses.replace(config, decoder="attention"),
+              tmp_path / "ckpt-e", extend=out, **quick)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("decoder", ["merge", "attention"])
 def test_a_stopped_and_resumed_run_repeats_an_unbroken_one(tmp_path, original_dataset, decoder):
     """Dropout masks are seeded per epoch, not carried in unsaved variables: resuming after

@@ -33,6 +33,10 @@ def main(argv=None) -> int:
     parser.add_argument("--keep-checkpoint", action="store_true",
                         help="keep the checkpoint when the run is done, so that running again with a "
                         "larger --scst-max-epochs extends it instead of starting over")
+    parser.add_argument("--extend", metavar="MODEL_DIR",
+                        help="go on training a finished model (one --decoder, the flags it was trained "
+                        "with, a larger --scst-max-epochs), as if its run had kept its checkpoint; "
+                        "its optimiser's moments start afresh")
     defaults = Config()
     for field in dataclasses.fields(Config):
         if field.name in ("vocab_size", "extra", "feature_dim", "decoder"):
@@ -42,6 +46,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.checkpoint_dir and args.decoder == "both":
         parser.error("--checkpoint-dir needs one --decoder (each decoder keeps its own checkpoint)")
+    if args.extend and args.decoder == "both":
+        parser.error("--extend needs one --decoder (the model's)")
 
     from captioner.tf_setup import import_tensorflow_quietly
     import_tensorflow_quietly()
@@ -61,7 +67,7 @@ def main(argv=None) -> int:
             checkpoint = args.checkpoint_dir or out.parent / f".{out.name}.checkpoint-{decoder}"
             log(f"Training the {decoder} decoder into {out / decoder}")
             train(data_dir_from_env(args.data), out / decoder, config, checkpoint, encoder,
-                  evaluate_test=not args.no_test, keep_checkpoint=args.keep_checkpoint)
+                  evaluate_test=not args.no_test, keep_checkpoint=args.keep_checkpoint, extend=args.extend)
         return 0
 
     return run_reporting_errors(job)
