@@ -137,6 +137,8 @@ def provenance(record: dict) -> dict:
         "epochs": f"{manifest.get('epochs_run', '?')} run, best {manifest.get('best_epoch', '?')}",
         **({"distilled from": f"{teacher['directory']} (manifest {teacher['manifest_sha256'][:12]})"}
            if (teacher := manifest.get("scst_teacher")) else {}),
+        **({"extended from": f"{extended['directory']} (manifest {extended['manifest_sha256'][:12]})"}
+           if (extended := manifest.get("extended_from")) else {}),
         "training time": ", ".join(f"{PHASE_LABEL[p]} {s / 60:.1f} min" for p, s in phases.items() if p in PHASE_LABEL),
         "machine": manifest.get("machine", "?"),
         "encoder": f"{encoder.get('name', '?')}, weights {encoder.get('weights_checksum', '?')[:12]}",

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -40,7 +41,9 @@ def write_model(directory: Path, history: list[dict], photo_rows: list[dict] | N
         "created": "2026-01-01T00:00:00+00:00", "best_epoch": 2, "best_phase": history[-1].get("phase", "xe"),
         "epochs_run": len(history), "parameters": 1234, "phase_seconds": {"xe": 120, "scst": 60},
         **({"scst_teacher": {"directory": config["scst_teacher"], "manifest_sha256": "ab" * 32}}
-           if (config or {}).get("scst_teacher") else {})}))
+           if (config or {}).get("scst_teacher") else {}),
+        **({"extended_from": {"directory": f"trained/{name}", "manifest_sha256": "cd" * 32}}
+           if name == "merge" else {})}))
     (directory / "config.json").write_text(json.dumps({"decoder": name, "vocab_size": 9, "units": 32,
                                                        **(config or {})}))
     (directory / "history.json").write_text(json.dumps(history))
@@ -185,6 +188,8 @@ def test_training_page_shows_every_model_with_the_self_critical_phase(small_worl
     assert list(provenance.columns) == ["attention", "merge", "old"]
     assert provenance.loc["training time", "attention"] == "cross-entropy 2.0 min, self-critical 1.0 min"
     assert provenance.loc["distilled from", "attention"] == "build/teacher/ensemble (manifest abababababab)"
+    assert provenance.loc["extended from", "merge"] == "trained/merge (manifest cdcdcdcdcdcd)"
+    assert pd.isna(provenance.loc["extended from", "attention"])  # not extended: no such fact
 
 
 # -- live ----------------------------------------------------------------------------------
