@@ -58,9 +58,14 @@ caption: setup $(IMAGE)
 DECODER ?= both
 TRAIN_FLAGS_merge ?= --scst-xe-weight 0.5 --scst-max-epochs 10 --scst-patience 10 --scst-distinct-beam 3 --scst-contrast-weight 1.0 --scst-learning-rate 1e-4 --scst-select beam
 TRAIN_FLAGS_attention ?= --label-smoothing 0.1 --scst-xe-weight 0.1 --scst-max-epochs 8 --scst-patience 3 --scst-distinct-beam 3 --scst-contrast-weight 0.5 --scst-select beam
+# The committed attention model was then extended (`--extend`, the optimiser afresh) to 16
+# self-critical epochs in all.
+EXTEND_FLAGS_attention ?= --scst-max-epochs 16 --scst-patience 4
 train: setup
 	$(foreach d,$(if $(filter both,$(DECODER)),merge attention,$(DECODER)),\
-	  $(PY) training_scripts/train.py --data $(DATA) --out trained --decoder $(d) $(TRAIN_FLAGS_$(d)) &&) true
+	  $(PY) training_scripts/train.py --data $(DATA) --out trained --decoder $(d) $(TRAIN_FLAGS_$(d)) &&\
+	  $(if $(EXTEND_FLAGS_$(d)),$(PY) training_scripts/train.py --data $(DATA) --out trained --decoder $(d) \
+	    $(TRAIN_FLAGS_$(d)) $(EXTEND_FLAGS_$(d)) --extend trained/$(d) &&)) true
 	$(if $(filter both,$(DECODER)),$(MAKE) ensemble)
 
 # trained/ensemble: the two trained models decoding as one, the weight and length penalty
