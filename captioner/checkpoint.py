@@ -89,7 +89,6 @@ class Checkpoint:
         model.load_weights(str(self.dir / state["model"]))  # with the moving average, if kept
         return model, state
 
-
     def seed_from_model(self, directory, config: Config, vocab, encoder_checksum: str) -> dict:
         """Write, in this (empty) checkpoint, the finished run that made the model in
         `directory`, as `--keep-checkpoint` would have kept it: its history, epoch counts,
@@ -113,6 +112,8 @@ class Checkpoint:
                                 "dataset or --min-word-count).")
         # The length penalty is chosen after training, on val: not a training setting.
         trained_with = {**trained.config.to_json(), "length_alpha": config.length_alpha, "extra": config.extra}
+        if not history:
+            raise TrainingError(f"{directory}: history.json lists no epochs to go on from.")
         best_epoch = manifest.get("best_epoch")
         best = next((h for h in history if h.get("epoch") == best_epoch), None)
         if best is None:
