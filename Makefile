@@ -61,11 +61,10 @@ TRAIN_FLAGS_attention ?= --label-smoothing 0.1 --scst-xe-weight 0.1 --scst-max-e
 # The committed attention model was then extended (`--extend`, the optimiser afresh) to 16
 # self-critical epochs in all.
 EXTEND_FLAGS_attention ?= --scst-max-epochs 16 --scst-patience 4
+train_decoder = $(PY) training_scripts/train.py --data $(DATA) --out trained --decoder $(1) $(TRAIN_FLAGS_$(1))
 train: setup
-	$(foreach d,$(if $(filter both,$(DECODER)),merge attention,$(DECODER)),\
-	  $(PY) training_scripts/train.py --data $(DATA) --out trained --decoder $(d) $(TRAIN_FLAGS_$(d)) &&\
-	  $(if $(EXTEND_FLAGS_$(d)),$(PY) training_scripts/train.py --data $(DATA) --out trained --decoder $(d) \
-	    $(TRAIN_FLAGS_$(d)) $(EXTEND_FLAGS_$(d)) --extend trained/$(d) &&)) true
+	$(foreach d,$(if $(filter both,$(DECODER)),merge attention,$(DECODER)),$(call train_decoder,$(d)) &&\
+	  $(if $(EXTEND_FLAGS_$(d)),$(call train_decoder,$(d)) $(EXTEND_FLAGS_$(d)) --extend trained/$(d) &&)) true
 	$(if $(filter both,$(DECODER)),$(MAKE) ensemble)
 
 # trained/ensemble: the two trained models decoding as one, the weight and length penalty
