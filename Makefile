@@ -49,21 +49,22 @@ build/example-camera.png: | venv
 caption: setup $(IMAGE)
 	$(PY) -m captioner caption $(IMAGE) --beam 3 --top 3
 
-# Both decoders (merge, then attention) and then their ensemble; DECODER=attention trains
-# one (re-run `make ensemble` afterwards: the ensemble goes stale). Each with the
-# self-critical settings its committed model was trained with (README: Test-split scores):
-# how much of the references' cross-entropy stays in the self-critical loss, for how long,
-# the guard's beam width, the contrastive reward's weight, the learning rate, the epoch
-# chosen at beam 3 and, for attention, label-smoothed cross-entropy.
+# Both decoders (attention, then merge, whose self-critical phase distils trained/attention)
+# and then their ensemble; DECODER=attention trains one (re-run `make ensemble` afterwards:
+# the ensemble goes stale). Each with the self-critical settings its committed model was
+# trained with (README: Test-split scores): how much of the references' cross-entropy stays
+# in the self-critical loss, for how long, the guard's beam width, the contrastive reward's
+# weight, the learning rate, the epoch chosen at beam 3, for attention label-smoothed
+# cross-entropy, and for merge the teacher and its weight.
 DECODER ?= both
-TRAIN_FLAGS_merge ?= --scst-xe-weight 0.5 --scst-max-epochs 10 --scst-patience 10 --scst-distinct-beam 3 --scst-contrast-weight 1.0 --scst-learning-rate 1e-4 --scst-select beam
+TRAIN_FLAGS_merge ?= --scst-xe-weight 0.5 --scst-max-epochs 10 --scst-patience 10 --scst-distinct-beam 3 --scst-contrast-weight 1.5 --scst-learning-rate 1e-4 --scst-select beam --scst-teacher trained/attention --scst-teacher-weight 0.3
 TRAIN_FLAGS_attention ?= --label-smoothing 0.1 --scst-xe-weight 0.1 --scst-max-epochs 8 --scst-patience 3 --scst-distinct-beam 3 --scst-contrast-weight 0.5 --scst-select beam
 # The committed attention model was then extended (`--extend`, the optimiser afresh) to 16
 # self-critical epochs in all.
 EXTEND_FLAGS_attention ?= --scst-max-epochs 16 --scst-patience 4
 train_decoder = $(PY) training_scripts/train.py --data $(DATA) --out trained --decoder $(1) $(TRAIN_FLAGS_$(1))
 train: setup
-	$(foreach d,$(if $(filter both,$(DECODER)),merge attention,$(DECODER)),$(call train_decoder,$(d)) &&\
+	$(foreach d,$(if $(filter both,$(DECODER)),attention merge,$(DECODER)),$(call train_decoder,$(d)) &&\
 	  $(if $(EXTEND_FLAGS_$(d)),$(call train_decoder,$(d)) $(EXTEND_FLAGS_$(d)) --extend trained/$(d) &&)) true
 	$(if $(filter both,$(DECODER)),$(MAKE) ensemble)
 
