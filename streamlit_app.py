@@ -1,7 +1,7 @@
 """The web app: `streamlit run streamlit_app.py`.
 
 This router only lists the pages and draws the sidebar they share; each page in pages/
-lays out what the `captioner` library computes, and app_support.py holds the caches.
+lays out what the `captioner` library computes, and app/support.py holds the caches.
 """
 import os
 
@@ -12,7 +12,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import streamlit as st  # noqa: E402
 
-import app_support  # noqa: E402
+from app import support  # noqa: E402
 
 st.set_page_config(page_title="Image captioner", page_icon="🖼️", layout="wide")
 
@@ -22,5 +22,5 @@ page = st.navigation([
     st.Page("pages/dataset.py", title="Flickr8k dataset", icon=":material/dataset:"),
     st.Page("pages/training.py", title="Training", icon=":material/monitoring:"),
 ])
-app_support.model_sidebar()
+support.model_sidebar()
 page.run()

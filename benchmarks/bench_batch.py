@@ -43,7 +43,7 @@ def time_loop(model, paths, beam) -> tuple[float, dict[str, str]]:
 
 
 def time_caption_dir(model, folder, out, beam, batch_size) -> tuple[float, dict[str, str]]:
-    from captioner.batch import caption_dir
+    from captioner.batch.folder import caption_dir
     start = time.perf_counter()
     summary = caption_dir(model, folder, out, beam=beam, batch_size=batch_size, progress=False)
     seconds = time.perf_counter() - start
@@ -53,8 +53,8 @@ def time_caption_dir(model, folder, out, beam, batch_size) -> tuple[float, dict[
 
 
 def time_ray(folder, outdir, beam, batch_size, workers, model_arg) -> float:
-    from captioner.batch_ray import caption_dir_ray
-    from captioner.captioner import load_captioner
+    from captioner.batch.on_ray import caption_dir_ray
+    from captioner.api import load_captioner
     start = time.perf_counter()
     summary = caption_dir_ray(folder, outdir, functools.partial(load_captioner, model_arg),
                               beam=beam, batch_size=batch_size, workers=workers, progress=False)
@@ -77,8 +77,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
-    from captioner.captioner import load_captioner
-    from captioner.dataset import load_flickr8k
+    from captioner.api import load_captioner
+    from captioner.data.dataset import load_flickr8k
 
     dataset = load_flickr8k(args.data)
     paths = [Path(dataset.image_path(name)) for name in dataset.images("test")[: args.photos]]
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
             agree.append(sum(loop_captions[k] == dir_captions[k] for k in loop_captions))
         ray_start = None
         if args.ray:
-            from captioner.batch_ray import import_ray, start_ray
+            from captioner.batch.on_ray import import_ray, start_ray
             ray = import_ray()
             t0 = time.perf_counter()
             start_ray(ray, None)

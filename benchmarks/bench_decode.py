@@ -39,7 +39,7 @@ def timed(fn, repeat: int = 1):
 
 def naive_greedy(model, vocab, feature, max_length):
     """Tutorial greedy: one model.predict on the whole prefix per word."""
-    from captioner.text import Vocabulary
+    from captioner.data.text import Vocabulary
     prefix = [Vocabulary.start_id]
     for _ in range(max_length):
         logits = model.predict([feature[None], np.array([prefix], np.int32)], verbose=0)[0, -1]
@@ -53,7 +53,7 @@ def naive_greedy(model, vocab, feature, max_length):
 
 def naive_beam(model, vocab, feature, beam, max_length):
     """Tutorial beam search: one model.predict per beam per word, ranked by total log-prob."""
-    from captioner.text import Vocabulary
+    from captioner.data.text import Vocabulary
     beams = [([Vocabulary.start_id], 0.0, False)]
     for _ in range(max_length):
         candidates = []
@@ -83,11 +83,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from captioner import Captioner
-    from captioner.artifacts import ArtifactError
-    from captioner.captioner import available_models
-    from captioner.dataset import load_flickr8k
-    from captioner.encoder import pool
-    from captioner.images import load_image, prepare_for_encoder
+    from captioner.model_dirs.artifacts import ArtifactError
+    from captioner.model_dirs.catalog import available_models
+    from captioner.data.dataset import load_flickr8k
+    from captioner.vision.encoder import pool
+    from captioner.data.images import load_image, prepare_for_encoder
 
     dataset = load_flickr8k(args.data)
     names = dataset.images("test")[: max(args.photos, 32)]

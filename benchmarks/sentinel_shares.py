@@ -21,9 +21,9 @@ def main(argv=None) -> int:
     parser.add_argument("--photos", type=int, default=300, help="first N validation photos (default: 300)")
     args = parser.parse_args(argv)
 
-    from captioner.captioner import Captioner
-    from captioner.dataset import data_dir_from_env, load_flickr8k
-    from captioner.features import FeatureCache, extract_feature_maps
+    from captioner.api import Captioner
+    from captioner.data.dataset import data_dir_from_env, load_flickr8k
+    from captioner.vision.features import FeatureCache, extract_feature_maps
 
     model = Captioner.load(name="attention")
     dataset = load_flickr8k(data_dir_from_env(args.data))

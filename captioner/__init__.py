@@ -7,9 +7,9 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # cores made beam search 10-30x slower under load. Must be set before NumPy is imported.
 _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from .captioner import Captioner  # noqa: E402
-from .decoding import Caption  # noqa: E402
-from .images import ImageError  # noqa: E402
+from captioner.api import Captioner  # noqa: E402
+from captioner.decoding.search import Caption  # noqa: E402
+from captioner.data.images import ImageError  # noqa: E402
 
 __all__ = ["Captioner", "Caption", "ImageError"]
 __version__ = "1.0.0"

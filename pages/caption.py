@@ -3,8 +3,8 @@ side by side, and see why: confidence per word, familiarity, attention and the s
 import pandas as pd
 import streamlit as st
 
-import app_explain as explain
-import app_support as app
+from app import explain
+from app import support as app
 from captioner import ImageError
 
 st.title("Caption a photo")

@@ -5,11 +5,11 @@ import math
 import pandas as pd
 import streamlit as st
 
-import app_support as app
-from app_views import model_vs_people
+from app import support as app
+from app import model_vs_people
 from captioner import ImageError
-from captioner.annotations import caption_text
-from captioner.dataset_stats import search_captions
+from captioner.data.annotations import caption_text
+from captioner.data.stats import search_captions
 
 PER_PAGE, COLUMNS = 12, 4
 SPLITS = ["all", "train", "val", "test"]

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import streamlit as st
 
-import app_support as app
-from captioner.many import caption_files, to_records
+from app import support as app
+from captioner.batch.many import caption_files, to_records
 
 st.title("Caption many photos")
 app.require_captioner()

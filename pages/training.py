@@ -3,9 +3,9 @@ test scores side by side, settings and provenance, all read from what training s
 import pandas as pd
 import streamlit as st
 
-import app_support as app
-from app_views.live_training import show_live_runs
-from captioner.plots import PHASE_LABEL, curve_points
+from app import support as app
+from app.live_training import show_live_runs
+from captioner.evaluation.plots import PHASE_LABEL, curve_points
 
 st.title("Training")
 show_live_runs()

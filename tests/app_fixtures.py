@@ -26,7 +26,7 @@ def photo_png(name: str = "chelsea", flip: bool = False) -> bytes:
 
 
 def model_vocabulary(trained_dir) -> set[str]:
-    from captioner.text import Vocabulary
+    from captioner.data.text import Vocabulary
     return set(Vocabulary.load(trained_dir / "vocab.json").itos)
 
 
@@ -48,10 +48,10 @@ def models_with_attention(root, trained_dir):
     page draws)."""
     from pathlib import Path
 
-    from captioner import artifacts
-    from captioner.config import Config
-    from captioner.decoders import build_decoder
-    from captioner.text import Vocabulary
+    from captioner.model_dirs import artifacts
+    from captioner.decoders.config import Config
+    from captioner.decoders.registry import build_decoder
+    from captioner.data.text import Vocabulary
     from conftest import TRAINED
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

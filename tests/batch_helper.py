@@ -40,12 +40,12 @@ def load_tiny(model_dir: str, delay: float = 0.0):
 if __name__ == "__main__":
     engine, model_dir, photos, out = sys.argv[1:5]
     if engine == "local":
-        from captioner.batch import caption_dir
+        from captioner.batch.folder import caption_dir
         delay = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
         summary = caption_dir(load_tiny(model_dir, delay), photos, out, batch_size=BATCH_SIZE,
                               progress=False)
     else:
-        from captioner.batch_ray import caption_dir_ray
+        from captioner.batch.on_ray import caption_dir_ray
         summary = caption_dir_ray(photos, out, functools.partial(load_tiny, model_dir),
                                   batch_size=BATCH_SIZE, progress=False)
     print(json.dumps(dataclasses.asdict(summary)))

@@ -36,21 +36,21 @@ def shared_data() -> Path:
 
 def trained_models() -> dict:
     """The committed models by name (trained/merge, trained/attention)."""
-    from captioner.captioner import available_models
+    from captioner.model_dirs.catalog import available_models
     return available_models(TRAINED)
 
 
 @pytest.fixture(scope="session")
 def trained_dir() -> Path:
     """The model the app and CLI load by default: the best committed one by test CIDEr."""
-    from captioner.captioner import resolve_model
+    from captioner.model_dirs.catalog import resolve_model
     require(TRAINED / "merge" / "decoder.weights.h5", "trained merge model")
     return resolve_model(TRAINED)
 
 
 @pytest.fixture(scope="session")
 def encoder():
-    from captioner.encoder import Encoder, cached_weights_path
+    from captioner.vision.encoder import Encoder, cached_weights_path
     require(cached_weights_path(), "Xception weights (run `make setup`)")
     return Encoder(allow_download=False)
 
@@ -165,5 +165,5 @@ class PixelEncoder:
         return np.tile(values, (1, 1, 1, 2048 // 51 + 1))[..., :2048].astype(np.float16)
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
-        from captioner.encoder import pool
+        from captioner.vision.encoder import pool
         return pool(self.feature_maps(batch))

@@ -1,6 +1,6 @@
 """Reading Flickr8k's expert and crowd judgement files."""
-from captioner.annotations import (Annotations, caption_text, load_annotations, read_crowd,
-                                   read_expert, split_caption_id)
+from captioner.data.annotations import (Annotations, caption_text, load_annotations, read_crowd,
+                                        read_expert, split_caption_id)
 
 EXPERT = (
     "1000_a.jpg\t2000_b.jpg#2\t1\t1\t2\n"

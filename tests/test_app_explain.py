@@ -149,7 +149,7 @@ def test_beam_search_trees_side_by_side(app_env):
 def private_cache(tmp_path, monkeypatch):
     """A cache of the test's own for the app (CAPTIONER_CACHE_DIR), holding only the real
     encoder weights: no nearest-photo index unless the test writes one there."""
-    from captioner.encoder import WEIGHTS_FILENAME, cached_weights_path
+    from captioner.vision.encoder import WEIGHTS_FILENAME, cached_weights_path
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / WEIGHTS_FILENAME).symlink_to(cached_weights_path())
@@ -162,10 +162,10 @@ def small_neighbour_index(monkeypatch, tmp_path, encoder, shared_data):
     """A nearest-photo index of a few training photos in a cache of the test's own: the real
     one (`index-dataset`, 6,000 photos) is built from training's feature cache, which a fresh
     machine does not have, and a test must not depend on what a developer left there."""
-    from captioner.dataset import load_flickr8k
-    from captioner.encoder import pool
-    from captioner.images import load_image, prepare_for_encoder
-    from captioner.neighbours import NeighbourIndex, index_path
+    from captioner.data.dataset import load_flickr8k
+    from captioner.vision.encoder import pool
+    from captioner.data.images import load_image, prepare_for_encoder
+    from captioner.explain.neighbours import NeighbourIndex, index_path
     dataset = load_flickr8k(shared_data)
     names = dataset.images("train")[:8]
     maps = encoder.feature_maps(np.stack([prepare_for_encoder(load_image(dataset.image_path(n)))
@@ -187,7 +187,7 @@ def test_unlike_the_training_photos_warning(app_env, shared_data, small_neighbou
     uploaded(at, "red.png", png(Image.new("RGB", (300, 200), (200, 30, 30))))
     assert any("unlike the photos" in w.value for w in at.main.warning)
 
-    from captioner.dataset import load_flickr8k
+    from captioner.data.dataset import load_flickr8k
     dataset = load_flickr8k(shared_data)
     for name in dataset.images("test")[:3]:
         uploaded(at, name, dataset.image_path(name).read_bytes())

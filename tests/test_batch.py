@@ -23,10 +23,10 @@ WORDS = ("a", "red", "green", "blue", "square", "stripes", "on", "white")
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     """A decoder with large random weights, so its captions are words that differ by photo."""
-    from captioner import artifacts
-    from captioner.config import Config
-    from captioner.decoders import build_decoder
-    from captioner.text import Vocabulary
+    from captioner.model_dirs import artifacts
+    from captioner.decoders.config import Config
+    from captioner.decoders.registry import build_decoder
+    from captioner.data.text import Vocabulary
     vocab = Vocabulary(list(WORDS))
     config = Config(vocab_size=len(vocab), units=8, embed_dim=4, max_decode_length=6)
     model = build_decoder(config)
@@ -99,7 +99,7 @@ def assert_same_records(got: dict[str, dict], want: dict[str, dict]) -> None:
 @pytest.fixture(scope="module")
 def reference(tiny_model, tmp_path_factory) -> tuple[Path, dict[str, dict]]:
     """A folder and the records of one uninterrupted local run over it."""
-    from captioner.batch import caption_dir
+    from captioner.batch.folder import caption_dir
     folder = make_folder(tmp_path_factory.mktemp("ref") / "photos")
     out = folder.parent / "captions.jsonl"
     summary = caption_dir(load(tiny_model), folder, out, batch_size=4, progress=False)
@@ -109,7 +109,7 @@ def reference(tiny_model, tmp_path_factory) -> tuple[Path, dict[str, dict]]:
 
 def test_one_record_per_photo_with_captions_or_an_error(reference):
     folder, records = reference
-    from captioner.batch import RECORD_KEYS, find_photos
+    from captioner.batch.folder import RECORD_KEYS, find_photos
     assert list(records) == find_photos(folder) and len(records) == 27
     assert not any(p.startswith(".") or "/." in p for p in records)  # hidden files skipped
     assert {p.rsplit(".", 1)[1] for p in records} == {"jpg", "png", "webp", "bmp", "gif", "JPEG"}
@@ -129,7 +129,7 @@ def test_one_record_per_photo_with_captions_or_an_error(reference):
 
 
 def test_bad_files_are_counted_and_reported_and_the_run_goes_on(tiny_model, tmp_path, capsys):
-    from captioner.batch import caption_dir, describe
+    from captioner.batch.folder import caption_dir, describe
     folder = make_folder(tmp_path / "photos", n=6)
     out = tmp_path / "captions.jsonl"
     summary = caption_dir(load(tiny_model), folder, out, batch_size=2, progress=False)
@@ -150,7 +150,7 @@ def test_bad_files_are_counted_and_reported_and_the_run_goes_on(tiny_model, tmp_
 
 
 def test_torn_last_line_is_truncated_and_redone(reference, tiny_model, tmp_path, capsys):
-    from captioner.batch import caption_dir
+    from captioner.batch.folder import caption_dir
     folder, want = reference
     out = tmp_path / "captions.jsonl"
     lines = [json.dumps(want[p]) + "\n" for p in list(want)[:10]]
@@ -165,8 +165,8 @@ def test_torn_last_line_is_truncated_and_redone(reference, tiny_model, tmp_path,
 
 
 def test_an_output_that_is_not_ours_is_refused(reference, tiny_model, tmp_path):
-    from captioner.batch import BatchError, caption_dir
-    from captioner.resumable_jsonl import OutputFileError
+    from captioner.batch.folder import BatchError, caption_dir
+    from captioner.batch.resumable_jsonl import OutputFileError
     folder, want = reference
     out = tmp_path / "captions.jsonl"
     first = next(iter(want.values()))
@@ -182,7 +182,7 @@ def test_an_output_that_is_not_ours_is_refused(reference, tiny_model, tmp_path):
 
 
 def test_two_runs_cannot_write_one_output(reference, tiny_model, tmp_path):
-    from captioner.resumable_jsonl import OutputFileError, ResumableJsonl
+    from captioner.batch.resumable_jsonl import OutputFileError, ResumableJsonl
     with ResumableJsonl(tmp_path / "captions.jsonl"):
         with pytest.raises(OutputFileError, match="another caption-dir is writing it"):
             with ResumableJsonl(tmp_path / "captions.jsonl"):
@@ -242,7 +242,7 @@ def test_ray_engine_writes_the_same_records_as_the_local_one(reference, tiny_mod
 
 @pytest.mark.integration
 def test_cli_captions_a_folder_of_real_photos_and_resumes(tmp_path, shared_data, trained_dir):
-    from captioner.encoder import cached_weights_path
+    from captioner.vision.encoder import cached_weights_path
     from conftest import require
     require(cached_weights_path(), "Xception weights (run `make setup`)")
     names = (shared_data / "Flickr8k_text" / "Flickr_8k.testImages.txt").read_text().split()[:3]

@@ -1,6 +1,6 @@
 """Caption statistics and search used by the dataset page."""
-from captioner import dataset_stats as stats
-from captioner.text import Vocabulary
+from captioner.data import stats as stats
+from captioner.data.text import Vocabulary
 
 CAPTIONS = {
     "a.jpg": ["A dog runs on the grass .", "The dog is running", "A brown dog ."],

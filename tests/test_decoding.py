@@ -5,12 +5,12 @@ import itertools
 import numpy as np
 import pytest
 
-from captioner.attention import AttentionDecoder
-from captioner.config import Config
-from captioner.decoders import build_decoder, numpy_decoder
-from captioner.decoding import beam_search, greedy_search, sample_captions
-from captioner.model import MergeDecoder
-from captioner.text import Vocabulary
+from captioner.decoders.attention import AttentionDecoder
+from captioner.decoders.config import Config
+from captioner.decoders.registry import build_decoder, numpy_decoder
+from captioner.decoding.search import beam_search, greedy_search, sample_captions
+from captioner.decoders.merge import MergeDecoder
+from captioner.data.text import Vocabulary
 
 VOCAB = Vocabulary(["x", "y", "z"])
 BANNED = [Vocabulary.pad_id, Vocabulary.unk_id, Vocabulary.start_id]
@@ -121,7 +121,7 @@ def test_never_emits_banned_tokens_and_respects_max_length():
 
 
 def test_function_word_pairs_may_repeat_content_pairs_may_not():
-    from captioner.decoding import NEG_INF, _mask_banned
+    from captioner.decoding.search import NEG_INF, _mask_banned
     vocab = Vocabulary(["a", "dog", "in", "blue", "shirt", "and", "red"])
     ids = {w: vocab.stoi[w] for w in vocab.itos}
     history = np.array([[ids[w] for w in "a dog in a blue shirt and blue".split()],
@@ -184,7 +184,7 @@ def test_numpy_steps_match_keras_forward_passes():
         model = build_decoder(config)
         decoder = numpy_decoder(model, config)
         if kind == "merge":
-            from captioner.encoder import pool
+            from captioner.vision.encoder import pool
             logits = model([pool(maps)[photos], tokens], training=False).numpy()
             weights = None
         else:

@@ -1,9 +1,9 @@
 """The beam search trace (decoding.TraceStep) and the tree drawn from it (beam_tree.py)."""
 import pytest
 
-from captioner.beam_tree import beam_tree_dot, path_tokens, photo_steps, winner
-from captioner.decoding import beam_search
-from captioner.text import Vocabulary
+from captioner.decoding.beam_tree import beam_tree_dot, path_tokens, photo_steps, winner
+from captioner.decoding.search import beam_search
+from captioner.data.text import Vocabulary
 from test_decoding import DECODERS, random_features
 
 WORDS = Vocabulary([f"w{i}" for i in range(12)])

@@ -3,7 +3,7 @@ decodes with, and a step on it moves the student toward it."""
 import numpy as np
 import pytest
 
-from captioner.config import Config
+from captioner.decoders.config import Config
 
 # <start> then words; the last row ends early, padded with 0 as sampled captions are
 TOKENS = np.array([[2, 5, 6, 7, 9], [2, 11, 4, 4, 8], [2, 19, 5, 0, 0]], dtype=np.int32)
@@ -12,7 +12,7 @@ PHOTOS = np.array([0, 1, 0])
 
 def tiny(kind: str, seed: int):
     import keras
-    from captioner.checkpoint import new_model
+    from captioner.training.checkpoint import new_model
     keras.utils.set_random_seed(seed)
     config = Config(vocab_size=20, units=16, embed_dim=8, attention_dim=8, decoder=kind,
                     image_dropout=0.0, embed_dropout=0.0)
@@ -26,9 +26,9 @@ def regions(n: int = 2) -> np.ndarray:
 def test_the_teacher_reads_each_word_as_the_ensemble_decodes_it():
     """Teacher-forced in one pass, the teacher's distribution after each prefix equals the
     NumPy ensemble's step by step; the merge member pools the regions it is given."""
-    from captioner.decoders import numpy_decoder
-    from captioner.distillation import Teacher
-    from captioner.ensemble import EnsembleDecoder
+    from captioner.decoders.registry import numpy_decoder
+    from captioner.training.distillation import Teacher
+    from captioner.decoders.ensemble import EnsembleDecoder
     members = [tiny("attention", 1), tiny("merge", 2)]
     features = regions()
     teacher = Teacher(members, [0.6, 0.4], "fingerprint").bind(features)
@@ -44,8 +44,8 @@ def test_the_teacher_reads_each_word_as_the_ensemble_decodes_it():
 
 
 def test_an_attention_teacher_needs_the_maps_and_a_merge_teacher_takes_either():
-    from captioner.checkpoint import TrainingError
-    from captioner.distillation import Teacher
+    from captioner.training.checkpoint import TrainingError
+    from captioner.training.distillation import Teacher
     features = regions()
     pooled = features.astype(np.float32).mean(axis=1)
     with pytest.raises(TrainingError, match="needs the 10x10 maps"):
@@ -61,9 +61,9 @@ def test_a_distillation_step_moves_the_student_toward_the_teacher():
     from teacher to student on the words they weigh (the step reports it, before its update);
     with those weights at 0 the student does not move."""
     import tensorflow as tf
-    from captioner.decoders import keras_inputs
-    from captioner.distillation import Teacher
-    from captioner.train_step import make_train_step
+    from captioner.decoders.registry import keras_inputs
+    from captioner.training.distillation import Teacher
+    from captioner.training.step import make_train_step
     student, config = tiny("attention", 3)
     features = regions()
     teacher = Teacher([tiny("attention", 4)], [1.0], "fingerprint").bind(features)
@@ -101,12 +101,12 @@ def test_a_self_critical_epoch_gives_the_step_the_teacher_on_each_sampled_word()
     end, 0 after it and on every reference row."""
     from types import SimpleNamespace
 
-    from captioner.caption_set import CaptionSet
-    from captioner.cider import CiderD
-    from captioner.decoders import keras_inputs
-    from captioner.distillation import Teacher
-    from captioner.self_critical import scst_epoch
-    from captioner.text import Vocabulary
+    from captioner.training.caption_set import CaptionSet
+    from captioner.training.cider import CiderD
+    from captioner.decoders.registry import keras_inputs
+    from captioner.training.distillation import Teacher
+    from captioner.training.self_critical import scst_epoch
+    from captioner.data.text import Vocabulary
     vocab = Vocabulary([f"w{i}" for i in range(16)])
     assert len(vocab) == 20
     model, config = tiny("attention", 5)
@@ -155,7 +155,7 @@ def test_teacher_settings_are_checked():
 
 def test_references_appended_after_the_samples_get_no_teacher_weight():
     import tensorflow as tf
-    from captioner.self_critical import pad_rows
+    from captioner.training.self_critical import pad_rows
     soft = tf.ones((2, 3, 5))
     padded = pad_rows({"soft_targets": soft, "soft_weights": np.ones((2, 3), np.float32)}, 4, 6)
     assert padded["soft_targets"].shape == (4, 6, 5)
@@ -173,9 +173,9 @@ def test_a_run_distils_its_teacher_records_it_and_resumes_only_with_it(tmp_path,
     import hashlib
     import json
 
-    from captioner.artifacts import load_trained
-    from captioner.checkpoint import TrainingError
-    from captioner.train import train
+    from captioner.model_dirs.artifacts import load_trained
+    from captioner.training.checkpoint import TrainingError
+    from captioner.training.loop import train
     from conftest import PixelEncoder
     from train_helper import TINY
     monkeypatch.setenv("CAPTIONER_CACHE_DIR", str(tmp_path / "cache"))

@@ -3,9 +3,9 @@ of its members' log-probabilities, and the one beam search runs on it exactly.""
 import numpy as np
 import pytest
 
-from captioner.decoding import beam_search
-from captioner.ensemble import EnsembleDecoder
-from captioner.model import log_softmax
+from captioner.decoding.search import beam_search
+from captioner.decoders.ensemble import EnsembleDecoder
+from captioner.decoders.step import log_softmax
 from test_decoding import VOCAB, exhaustive_best, random_attention, random_features, random_merge
 
 
@@ -72,9 +72,9 @@ def tiny_member(root, decoder, seed, vocab, cider):
     """A small random (untrained) model written as training writes one, with a test CIDEr."""
     import keras
 
-    from captioner import artifacts
-    from captioner.config import Config
-    from captioner.decoders import build_decoder
+    from captioner.model_dirs import artifacts
+    from captioner.decoders.config import Config
+    from captioner.decoders.registry import build_decoder
     keras.utils.set_random_seed(seed)
     config = Config(decoder=decoder, vocab_size=len(vocab), units=8, embed_dim=4, attention_dim=4,
                     max_decode_length=6)
@@ -85,9 +85,9 @@ def tiny_member(root, decoder, seed, vocab, cider):
 
 
 def tiny_ensemble(root, cider=0.7):
-    from captioner.artifacts import sha256_file
-    from captioner.text import Vocabulary
-    from captioner.trained_ensemble import save_ensemble
+    from captioner.model_dirs.artifacts import sha256_file
+    from captioner.data.text import Vocabulary
+    from captioner.model_dirs.ensemble_dir import save_ensemble
     vocab = Vocabulary(["a", "dog", "runs", "on", "grass"])
     members = [tiny_member(root, "attention", 1, vocab, 0.6), tiny_member(root, "merge", 2, vocab, 0.5)]
     metrics = {"split": "test", "decoder": "ensemble", "beam": {"3": {"CIDEr": cider}}}
@@ -100,9 +100,10 @@ def tiny_ensemble(root, cider=0.7):
 
 def test_an_ensemble_directory_loads_and_decodes_as_its_members_mixed(tmp_path):
     from captioner import Captioner
-    from captioner.artifacts import load_trained, read_records
-    from captioner.captioner import available_models
-    from captioner.decoders import numpy_decoder
+    from captioner.model_dirs.artifacts import load_trained
+    from captioner.model_dirs.catalog import read_records
+    from captioner.model_dirs.catalog import available_models
+    from captioner.decoders.registry import numpy_decoder
     directory, (attention_dir, merge_dir) = tiny_ensemble(tmp_path)
     assert sorted(available_models(tmp_path)) == ["attention", "ensemble", "merge"]
     assert not (directory / "decoder.weights.h5").exists()  # it shares its members' weights
@@ -125,9 +126,9 @@ def test_an_ensemble_directory_loads_and_decodes_as_its_members_mixed(tmp_path):
 
 def test_an_ensemble_goes_stale_when_a_member_is_retrained(tmp_path):
     from captioner import Captioner
-    from captioner.artifacts import ArtifactError
-    from captioner.captioner import resolve_model, test_cider
-    from captioner.text import Vocabulary
+    from captioner.model_dirs.artifacts import ArtifactError
+    from captioner.model_dirs.catalog import resolve_model, test_cider
+    from captioner.data.text import Vocabulary
     directory, _ = tiny_ensemble(tmp_path)
     assert resolve_model(tmp_path) == directory
     tiny_member(tmp_path, "merge", 9, Vocabulary(["a", "dog", "runs", "on", "grass"]), 0.5)  # retrained
@@ -141,8 +142,8 @@ def test_an_ensemble_goes_stale_when_a_member_is_retrained(tmp_path):
 def test_an_ensemble_refuses_members_elsewhere_and_tampered_files(tmp_path):
     import json
 
-    from captioner.artifacts import ArtifactError
-    from captioner.trained_ensemble import load_ensemble, save_ensemble
+    from captioner.model_dirs.artifacts import ArtifactError
+    from captioner.model_dirs.ensemble_dir import load_ensemble, save_ensemble
     directory, members = tiny_ensemble(tmp_path / "trained")
     with pytest.raises(ArtifactError, match="members must be directories beside it"):
         save_ensemble(tmp_path / "elsewhere" / "ensemble", members, ["x", "y"], None, [0.6, 0.4], 1.0,
@@ -177,7 +178,7 @@ def test_the_training_page_warns_of_a_stale_ensemble(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     from app_fixtures import APP
-    from captioner.text import Vocabulary
+    from captioner.data.text import Vocabulary
     tiny_ensemble(tmp_path)
     monkeypatch.setenv("CAPTIONER_MODEL_DIR", str(tmp_path))
     at = AppTest.from_file(APP, default_timeout=60).run()

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner import artifacts
-from captioner.confidence import least_confident, word_confidence
-from captioner.decoding import Caption
-from captioner.familiarity import Familiarity, build, find
-from captioner.neighbours import NeighbourIndex
+from captioner.model_dirs import artifacts
+from captioner.decoding.confidence import least_confident, word_confidence
+from captioner.decoding.search import Caption
+from captioner.explain.familiarity import Familiarity, build, find
+from captioner.explain.neighbours import NeighbourIndex
 from conftest import PixelEncoder, write_original_layout
 
 
@@ -75,7 +75,7 @@ def test_word_confidence():
 
 
 def test_attention_figures():
-    from captioner.figures import attention_grid, attention_word, figure_png, region_map
+    from captioner.explain.figures import attention_grid, attention_word, figure_png, region_map
     image = Image.new("RGB", (120, 80), (200, 100, 50))
     caption = _caption(attention=True)
     assert region_map(caption, 1).argmax() == 12 and region_map(caption, 1).sum() == pytest.approx(1)
@@ -91,9 +91,9 @@ def test_attention_figures():
 
 def _tiny_captioner(tmp_path, decoder="merge"):
     from captioner import Captioner
-    from captioner.config import Config
-    from captioner.decoders import build_decoder
-    from captioner.text import Vocabulary
+    from captioner.decoders.config import Config
+    from captioner.decoders.registry import build_decoder
+    from captioner.data.text import Vocabulary
     vocab = Vocabulary(["a", "red", "square"])
     config = Config(decoder=decoder, vocab_size=len(vocab), units=16, embed_dim=8, attention_dim=8)
     out = artifacts.save_trained(tmp_path / decoder, build_decoder(config), vocab, config, [], None, {})
@@ -101,7 +101,7 @@ def _tiny_captioner(tmp_path, decoder="merge"):
 
 
 def test_many_photos_bad_file_among_good(tmp_path):
-    from captioner.many import caption_files, to_records
+    from captioner.batch.many import caption_files, to_records
     captioner = _tiny_captioner(tmp_path)
     good = io.BytesIO()
     Image.new("RGB", (64, 48), (20, 200, 30)).save(good, "PNG")
@@ -118,8 +118,8 @@ def test_many_photos_bad_file_among_good(tmp_path):
 
 
 def test_index_dataset_on_a_tiny_dataset(tmp_path, monkeypatch):
-    from captioner.index_dataset import describe, index_dataset
-    from captioner.neighbours import index_path
+    from captioner.explain.index import describe, index_dataset
+    from captioner.explain.neighbours import index_path
     monkeypatch.setenv("CAPTIONER_CACHE_DIR", str(tmp_path / "cache"))
     data = write_original_layout(tmp_path / "flickr", n_images=40)
     summary = index_dataset(data, tmp_path / "trained", PixelEncoder(), clusters=4, percentile=5,
@@ -147,9 +147,9 @@ def _odd_images() -> dict:
 
 @pytest.mark.integration
 def test_flickr8k_test_photos_pass_and_odd_images_are_flagged(encoder, shared_data):
-    from captioner.dataset import load_flickr8k
-    from captioner.features import extract_feature_maps
-    from captioner.images import prepare_for_encoder
+    from captioner.data.dataset import load_flickr8k
+    from captioner.vision.features import extract_feature_maps
+    from captioner.data.images import prepare_for_encoder
     from conftest import ROOT, require
     fam = Familiarity.load(require(ROOT / "trained" / "training_photos.h5", "training_photos.h5"))
     assert fam.encoder_checksum == encoder.checksum
@@ -166,7 +166,7 @@ def test_flickr8k_test_photos_pass_and_odd_images_are_flagged(encoder, shared_da
 @pytest.mark.integration
 def test_cli_writes_the_attention_figure(encoder, tmp_path, capsys):
     from captioner.__main__ import main
-    from captioner.encoder import cached_weights_path
+    from captioner.vision.encoder import cached_weights_path
     _tiny_captioner(tmp_path, "attention")
     merge_dir = _tiny_captioner(tmp_path, "merge").trained.directory
     photo, out = tmp_path / "cat.png", tmp_path / "figure.png"

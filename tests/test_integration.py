@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def test_split(shared_data):
-    from captioner.dataset import load_flickr8k
+    from captioner.data.dataset import load_flickr8k
     return load_flickr8k(shared_data)
 
 
@@ -26,12 +26,12 @@ def photos_where_all_references_say(dataset, word, limit):
 
 
 def test_encoder_weights_are_the_verified_imagenet_ones(encoder):
-    from captioner.encoder import EXPECTED_CHECKSUM
+    from captioner.vision.encoder import EXPECTED_CHECKSUM
     assert encoder.checksum == EXPECTED_CHECKSUM
 
 
 def test_models_were_trained_with_this_encoder_and_meet_the_bar(captioner):
-    from captioner.captioner import test_cider
+    from captioner.model_dirs.catalog import test_cider
     models = trained_models()
     assert "merge" in models
     for name, directory in models.items():
@@ -52,7 +52,7 @@ def test_models_were_trained_with_this_encoder_and_meet_the_bar(captioner):
 @pytest.fixture(scope="module")
 def test_maps(test_split, encoder):
     """Xception maps of the first 120 test photos, computed once for every model's tests."""
-    from captioner.features import extract_feature_maps
+    from captioner.vision.features import extract_feature_maps
     names = test_split.images("test")[:120]
     return names, extract_feature_maps([test_split.image_path(n) for n in names], encoder,
                                        progress=False)
@@ -168,7 +168,7 @@ def test_encoder_weights_resolution_never_falls_back_to_random(tmp_path, monkeyp
 
     import h5py
 
-    from captioner.encoder import EncoderWeightsError, cached_weights_path, resolve_weights
+    from captioner.vision.encoder import EncoderWeightsError, cached_weights_path, resolve_weights
     with pytest.raises(EncoderWeightsError, match="nowhere.h5: Xception weights file not found"):
         resolve_weights(tmp_path / "nowhere.h5")
     real = cached_weights_path()

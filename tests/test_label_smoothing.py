@@ -7,10 +7,10 @@ import pytest
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])
 def test_train_step_minimises_the_smoothed_cross_entropy(smoothing):
     import keras
-    from captioner.config import Config
-    from captioner.decoders import keras_inputs
-    from captioner.checkpoint import new_model
-    from captioner.train_step import make_train_step
+    from captioner.decoders.config import Config
+    from captioner.decoders.registry import keras_inputs
+    from captioner.training.checkpoint import new_model
+    from captioner.training.step import make_train_step
     keras.utils.set_random_seed(0)
     config = Config(decoder="merge", vocab_size=12, units=16, embed_dim=8,
                     image_dropout=0.0, embed_dropout=0.0, label_smoothing=smoothing)

@@ -54,7 +54,7 @@ def installed(tmp_path_factory, trained_dir) -> Path:
 
 def test_installed_command_uses_the_packaged_model_from_any_directory(installed, tmp_path):
     where = run(installed / "python", "-c",
-                "import captioner, captioner.captioner as c; print(captioner.__file__); "
+                "import captioner, captioner.model_dirs.catalog as c; print(captioner.__file__); "
                 "print(c.DEFAULT_MODEL_DIR)", cwd=tmp_path)
     assert where.returncode == 0, where.stderr
     package_file, model_dir = where.stdout.split()
@@ -69,7 +69,7 @@ def test_installed_command_uses_the_packaged_model_from_any_directory(installed,
 
 
 def test_installed_command_captions_a_photo(installed, tmp_path, shared_data):
-    from captioner.encoder import cached_weights_path
+    from captioner.vision.encoder import cached_weights_path
     require(cached_weights_path(), "Xception weights (run `make setup`)")
     test_names = (shared_data / "Flickr8k_text" / "Flickr_8k.testImages.txt").read_text().split()
     photo = shared_data / "Flicker8k_Dataset" / test_names[0]

@@ -3,7 +3,7 @@ moves probability toward samples that beat their baseline."""
 import numpy as np
 import pytest
 
-from captioner.cider import CiderD
+from captioner.training.cider import CiderD
 
 
 def corpus(seed: int, n_images: int = 30):
@@ -35,10 +35,10 @@ def test_scst_update_follows_the_advantage():
     the step is small so that the first-order effect decides (one Adam step with a large rate
     may move a caption that shares every parameter with the other either way)."""
     import keras
-    from captioner.config import Config
-    from captioner.decoders import keras_inputs
-    from captioner.checkpoint import new_model
-    from captioner.train_step import make_train_step
+    from captioner.decoders.config import Config
+    from captioner.decoders.registry import keras_inputs
+    from captioner.training.checkpoint import new_model
+    from captioner.training.step import make_train_step
     keras.utils.set_random_seed(0)
     config = Config(decoder="attention", vocab_size=12, units=16, embed_dim=8, attention_dim=8,
                     image_dropout=0.0, embed_dropout=0.0)
@@ -78,8 +78,8 @@ def test_scst_update_follows_the_advantage():
 def test_mixed_objective_adds_the_references_with_their_weight():
     """The references join the sampled captions in one batch (one update), padded to a common
     width, and weigh `reference_weight` in all: their mean -log p times the weight."""
-    from captioner.caption_set import CaptionSet
-    from captioner.self_critical import with_references
+    from captioner.training.caption_set import CaptionSet
+    from captioner.training.self_critical import with_references
     captions = CaptionSet(photos=np.array([0, 0, 1]), by_photo=[[0, 1], [2]],
                           ids=[np.array([4, 5, 6, 7, 8, 9]), np.array([4]), np.array([5, 6])])
     photos = np.array([0, 0, 1, 1])                      # two samples per photo
@@ -102,7 +102,7 @@ def test_mixed_objective_adds_the_references_with_their_weight():
 
 
 def test_contrastive_reward_favours_the_caption_that_tells_similar_photos_apart():
-    from captioner.self_critical import sample_rewards
+    from captioner.training.self_critical import sample_rewards
     refs = {"grass": ["a brown dog runs on the grass", "a dog runs across green grass",
                       "a brown dog running in a grassy field"],
             "sand": ["a brown dog runs on the sand", "a dog runs across the beach sand",
@@ -125,10 +125,10 @@ def test_moving_average_is_what_validation_and_the_kept_copy_see_and_it_survives
     what `averaged_weights` shows (then the live weights come back to go on training), what the
     checkpoint keeps as the best copy, and, with the live weights, what a resumed run restores."""
     import keras
-    from captioner.config import Config
-    from captioner.decoders import keras_inputs
-    from captioner.checkpoint import Checkpoint, averaged_weights, load_decoder_only, new_model
-    from captioner.train_step import make_train_step
+    from captioner.decoders.config import Config
+    from captioner.decoders.registry import keras_inputs
+    from captioner.training.checkpoint import Checkpoint, averaged_weights, load_decoder_only, new_model
+    from captioner.training.step import make_train_step
     keras.utils.set_random_seed(0)
     config = Config(decoder="attention", vocab_size=12, units=16, embed_dim=8, attention_dim=8,
                     image_dropout=0.0, embed_dropout=0.0, scst_ema=0.5)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from captioner.similar import similar_photos
+from captioner.training.similar import similar_photos
 
 
 def test_nearest_other_photos_by_cosine_never_itself():

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from captioner.dataset import DatasetError, deterministic_split, load_flickr8k
-from captioner.text import Vocabulary, clean_caption
+from captioner.data.dataset import DatasetError, deterministic_split, load_flickr8k
+from captioner.data.text import Vocabulary, clean_caption
 
 
 def test_clean_caption():

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from captioner import artifacts
-from captioner.artifacts import ArtifactError, load_trained
-from captioner.features import FeatureCache
+from captioner.model_dirs import artifacts
+from captioner.model_dirs.artifacts import ArtifactError, load_trained
+from captioner.vision.features import FeatureCache
 
 HELPER = Path(__file__).resolve().parent / "train_helper.py"
 
@@ -74,7 +74,7 @@ def test_training_is_killed_then_resumes_and_writes_a_consistent_model(tmp_path,
     assert (guard_key == "val_distinct_beam") == (decoder == "attention")
     assert all((guard_key in r) == (r["phase"] == "scst" or guard_key == "val_distinct")
                for r in trained.history)
-    from captioner.model_scores import ALPHA_CHOICES  # measured at the length penalty val CIDEr prefers
+    from captioner.training.scores import ALPHA_CHOICES  # measured at the length penalty val CIDEr prefers
     assert all(r["val_distinct_alpha"] in ALPHA_CHOICES for r in trained.history if "val_distinct_beam" in r)
     keepable = [r for r in trained.history
                 if r["phase"] == "scst" and r[guard_key] >= trained.config.scst_min_distinct]
@@ -111,7 +111,7 @@ def test_kaggle_layout_trains_too(tmp_path, kaggle_dataset):
     assert manifest["dataset"]["layout"] == "kaggle"
 
     # Re-scoring keeps the weights and history, and rewrites the metrics atomically.
-    from captioner.model_scores import rescore
+    from captioner.training.scores import rescore
     from conftest import PixelEncoder
     before = load_trained(tmp_path / "trained")
     metrics = rescore(kaggle_dataset, tmp_path / "trained", PixelEncoder(), progress=False)
@@ -124,7 +124,7 @@ def test_kaggle_layout_trains_too(tmp_path, kaggle_dataset):
 @pytest.mark.slow
 def test_a_kept_checkpoint_extends_a_finished_run(tmp_path, original_dataset, capsys):
     import dataclasses
-    from captioner.train import train
+    from captioner.training.loop import train
     from conftest import PixelEncoder
     from train_helper import TINY
     out, ckpt = tmp_path / "trained", tmp_path / "ckpt"
@@ -134,7 +134,7 @@ def test_a_kept_checkpoint_extends_a_finished_run(tmp_path, original_dataset, ca
     first = load_trained(out)
     assert [r["phase"] for r in first.history] == ["xe", "xe", "scst"]
     assert (ckpt / "state.json").is_file(), "keep_checkpoint must keep it"
-    from captioner.live_run import read_run
+    from captioner.training.live_run import read_run
     assert read_run(ckpt) is None, "a finished run is not shown as a live (or killed) one"
     capsys.readouterr()
 
@@ -153,8 +153,8 @@ def test_a_finished_model_is_extended_without_its_checkpoint(tmp_path, original_
     """--extend: a model directory stands in for the checkpoint its run did not keep, from
     cross-entropy into self-critical training, then by one more self-critical epoch."""
     import dataclasses
-    from captioner.checkpoint import TrainingError
-    from captioner.train import train
+    from captioner.training.checkpoint import TrainingError
+    from captioner.training.loop import train
     from conftest import PixelEncoder
     from train_helper import TINY
     out = tmp_path / "trained"
@@ -203,7 +203,7 @@ def test_a_stopped_and_resumed_run_repeats_an_unbroken_one(tmp_path, original_da
 
     import numpy as np
 
-    from captioner.train import train
+    from captioner.training.loop import train
     from conftest import PixelEncoder
     from train_helper import TINY
     config = dataclasses.replace(TINY, decoder=decoder, max_epochs=3, patience=9, scst_max_epochs=2,
@@ -224,9 +224,9 @@ def test_a_stopped_and_resumed_run_repeats_an_unbroken_one(tmp_path, original_da
 
 
 def tiny_trained(tmp_path, vocab_words=("a", "red", "square")):
-    from captioner.config import Config
-    from captioner.decoders import build_decoder
-    from captioner.text import Vocabulary
+    from captioner.decoders.config import Config
+    from captioner.decoders.registry import build_decoder
+    from captioner.data.text import Vocabulary
     vocab = Vocabulary(list(vocab_words))
     config = Config(vocab_size=len(vocab), units=8, embed_dim=4)
     out = tmp_path / "trained"
@@ -245,7 +245,7 @@ def test_roundtrip_and_atomic_replacement(tmp_path, monkeypatch):
     with h5py.File(out / "decoder.weights.h5") as weights:
         assert "optimizer" not in weights  # only what decoding needs is shipped
     assert all(p.stat().st_mode & 0o044 for p in out.iterdir())  # readable by the app's user
-    from captioner.decoders import build_decoder
+    from captioner.decoders.registry import build_decoder
 
     def crash(*_args, **_kw):
         raise OSError("disk full")

@@ -8,8 +8,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conftest import PixelEncoder  # noqa: E402
-from captioner.config import Config  # noqa: E402
-from captioner.train import train  # noqa: E402
+from captioner.decoders.config import Config  # noqa: E402
+from captioner.training.loop import train  # noqa: E402
 
 TINY = Config(min_word_count=1, embed_dim=16, units=32, attention_dim=16, batch_size=16, max_epochs=5,
               patience=6, learning_rate=3e-3, max_decode_length=8, image_dropout=0.1, embed_dropout=0.1,

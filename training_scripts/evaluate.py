@@ -25,16 +25,16 @@ def main(argv=None) -> int:
     parser.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")
     args = parser.parse_args(argv)
 
-    from captioner.tf_setup import import_tensorflow_quietly
+    from captioner.vision.tf_setup import import_tensorflow_quietly
     import_tensorflow_quietly()
     from captioner.cli_errors import run_reporting_errors
-    from captioner.dataset import data_dir_from_env
-    from captioner.encoder import Encoder
-    from captioner.model_scores import rescore
+    from captioner.data.dataset import data_dir_from_env
+    from captioner.vision.encoder import Encoder
+    from captioner.training.scores import rescore
 
-    from captioner.captioner import available_models
-    from captioner.progress import log
-    from captioner.trained_ensemble import is_ensemble
+    from captioner.model_dirs.catalog import available_models
+    from captioner.training.progress import log
+    from captioner.model_dirs.ensemble_dir import is_ensemble
 
     def job():
         encoder = Encoder(args.xception_weights)

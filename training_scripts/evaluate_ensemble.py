@@ -5,10 +5,10 @@
         --models trained/attention trained/merge --weights 0.5,0.6,0.7 --out trained/ensemble
 
 At every step the ensemble mixes the two decoders' next-word log-probabilities, the first
-weighted w and the second 1 - w (captioner/ensemble.py). w and the length penalty are chosen
+weighted w and the second 1 - w (captioner/decoders/ensemble.py). w and the length penalty are chosen
 on the validation split (CIDEr at beam 3); the test split is then scored at beams 1, 3 and 5
 as training scores a model. --out (beside the members) is written atomically: a model the
-app, the CLI and Captioner.load() can choose (captioner/trained_ensemble.py). The test
+app, the CLI and Captioner.load() can choose (captioner/model_dirs/ensemble_dir.py). The test
 metrics are also printed as JSON.
 """
 from __future__ import annotations
@@ -41,15 +41,15 @@ def main(argv=None) -> int:
     if not all(0.0 <= w <= 1.0 for w in weights):
         parser.error(f"--weights: each weight must be between 0 and 1, got {args.weights!r}")
 
-    from captioner.tf_setup import import_tensorflow_quietly
+    from captioner.vision.tf_setup import import_tensorflow_quietly
     import_tensorflow_quietly()
-    from captioner.artifacts import environment
+    from captioner.model_dirs.artifacts import environment
     from captioner.cli_errors import run_reporting_errors
-    from captioner.dataset import data_dir_from_env
-    from captioner.encoder import Encoder
-    from captioner.model_scores import score_ensemble
-    from captioner.progress import log
-    from captioner.trained_ensemble import save_ensemble
+    from captioner.data.dataset import data_dir_from_env
+    from captioner.vision.encoder import Encoder
+    from captioner.training.scores import score_ensemble
+    from captioner.training.progress import log
+    from captioner.model_dirs.ensemble_dir import save_ensemble
 
     def job():
         out = Path(args.out) if args.out else Path(args.models[0]).resolve().parent / "ensemble"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from captioner.config import DECODERS, Config  # noqa: E402
+from captioner.decoders.config import DECODERS, Config  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -49,13 +49,13 @@ def main(argv=None) -> int:
     if args.extend and args.decoder == "both":
         parser.error("--extend needs one --decoder (the model's)")
 
-    from captioner.tf_setup import import_tensorflow_quietly
+    from captioner.vision.tf_setup import import_tensorflow_quietly
     import_tensorflow_quietly()
     from captioner.cli_errors import run_reporting_errors
-    from captioner.dataset import data_dir_from_env
-    from captioner.encoder import Encoder
-    from captioner.progress import log
-    from captioner.train import train
+    from captioner.data.dataset import data_dir_from_env
+    from captioner.vision.encoder import Encoder
+    from captioner.training.progress import log
+    from captioner.training.loop import train
 
     def job():
         encoder = Encoder(args.xception_weights)

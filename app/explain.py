@@ -1,0 +1,136 @@
+"""The caption page's explanations: familiarity, confidence, attention, the beam search tree.
+
+Each function lays out what the library computes (captioner.explain.familiarity,
+captioner.decoding.confidence, captioner.explain.figures, captioner.decoding.beam_tree) for one encoded photo; nothing here decides anything about the model.
+Model output only ever reaches the page as data (tables, figure images, DOT labels), never as
+Markdown or HTML.
+"""
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import streamlit as st
+from PIL import Image
+
+from app import support as app
+from captioner.decoding.beam_tree import beam_tree_dot
+from captioner.decoding.confidence import least_confident, word_confidence
+from captioner.explain.figures import attention_grid, attention_word, caption_words, figure_png
+
+NEIGHBOURS = 4
+
+
+# -- "unlike the training photos" ------------------------------------------------------
+def show_familiarity(captioner, encoded: dict) -> None:
+    familiarity = app.familiarity()
+    if familiarity is None:
+        st.caption("No familiarity check: run `python -m captioner index-dataset` to write "
+                   "`trained/training_photos.h5`.")
+        return
+    similarity = float(familiarity.similarity(encoded["features"])[0])
+    share = 100 - familiarity.percentile
+    if familiarity.is_unfamiliar(similarity):
+        st.warning(f"**This photo is unlike the photos the model learned from** (similarity "
+                   f"{similarity:.2f}; {share:g}% of held-out Flickr8k photos reach "
+                   f"{familiarity.threshold:.2f}). Flickr8k is mostly people, dogs and outdoor "
+                   "scenes: expect the caption to be wrong, however confident it sounds.",
+                   icon="⚠️")
+    else:
+        st.caption(f"Similar to the training photos: {similarity:.2f} (cosine to the nearest of "
+                   f"{len(familiarity.centroids)} training-photo centroids; {share:g}% of held-out "
+                   f"Flickr8k photos reach {familiarity.threshold:.2f}).")
+    with st.expander("The training photos it resembles most"):
+        show_neighbours(captioner, encoded)
+
+
+def show_neighbours(captioner, encoded: dict) -> None:
+    index = app.neighbour_index(captioner.encoder.checksum)
+    data, _ = app.dataset_index(app.default_data_dir())
+    if index is None or data is None:
+        st.info("This needs Flickr8k and its nearest-photo index: set `CAPTIONER_DATA_DIR` (see "
+                "the Flickr8k dataset page) and run `python -m captioner index-dataset`.")
+        return
+    st.caption("What the model learned from when it wrote captions for photos like this one: "
+               "the nearest training photos by cosine similarity of their Xception vectors.")
+    for column, (name, similarity) in zip(st.columns(NEIGHBOURS), index.nearest(encoded["features"], NEIGHBOURS)):
+        with column:
+            picture = app.thumbnail(str(data.dataset.image_path(name)))
+            if picture:
+                st.image(picture)
+            st.caption(f"similarity {similarity:.2f}")
+            for caption in data.dataset.captions.get(name, [])[:2]:
+                st.text(f"• {caption}")  # dataset text: st.text, never Markdown
+
+
+# -- per-word confidence ---------------------------------------------------------------
+def show_confidence(caption) -> None:
+    weakest = least_confident(caption)
+    if weakest:
+        st.caption(f"Least sure of \u201c{weakest[0]}\u201d ({weakest[1]:.0%})")
+    with st.expander("Word by word"):
+        columns = {"probability": st.column_config.ProgressColumn(
+            "probability", format="percent", min_value=0.0, max_value=1.0,
+            help="The model's probability of this word, given the photo and the words before it")}
+        rows = word_confidence(caption)
+        if rows and "from the photo" in rows[0]:
+            columns["from the photo"] = st.column_config.ProgressColumn(
+                "from the photo", format="percent", min_value=0.0, max_value=1.0,
+                help="Attention on the photo rather than on the language model's memory")
+        st.dataframe(pd.DataFrame(rows), column_config=columns, hide_index=True)
+
+
+# -- attention -------------------------------------------------------------------------
+@st.cache_data(show_spinner="Drawing the attention maps…", max_entries=16)
+def _attention_figures(photo_key: str, model: str, beam: int, _captioner, _encoded) -> tuple:
+    """(caption words, grid PNG, one large PNG per word) for one photo, model and width."""
+    caption = _captioner.caption(_encoded["features"], beam=beam, attention=True)[0]
+    image = Image.open(io.BytesIO(_encoded["preview"]))
+    small = image.copy()
+    small.thumbnail((240, 240))
+    words = caption_words(caption)
+    large = [figure_png(attention_word(image, caption, i)) for i in range(len(words))]
+    return words, figure_png(attention_grid(small, caption)), large
+
+
+def show_attention(captioner, encoded: dict, beams: list[int]) -> None:
+    """The attention figures of one model; keyed by model, since the attention model and the
+    ensemble (which draws its attention member's) can be shown together."""
+    own = captioner.attention_source == captioner.name
+    st.header(f"Where the {captioner.attention_source} model looked" + ("" if own else f", in the {captioner.name}"),
+              anchor=False)
+    if not own:
+        st.caption(f"The {captioner.name} chose each word; the maps are where its {captioner.attention_source} "
+                   "member looked as it did. The merge member reads the whole photo's average.")
+    beam = st.selectbox("Beam width", beams, index=len(beams) // 2, key=f"attention_beam_{captioner.name}")
+    words, grid, large = _attention_figures(encoded["key"], captioner.name, beam, captioner, encoded)
+    st.image(grid, caption="Each word's 10×10 attention over the photo (bright: looked here); "
+             "'photo' is how much of the word came from the image rather than the language model.")
+    choice = st.select_slider("Show one word large", options=list(range(len(words))),
+                              format_func=lambda i: f"{i + 1}. {words[i]}",
+                              key=f"attention_word_{captioner.name}")
+    st.image(large[choice], width=640)
+
+
+# -- the beam search tree --------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=32)
+def _tree(photo_key: str, model: str, beam: int, show_pruned: bool, _captioner, _features) -> str:
+    trace = []
+    caption = _captioner.caption(_features, beam=beam, trace=trace)[0]
+    return beam_tree_dot(trace, _captioner.vocab, show_pruned=show_pruned,
+                         title=f"Beam width {beam}: {caption.text}")
+
+
+def show_beam_trees(captioner, encoded: dict, beams: list[int]) -> None:
+    st.header("How the beam search went", anchor=False)
+    default = sorted({min(beams), max(beams)})
+    widths = st.multiselect("Widths to draw (two side by side)", app.BEAM_CHOICES, default=default,
+                            max_selections=2, key="tree_beams")
+    show_pruned = st.toggle("Show pruned candidates", value=True, key="tree_pruned")
+    st.caption("Steps run left to right. Boxes are the hypotheses kept at each step; faint dashed "
+               "ones were ranked but pruned; green boxes ended there, with their score "
+               "(log p / length^α); the red path is the caption the search returns.")
+    for column, beam in zip(st.columns(max(len(widths), 1)), sorted(widths)):
+        with column:
+            st.graphviz_chart(_tree(encoded["key"], captioner.name, beam, show_pruned, captioner,
+                                    encoded["features"]), width="stretch")

@@ -1,0 +1,179 @@
+"""The Python API the app and the command line use.
+
+    captioner = Captioner.load()                          # the best model in trained/ (or name=...)
+    features = captioner.features("photo.jpg")            # encode once (~0.25 s on 2 cores)
+    for beam in (1, 3, 5):
+        captioner.caption(features, beam=beam, top=3)      # decode many times (milliseconds)
+
+`features` is Xception's 10x10x2048 map (float16); the merge decoder reads its mean, the
+attention decoder all 100 regions, so one encoder pass serves both models.
+
+Thread safety: the encoder serialises its calls with a lock; decoding only reads the NumPy
+weight arrays and allocates its own state, so any number of threads may decode at once.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from captioner.data.images import ImageSource, load_image, prepare_for_encoder
+from captioner.decoders.registry import numpy_decoder
+from captioner.decoding.search import Caption, beam_search, greedy_search
+from captioner.model_dirs.artifacts import ArtifactError, TrainedModel
+from captioner.model_dirs.catalog import MODEL_NAMES, load_model, ranked_models
+from captioner.model_dirs.ensemble_dir import TrainedEnsemble
+from captioner.vision.encoder import Encoder, EncoderWeightsError
+
+MAX_BEAM = 20
+
+
+class Captioner:
+    def __init__(self, trained: TrainedModel | TrainedEnsemble, encoder: Encoder | None = None,
+                 encoder_weights: str | os.PathLike | None = None):
+        self.trained = trained
+        self.config = trained.config
+        self.vocab = trained.vocab
+        if isinstance(trained, TrainedEnsemble):
+            self.name, self.decoder = "ensemble", trained.numpy_decoder()
+        else:
+            self.name, self.decoder = trained.config.decoder, numpy_decoder(trained.model, trained.config)
+        self._encoder = encoder
+        self._encoder_weights = encoder_weights
+        self._encoder_lock = threading.Lock()
+        self.passed_over: list[str] = []  # better models that could not be loaded, and why
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike | None = None, name: str | None = None,
+             encoder: Encoder | None = None,
+             encoder_weights: str | os.PathLike | None = None) -> "Captioner":
+        """Model `name` ("merge", "attention", "ensemble") from `directory` (default trained/),
+        or the one with the best test CIDEr; `directory` may also be one model's own directory.
+        Without a name, a best model that cannot be loaded (a damaged member of the ensemble)
+        gives way to the next best, and `passed_over` says why; if none loads, the best's
+        error is raised."""
+        errors = []
+        for candidate in ranked_models(directory, name):
+            try:
+                trained = load_model(candidate)
+            except ArtifactError as exc:
+                if name is not None:
+                    raise
+                errors.append(exc)
+                continue
+            captioner = cls(trained, encoder, encoder_weights)
+            captioner.passed_over = [str(e) for e in errors]
+            return captioner
+        raise errors[0]
+
+    @property
+    def has_attention(self) -> bool:
+        return self.decoder.has_attention
+
+    @property
+    def members(self) -> dict:
+        """An ensemble's members by name (their TrainedModel, already loaded); {} for one model."""
+        if isinstance(self.trained, TrainedEnsemble):
+            return dict(zip(self.trained.member_names, self.trained.members))
+        return {}
+
+    @property
+    def attention_source(self) -> str:
+        """Whose attention `caption(..., attention=True)` returns: this model's, or for an
+        ensemble its attention member's (where that decoder looked as the ensemble chose)."""
+        if self.members:
+            return next((n for n, m in self.members.items() if m.config.decoder == "attention"), None)
+        return self.name if self.has_attention else None
+
+    # -- encoder ---------------------------------------------------------------------------
+    @property
+    def encoder(self) -> Encoder:
+        """The Xception encoder, built on first use (it takes a few seconds)."""
+        if self._encoder is None:
+            with self._encoder_lock:
+                if self._encoder is None:
+                    self._encoder = Encoder(self._encoder_weights)
+        return self._encoder
+
+    def check_encoder(self) -> None:
+        """Build the encoder now and refuse one whose weights differ from training's."""
+        expected = (self.trained.manifest.get("encoder") or {}).get("weights_checksum")
+        if expected and self.encoder.checksum != expected:
+            raise EncoderWeightsError(f"Encoder weights {self.encoder.checksum[:12]} differ from the "
+                               f"ones this model was trained with ({expected[:12]}).")
+
+    def features(self, image: ImageSource, name: str | None = None) -> np.ndarray:
+        """Xception's (10, 10, 2048) float16 map of one photo (path, bytes or PIL image)."""
+        return self.features_batch([image], [name])[0]
+
+    def features_batch(self, images: list[ImageSource], names: list[str | None] | None = None) -> np.ndarray:
+        names = names or [None] * len(images)
+        arrays = np.stack([prepare_for_encoder(load_image(img, name)) for img, name in zip(images, names)])
+        return self.encoder.feature_maps(arrays)
+
+    # -- decoder ---------------------------------------------------------------------------
+    def caption(self, features: np.ndarray, beam: int | None = None, top: int = 1,
+                alpha: float | None = None, max_length: int | None = None,
+                attention: bool = False, trace: list | None = None) -> list[Caption]:
+        """The `top` best captions for one photo's features; beam=1 is greedy search.
+        With `attention` (attention model only), each caption carries its per-word weights;
+        with a `trace` list, the beam search appends what each step kept and pruned
+        (decoding.TraceStep), for drawing it."""
+        return self.caption_batch(np.asarray(features)[None], beam, top, alpha, max_length,
+                                  attention, trace)[0]
+
+    def caption_batch(self, features: np.ndarray, beam: int | None = None, top: int = 1,
+                      alpha: float | None = None, max_length: int | None = None,
+                      attention: bool = False, trace: list | None = None) -> list[list[Caption]]:
+        beam = self.config.default_beam if beam is None else int(beam)
+        if not 1 <= beam <= MAX_BEAM:
+            raise ValueError(f"beam width must be between 1 and {MAX_BEAM}, got {beam}")
+        if not 1 <= top <= MAX_BEAM:
+            raise ValueError(f"top must be between 1 and {MAX_BEAM}, got {top}")
+        alpha = self.config.length_alpha if alpha is None else alpha
+        max_length = max_length or self.config.max_decode_length
+        features = np.asarray(features)
+        maps = features.ndim == 4 and features.shape[1:] == (10, 10, self.config.feature_dim)
+        vectors = features.ndim == 2 and features.shape[1] == self.config.feature_dim
+        if not (maps or (vectors and not self.has_attention)):
+            raise ValueError(f"expected Xception maps of shape (n, 10, 10, {self.config.feature_dim})"
+                             + ("" if self.has_attention else f" or vectors (n, {self.config.feature_dim})")
+                             + f", got {features.shape}")
+        attention = attention and self.has_attention
+        if beam == 1 and top == 1 and trace is None:  # beam 1 is greedy, but only beams trace
+            return [[cap] for cap in greedy_search(self.decoder, self.vocab, features, max_length,
+                                                   alpha, attention)]
+        return beam_search(self.decoder, self.vocab, features, beam, top, max_length, alpha,
+                           attention, trace)
+
+    def caption_image(self, image: ImageSource, beam: int | None = None, top: int = 1,
+                      name: str | None = None) -> list[Caption]:
+        return self.caption(self.features(image, name), beam=beam, top=top)
+
+    # -- what the app shows about the model ------------------------------------------------
+    @property
+    def metrics(self) -> dict | None:
+        return self.trained.metrics
+
+    @property
+    def history(self) -> list[dict]:
+        return self.trained.history
+
+    @property
+    def manifest(self) -> dict:
+        return self.trained.manifest
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+
+def load_captioner(model: str | None = None, **kwargs) -> Captioner:
+    """What the command line's --model means: a model's name ("merge", "attention",
+    "ensemble") or a directory (one model, or a trained/ holding several); None is the best
+    bundled model."""
+    if model in MODEL_NAMES and not Path(model).exists():
+        return Captioner.load(name=model, **kwargs)
+    return Captioner.load(model, **kwargs)

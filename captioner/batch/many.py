@@ -1,0 +1,76 @@
+"""Caption several uploaded photos at once: what the app's "Many photos" page lays out.
+
+Each file is decoded on its own (a bad one gets its one-line error and the rest go on), the
+good ones are encoded by Xception in batches and captioned by one batched beam search per
+batch. Results keep the upload order; `to_records` gives the rows of the CSV and JSON
+downloads (no thumbnails in those: the table shows them, the files hold text).
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from captioner.data.images import ImageError, load_image, prepare_for_encoder
+
+THUMBNAIL = 160
+
+
+@dataclass
+class PhotoResult:
+    name: str
+    caption: str | None = None
+    log_prob: float | None = None
+    normalized_log_prob: float | None = None
+    similarity: float | None = None     # to the training photos, when familiarity is given
+    unfamiliar: bool | None = None
+    error: str | None = None
+    thumbnail: bytes | None = None      # JPEG, THUMBNAIL px on its longer side
+
+
+def _thumbnail(img: Image.Image) -> bytes:
+    small = img.copy()
+    small.thumbnail((THUMBNAIL, THUMBNAIL), Image.LANCZOS)
+    buffer = io.BytesIO()
+    small.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def caption_files(captioner, files: list[tuple[str, bytes]], beam: int = 3, batch_size: int = 8,
+                  familiarity=None) -> list[PhotoResult]:
+    """One PhotoResult per (name, bytes), in order; names should already be safe to show."""
+    results = [PhotoResult(name) for name, _ in files]
+    good, arrays = [], []
+    for i, (name, data) in enumerate(files):
+        try:
+            img = load_image(data, name)
+            arrays.append(prepare_for_encoder(img))
+            results[i].thumbnail = _thumbnail(img)
+            good.append(i)
+        except ImageError as exc:
+            results[i].error = str(exc)
+        except Exception as exc:  # one odd file must not cost the others their captions
+            results[i].error = f"{name}: cannot be read ({type(exc).__name__})."
+    for start in range(0, len(good), batch_size):
+        batch = good[start:start + batch_size]
+        maps = captioner.encoder.feature_maps(np.stack(arrays[start:start + batch_size]))
+        similarity = familiarity.similarity(maps) if familiarity is not None else [None] * len(batch)
+        for i, captions, sim in zip(batch, captioner.caption_batch(maps, beam=beam, top=1), similarity):
+            best = captions[0]
+            results[i].caption = best.text
+            results[i].log_prob = round(best.log_prob, 4)
+            results[i].normalized_log_prob = round(best.normalized_log_prob, 4)
+            if sim is not None:
+                results[i].similarity = round(float(sim), 4)
+                results[i].unfamiliar = bool(familiarity.is_unfamiliar(sim))
+    return results
+
+
+def to_records(results: list[PhotoResult], model: str, beam: int) -> list[dict]:
+    """Rows for CSV/JSON: the same keys for every photo, captioned or not."""
+    return [{"file": r.name, "model": model, "beam": beam, "caption": r.caption,
+             "log_prob": r.log_prob, "normalized_log_prob": r.normalized_log_prob,
+             "similarity_to_training": r.similarity, "unlike_training_photos": r.unfamiliar,
+             "error": r.error} for r in results]

@@ -1,0 +1,222 @@
+"""Save and load `trained/`: decoder weights, vocabulary, config, history, metrics.
+
+A new model is written into a staging directory beside the target and swapped in with one
+atomic rename, so a crash leaves the previous model whole. On load, the files must agree
+with each other and with manifest.json (their sha256), or the directory is refused.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from captioner.decoders.config import Config
+from captioner.data.text import Vocabulary
+
+WEIGHTS = "decoder.weights.h5"
+VOCAB = "vocab.json"
+CONFIG = "config.json"
+HISTORY = "history.json"
+METRICS = "metrics.json"
+MANIFEST = "manifest.json"
+PHOTO_SCORES = "test_captions.json"   # each test photo's caption and scores, for the app
+REQUIRED = (WEIGHTS, VOCAB, CONFIG, MANIFEST)
+
+
+class ArtifactError(RuntimeError):
+    """trained/ is missing, incomplete or inconsistent."""
+
+
+def environment() -> dict:
+    """Where a model was made, for its manifest: library versions and the machine."""
+    import platform
+    import sys
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    return {"versions": {"python": sys.version.split()[0], "tensorflow": tf.__version__,
+                         "keras": keras.__version__, "numpy": np.__version__},
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, data) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes files private; these are meant to be read
+    os.replace(tmp, path)
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read ({exc.strerror}).") from None
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc}).") from None
+
+
+def save_trained(out_dir: Path, model, vocab: Vocabulary, config: Config,
+                 history: list[dict], metrics: dict | None, info: dict,
+                 photo_scores: list[dict] | None = None) -> Path:
+    """Write a complete model directory and swap it in for `out_dir` atomically."""
+    def write(staging: Path) -> list[str]:
+        # A compiled model's save_weights also stores the optimiser's moments (3x the size);
+        # the app needs only the decoder, so save an uncompiled copy.
+        from captioner.decoders.registry import build_decoder
+        decoder = build_decoder(config)
+        decoder.set_weights(model.get_weights())
+        decoder.save_weights(str(staging / WEIGHTS))
+        vocab.save(staging / VOCAB)
+        config.save(staging / CONFIG)
+        write_json_atomic(staging / HISTORY, history)
+        return [WEIGHTS, VOCAB, CONFIG, HISTORY, *write_scores(staging, metrics, photo_scores)]
+    return write_model_dir(out_dir, write, info)
+
+
+def write_scores(directory: Path, metrics: dict | None, photo_scores: list[dict] | None) -> list[str]:
+    """metrics.json and test_captions.json, those there are; returns the names written."""
+    files = []
+    if metrics is not None:
+        write_json_atomic(directory / METRICS, metrics)
+        files.append(METRICS)
+    if photo_scores:
+        write_json_atomic(directory / PHOTO_SCORES, photo_scores)
+        files.append(PHOTO_SCORES)
+    return files
+
+
+def write_model_dir(out_dir: Path, write, info: dict) -> Path:
+    """Stage a model directory (`write(staging)` writes its files and returns their names),
+    add manifest.json with each file's sha256, and swap it in for `out_dir` atomically."""
+    out_dir = Path(out_dir).resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.staging-"))
+    try:
+        files = write(staging)
+        manifest = dict(info, files={name: sha256_file(staging / name) for name in files})
+        write_json_atomic(staging / MANIFEST, manifest)
+        os.chmod(staging, 0o755)
+        _swap_in(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # after a swap this holds the old model
+    return out_dir
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    if _rename_exchange(staging, target):
+        return
+    # No renameat2 (not Linux): two renames; the window without `target` is tiny.
+    backup = target.with_name(f".{target.name}.previous")
+    shutil.rmtree(backup, ignore_errors=True)
+    os.rename(target, backup)
+    os.rename(staging, target)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def _rename_exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two directories with Linux renameat2(RENAME_EXCHANGE)."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = renameat2(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)),
+                       rename_exchange)
+    return result == 0
+
+
+@dataclass
+class TrainedModel:
+    directory: Path
+    config: Config
+    vocab: Vocabulary
+    model: object                      # the Keras decoder
+    manifest: dict
+    history: list = field(default_factory=list)
+    metrics: dict | None = None
+
+
+def load_trained(directory: str | os.PathLike) -> TrainedModel:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: no trained model here (run training_scripts/train.py).")
+    missing = [name for name in REQUIRED if not (directory / name).is_file()]
+    if missing:
+        raise ArtifactError(f"{directory}: incomplete model, missing {', '.join(missing)}.")
+    manifest = verified_manifest(directory, (WEIGHTS, VOCAB, CONFIG))
+    try:
+        config = Config.load(directory / CONFIG)
+        vocab = Vocabulary.load(directory / VOCAB)
+    except ValueError as exc:
+        raise ArtifactError(str(exc)) from None
+    if config.vocab_size != len(vocab):
+        raise ArtifactError(f"{directory}: {CONFIG} says {config.vocab_size} words but "
+                            f"{VOCAB} has {len(vocab)}; they come from different runs.")
+    from captioner.decoders.registry import build_decoder
+    model = build_decoder(config)
+    try:
+        model.load_weights(str(directory / WEIGHTS))
+    except Exception as exc:
+        raise ArtifactError(f"{directory / WEIGHTS}: does not fit {CONFIG} and {VOCAB} "
+                            f"({str(exc).splitlines()[0][:200]}).") from None
+    logits_vocab = model.get_layer("logits").get_weights()[0].shape[1]
+    if logits_vocab != len(vocab):
+        raise ArtifactError(f"{directory / WEIGHTS}: predicts {logits_vocab} words but "
+                            f"{VOCAB} has {len(vocab)}.")
+    history = read_json(directory / HISTORY) if (directory / HISTORY).is_file() else []
+    metrics = read_json(directory / METRICS) if (directory / METRICS).is_file() else None
+    return TrainedModel(directory, config, vocab, model, manifest, history, metrics)
+
+
+def verified_manifest(directory: Path, required: tuple[str, ...]) -> dict:
+    """manifest.json, once every file it lists (among them `required`) matches its sha256."""
+    manifest = read_json(directory / MANIFEST)
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not set(required) <= set(files):
+        raise ArtifactError(f"{directory / MANIFEST}: does not list the sha256 of "
+                            f"{', '.join(required[:-1])} and {required[-1]}.")
+    for name, expected in files.items():
+        path = directory / name
+        if not path.is_file():
+            raise ArtifactError(f"{path}: listed in {MANIFEST} but missing.")
+        if sha256_file(path) != expected:
+            raise ArtifactError(f"{path}: contents do not match {MANIFEST} "
+                                "(files from different training runs?).")
+    return manifest
+
+
+def model_records(directory: str | os.PathLike) -> dict:
+    """What training recorded about one decoder's model, without building it: {"manifest",
+    "config", "history", "metrics" (None if not evaluated)}."""
+    directory = Path(directory)
+    manifest = read_json(directory / MANIFEST)
+    config = read_json(directory / CONFIG)
+    if not isinstance(manifest, dict) or not isinstance(config, dict):
+        raise ArtifactError(f"{directory}: {MANIFEST} and {CONFIG} must hold JSON objects.")
+    history = read_json(directory / HISTORY) if (directory / HISTORY).is_file() else []
+    metrics = read_json(directory / METRICS) if (directory / METRICS).is_file() else None
+    return {"manifest": manifest, "config": config, "history": history, "metrics": metrics}

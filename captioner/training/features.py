@@ -1,0 +1,28 @@
+"""Each split's features in the form a decoder trains on, through the on-disk feature cache:
+pooled 2048-d vectors for merge, the 100 regions for attention."""
+from __future__ import annotations
+
+from captioner.data.dataset import Flickr8k
+from captioner.decoders.config import Config
+from captioner.decoders.registry import training_features
+from captioner.training.progress import ProgressReporter
+from captioner.vision.features import FeatureCache, extract_feature_maps
+
+
+def split_features(dataset: Flickr8k, splits: dict[str, list[str]], encoder, progress: bool,
+                   config: Config | None = None, reporter: ProgressReporter | None = None) -> dict:
+    """Each split's features through the on-disk cache, in the form `config.decoder` reads
+    (pooled vectors for merge, 100 regions for attention)."""
+    config = config or Config()
+    cache = FeatureCache(encoder.checksum)
+    pooled = config.decoder == "merge"
+    out = {}
+    for split, names in splits.items():
+        if names:
+            on_progress = reporter and (lambda done, total, split=split: reporter.report(
+                split=split, done=done, total=total, unit="photos"))
+            maps = extract_feature_maps([dataset.image_path(n) for n in names], encoder, cache,
+                                        progress=progress, pooled=pooled, desc=f"Features ({split})",
+                                        on_progress=on_progress)
+            out[split] = maps if pooled else training_features(config, maps)
+    return out

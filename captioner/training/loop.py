@@ -1,0 +1,232 @@
+"""Train a decoder (merge or attention) on Flickr8k end to end, resumably.
+
+    features (cached) -> vocabulary
+    -> cross-entropy epochs (teacher forcing)      ┐ checkpoint every epoch; the epoch kept
+    -> self-critical epochs (CIDEr-D reward)       ┘ is the one with the best val CIDEr
+    -> length penalty chosen on val -> test metrics -> the model directory, written atomically.
+
+This module is the loop: which phase runs, which epoch is kept, when to stop. The parts it
+drives each have their own module in `captioner.training`: `run` (the data, features and
+vocabulary a run loads once), `caption_set` (captions as word ids, batches), `step` (the
+weighted log-likelihood step both phases share), `cross_entropy` and `self_critical` (one
+epoch of each), `checkpoint` (saving, resuming, what a resume may change) and `scores`
+(length penalty and test metrics).
+
+A self-critical epoch is kept only while enough val captions stay distinct (at beam
+`scst_distinct_beam`): CIDEr alone rewards safe, generic captions that many photos share.
+
+A killed run restarts from its last checkpoint (`<out>.checkpoint/`, outside trained/).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from captioner.model_dirs import artifacts
+from captioner.training.checkpoint import (Checkpoint, TrainingError, averaged_weights,
+                                           averages_weights, load_decoder_only, new_model, seed_epoch)
+from captioner.decoders.config import Config
+from captioner.training.cross_entropy import xe_epoch
+from captioner.decoders.registry import build_decoder, numpy_decoder
+from captioner.training.distillation import check_same_teacher
+from captioner.vision.encoder import Encoder
+from captioner.evaluation.metrics import caption_statistics
+from captioner.training.scores import choose_length_alpha, evaluate_split
+from captioner.training.progress import ProgressReporter, log
+from captioner.training.run import Run
+from captioner.training.self_critical import reward_scorer, scst_epoch
+from captioner.training.step import make_train_step
+
+__all__ = ["TrainingError", "train"]
+
+
+def load_teacher(config: Config, run: Run, encoder, out_dir: Path):
+    """The distillation teacher, checked when the run starts rather than when self-critical
+    training does, bound to the training photos in the form its members read."""
+    from captioner.training.distillation import Teacher
+    teacher = Teacher.load(config.scst_teacher, run.vocab, encoder.checksum)
+    if Path(os.path.abspath(out_dir)) in teacher.directories:
+        raise TrainingError(f"{out_dir}: is the teacher {config.scst_teacher} or one of its members; "
+                            "write the student elsewhere (the teacher must stay as it was).")
+    log(f"Teacher: {config.scst_teacher} (weight {config.scst_teacher_weight} per sampled word)")
+    return teacher.bind(run.teacher_features(teacher.needs_maps))
+
+
+def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Config | None = None,
+          checkpoint_dir: str | os.PathLike | None = None, encoder=None,
+          evaluate_test: bool = True, progress: bool = True, stop_after_epochs: int | None = None,
+          max_images: int | None = None, keep_checkpoint: bool = False,
+          extend: str | os.PathLike | None = None) -> dict:
+    """Run (or resume) a whole training run and write `out_dir`. Returns the test metrics.
+
+    With `keep_checkpoint` the checkpoint outlives the finished run, so running again with a
+    larger `scst_max_epochs` (or `scst_patience`) extends it by more self-critical epochs
+    instead of starting over; the same settings only re-write `out_dir`. `extend` (a finished
+    model directory) does the same for a run whose checkpoint was not kept: with no
+    checkpoint yet, the model's run is written into it first."""
+    import keras
+
+    config = config or Config()
+    out_dir = Path(out_dir)
+    checkpoint = Checkpoint(Path(checkpoint_dir) if checkpoint_dir
+                            else out_dir.with_name(f".{out_dir.name}.checkpoint"))
+    started = time.time()
+    encoder = encoder or Encoder()
+    reporter = ProgressReporter(checkpoint.dir, config.decoder)
+    run = Run(data_dir, config, encoder, progress, max_images, reporter)
+    config = run.config
+
+    if extend and checkpoint.exists():
+        log(f"{checkpoint.dir} already holds a run: resuming it ({extend} was read when it began)")
+    elif extend:
+        seeded = checkpoint.seed_from_model(extend, config, run.vocab, encoder.checksum)
+        log(f"Extending {extend}: its run ({seeded['epoch']} epochs, kept epoch {seeded['best_epoch']}) "
+            f"written to {checkpoint.dir}; the optimiser starts afresh")
+    if checkpoint.exists():
+        model, state = checkpoint.load(config)
+        if state.get("encoder_checksum", encoder.checksum) != encoder.checksum:
+            raise TrainingError(f"{checkpoint.dir}: checkpoint was trained on features of other "
+                                "encoder weights; delete it to start over.")
+        log(f"Resuming from {checkpoint.dir} after epoch {state['epoch']} ({state['phase']})")
+        if state.pop("finished", False):  # kept by --keep-checkpoint
+            log("That run had finished: it goes on only if --scst-max-epochs (or --scst-patience) "
+                f"now allows more epochs (it ran {state['phase_epoch']} {state['phase']} epochs, "
+                f"{state['stale_epochs']} of them without a better val CIDEr)")
+    else:
+        keras.utils.set_random_seed(config.seed)
+        model = new_model(config, config.learning_rate)
+        state = {"phase": "xe", "epoch": 0, "phase_epoch": 0, "best_cider": -1.0, "best_epoch": 0,
+                 "stale_epochs": 0, "learning_rate": config.learning_rate, "history": [],
+                 "config": config.to_json(), "encoder_checksum": encoder.checksum}
+    train_step, nll_sum = make_train_step(model, config.label_smoothing if state["phase"] == "xe" else 0.0)
+    cider = None
+    teacher = load_teacher(config, run, encoder, out_dir) if config.scst_teacher_weight else None
+    epochs_this_call = 0
+
+    while state["phase"] != "done":
+        if state["phase"] == "xe" and (state["phase_epoch"] >= config.max_epochs
+                                       or state["stale_epochs"] >= config.patience):
+            # Self-critical training starts from the best cross-entropy weights, with a
+            # fresh optimiser at its own (much smaller) learning rate.
+            log(f"Cross-entropy done: best val CIDEr {state['best_cider']:.4f} at epoch {state['best_epoch']}")
+            best = checkpoint.best_path(state)
+            model = new_model(config, config.scst_learning_rate, averaging=averages_weights(config, "scst"))
+            load_decoder_only(model, best, config)
+            train_step, nll_sum = make_train_step(model)
+            state.update(phase="scst" if config.scst_max_epochs else "done", phase_epoch=0,
+                         stale_epochs=0, learning_rate=config.scst_learning_rate)
+            if config.scst_select == "beam" and config.scst_max_epochs:  # the score to beat, measured alike
+                state["best_cider"] = state["xe_val_cider_beam"] = run.val_at_beam(
+                    numpy_decoder(model, config))["val_cider_beam"]
+                log(f"Cross-entropy weights: val CIDEr {state['best_cider']:.4f} at beam {config.scst_distinct_beam}")
+            continue
+        if state["phase"] == "scst" and (state["phase_epoch"] >= config.scst_max_epochs
+                                         or state["stale_epochs"] >= config.scst_patience):
+            state["phase"] = "done"
+            continue
+
+        epoch = state["epoch"] + 1
+        reporter.report(phase=state["phase"], epoch=epoch, phase_epoch=state["phase_epoch"] + 1,
+                        max_phase_epochs=config.max_epochs if state["phase"] == "xe" else config.scst_max_epochs,
+                        epoch_started=time.time(), step="training", done=0, total=0, force=True)
+        model.optimizer.learning_rate.assign(state["learning_rate"])
+        rng = np.random.default_rng(config.seed + epoch)
+        seed_epoch(model, config.seed + epoch)
+        t0 = time.time()
+        if state["phase"] == "xe":
+            row = xe_epoch(run, train_step, nll_sum, rng, epoch)
+        else:
+            if cider is None:
+                cider = reward_scorer(run)
+            if teacher is not None:
+                check_same_teacher(state, teacher, config.scst_teacher)
+            row = scst_epoch(run, model, train_step, cider, rng, epoch, teacher)
+        with averaged_weights(model):  # this epoch's weights (or their average), for every val pass
+            decoder = numpy_decoder(model, config)
+        scores, greedy = run.val_scores(decoder)
+        texts = [c.text for c in greedy]
+        stats = caption_statistics(texts)
+        guarded = {}
+        select_at_beam = state["phase"] == "scst" and config.scst_select == "beam"
+        if state["phase"] == "scst" and (config.scst_distinct_beam > 1 or select_at_beam):
+            guarded = run.val_at_beam(decoder)
+        selection = guarded["val_cider_beam"] if select_at_beam else scores["CIDEr"]
+        improved = selection > state["best_cider"]
+        distinct = guarded.get("val_distinct_beam", stats["distinct"])
+        if state["phase"] == "scst" and distinct < config.scst_min_distinct:
+            improved = False  # a higher CIDEr bought with generic captions is not kept
+            log(f"epoch {epoch}: only {distinct:.1%} of val captions distinct at beam "
+                f"{config.scst_distinct_beam} (< {config.scst_min_distinct:.0%}); not kept")
+        elif guarded:
+            log(f"epoch {epoch}: {distinct:.1%} of val captions distinct at beam {config.scst_distinct_beam}, "
+                f"alpha {guarded['val_distinct_alpha']}, CIDEr {guarded['val_cider_beam']:.4f}")
+        if improved:
+            state.update(best_cider=selection, best_epoch=epoch, stale_epochs=0)
+        else:
+            state["stale_epochs"] += 1
+            if state["phase"] == "xe" and state["stale_epochs"] % config.lr_decay_patience == 0:
+                state["learning_rate"] /= 2
+        row.update({"phase": state["phase"], "epoch": epoch, "val_bleu4": scores["BLEU-4"],
+                    "val_cider": scores["CIDEr"], "learning_rate": float(model.optimizer.learning_rate.numpy()),
+                    "seconds": round(time.time() - t0, 1), "val_distinct": stats["distinct"],
+                    "val_bad_endings": stats["bad_endings"], **guarded})
+        state["history"].append(row)
+        state["epoch"], state["phase_epoch"] = epoch, state["phase_epoch"] + 1
+        checkpoint.save(model, state, improved)
+        extra = "".join(f" {k} {row[k]}" for k in ("loss", "val_loss", "mean_reward") if k in row)
+        log(f"epoch {epoch} ({state['phase']}):{extra} val BLEU-4 {scores['BLEU-4']:.4f} "
+            f"CIDEr {scores['CIDEr']:.4f}{' (best)' if improved else ''}  e.g. {texts[0]!r}")
+        epochs_this_call += 1
+        if stop_after_epochs and epochs_this_call >= stop_after_epochs:
+            log("Stopping early on request (resume by running again).")
+            return {}
+
+    best_row = next(h for h in state["history"] if h["epoch"] == state["best_epoch"])
+    measure = (f"beam {config.scst_distinct_beam}" if config.scst_select == "beam" and best_row["phase"] == "scst"
+               else "greedy")
+    log(f"Training done: best val CIDEr {state['best_cider']:.4f} ({measure}) at epoch {state['best_epoch']}")
+    reporter.report(phase="evaluation", force=True)
+    model = build_decoder(config)
+    load_decoder_only(model, checkpoint.best_path(state), config)
+    decoder = numpy_decoder(model, config)
+    config = choose_length_alpha(decoder, run.vocab, config, run.features["val"], run.splits["val"],
+                                 run.references["val"])
+    metrics, photo_scores = None, []
+    if evaluate_test and run.splits["test"]:
+        metrics = evaluate_split(decoder, run.vocab, config, run.features["test"], run.splits["test"],
+                                 run.references["test"], encoder.checksum, photo_scores=photo_scores)
+    info = {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "decoder": config.decoder,
+        "dataset": {"path": str(run.dataset.root), "layout": run.dataset.layout,
+                    "images": {s: len(n) for s, n in run.splits.items()},
+                    "train_captions": len(run.captions["train"])},
+        "best_epoch": state["best_epoch"], "best_phase": best_row["phase"], "epochs_run": state["epoch"],
+        **({"xe_val_cider_beam": state["xe_val_cider_beam"]} if "xe_val_cider_beam" in state else {}),
+        **({"extended_from": state["extended_from"]} if "extended_from" in state else {}),
+        **({"scst_teacher": {"directory": config.scst_teacher, "manifest_sha256": state["teacher_manifest_sha256"]}}
+           if "teacher_manifest_sha256" in state else {}),
+        "parameters": int(model.count_params()),
+        "training_seconds": round(sum(h["seconds"] for h in state["history"]), 1),
+        "phase_seconds": {p: round(sum(h["seconds"] for h in state["history"] if h["phase"] == p), 1)
+                          for p in ("xe", "scst")},
+        "encoder": {"name": "xception", "weights_checksum": encoder.checksum},
+        **artifacts.environment(),
+    }
+    artifacts.save_trained(out_dir, model, run.vocab, config, state["history"], metrics, info,
+                           photo_scores or None)
+    log(f"Model written to {out_dir} ({time.time() - started:.0f} s in all)")
+    reporter.remove()
+    if keep_checkpoint:  # marked finished, so the Training page does not show it as a killed run
+        # (from disk: in memory the phase is now "done", which would leave nothing to extend)
+        saved = artifacts.read_json(checkpoint.state_path)
+        artifacts.write_json_atomic(checkpoint.state_path, {**saved, "finished": True})
+        log(f"Checkpoint kept in {checkpoint.dir}: the next run there reopens it")
+    else:
+        checkpoint.remove()
+    return metrics or {}
+

@@ -1,0 +1,88 @@
+"""Everything one training run needs, loaded once: data, features, vocabulary, captions; and
+the validation scores both phases ask of it."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+
+from captioner.data.dataset import load_flickr8k
+from captioner.data.text import Vocabulary
+from captioner.decoders.config import Config
+from captioner.decoders.registry import keras_inputs
+from captioner.decoding.search import beam_search, greedy_search
+from captioner.evaluation.metrics import caption_statistics, quick_scores
+from captioner.training.caption_set import CaptionSet
+from captioner.training.features import split_features
+from captioner.training.progress import ProgressReporter, log
+from captioner.training.scores import ALPHA_CHOICES, best_alpha
+from captioner.training.similar import similar_photos
+
+SIMILAR_PHOTOS = 5  # contrastive reward: each sample's negative is one of these nearest photos
+
+
+class Run:
+    """Everything one training run needs, loaded once: data, features, vocabulary, model."""
+
+    def __init__(self, data_dir, config: Config, encoder, progress: bool, max_images: int | None,
+                 reporter: ProgressReporter):
+        self.progress = progress
+        self.reporter = reporter
+        self.encoder = encoder
+        reporter.report(phase="features", force=True)
+        self.dataset = load_flickr8k(data_dir)
+        self.splits = {s: self.dataset.images(s)[:max_images] if max_images else self.dataset.images(s)
+                       for s in ("train", "val", "test")}
+        log(f"Dataset {self.dataset.root} ({self.dataset.layout} layout): "
+            + ", ".join(f"{s} {len(n)}" for s, n in self.splits.items()))
+        self.features = split_features(self.dataset, self.splits, encoder, progress, config, reporter)
+        train_captions = [c for n in self.splits["train"] for c in self.dataset.captions[n]]
+        self.vocab = Vocabulary.build(train_captions, config.min_word_count)
+        self.config = dataclasses.replace(config, vocab_size=len(self.vocab))
+        log(f"Vocabulary: {len(self.vocab)} tokens (words seen >= {config.min_word_count} times in train)")
+        self.captions = {s: CaptionSet.build(self.dataset, self.splits[s], self.vocab,
+                                             config.max_caption_words) for s in ("train", "val")}
+        self.references = {s: {n: self.dataset.captions[n] for n in names}
+                           for s, names in self.splits.items()}
+        per_photo = len(self.captions["train"]) / max(len(self.splits["train"]), 1)
+        self.photos_per_batch = max(1, round(config.batch_size / max(per_photo, 1)))
+
+    def inputs(self, split: str, photos, tokens) -> dict:
+        return keras_inputs(self.config, self.features[split], photos, tokens)
+
+    def val_scores(self, decoder) -> tuple[dict, list]:
+        """Greedy captions of the val photos and their BLEU-4 and CIDEr (our tokens, no Java)."""
+        captions = greedy_search(decoder, self.vocab, self.features["val"],
+                                 self.config.max_decode_length, self.config.length_alpha)
+        hyps = {n: c.text for n, c in zip(self.splits["val"], captions)}
+        return quick_scores(hyps, self.references["val"]), captions
+
+    def val_at_beam(self, decoder) -> dict:
+        """Val captions at beam width `scst_distinct_beam` with the length penalty that scores
+        best, as the finished model will choose it: their CIDEr, share of distinct captions
+        (a longer caption is more often distinct, so the penalty matters) and the penalty."""
+        texts, cider = {}, {}
+        for alpha in ALPHA_CHOICES:
+            captions = beam_search(decoder, self.vocab, self.features["val"], beam=self.config.scst_distinct_beam,
+                                   max_length=self.config.max_decode_length, alpha=alpha)
+            texts[alpha] = [c[0].text for c in captions]
+            cider[alpha] = quick_scores(dict(zip(self.splits["val"], texts[alpha])), self.references["val"])["CIDEr"]
+        alpha = best_alpha(cider)
+        return {"val_cider_beam": cider[alpha], "val_distinct_beam": caption_statistics(texts[alpha])["distinct"],
+                "val_distinct_alpha": alpha}
+
+    def teacher_features(self, needs_maps: bool) -> np.ndarray:
+        """The training photos as a teacher reads them: this run's own features, or, for a
+        teacher with an attention member and a merge student, the maps (cached, not re-encoded)."""
+        if needs_maps and self.config.decoder != "attention":
+            as_maps = dataclasses.replace(self.config, decoder="attention")
+            return split_features(self.dataset, {"train": self.splits["train"]}, self.encoder,
+                                  self.progress, as_maps)["train"]
+        return self.features["train"]
+
+    @functools.cached_property
+    def similar_train_photos(self) -> np.ndarray:
+        """Each training photo's nearest others (the contrastive reward's negatives), once a run:
+        the features do not change between epochs."""
+        return similar_photos(self.features["train"], SIMILAR_PHOTOS)

@@ -1,0 +1,147 @@
+"""A trained decoder's scores: the length penalty chosen on val, then every beam width on
+test (COCO toolkit), as metrics.json records them; and re-scoring an existing model."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import time
+from pathlib import Path
+
+from captioner.model_dirs import artifacts
+from captioner.decoders.config import Config
+from captioner.data.dataset import load_flickr8k
+from captioner.decoders.registry import numpy_decoder
+from captioner.decoding.search import beam_search
+from captioner.vision.encoder import Encoder
+from captioner.evaluation.metrics import caption_statistics, coco_scores, human_ceiling
+from captioner.training.features import split_features
+from captioner.training.progress import log
+
+EVAL_BEAMS = (1, 3, 5)
+ALPHA_CHOICES = (0.0, 0.5, 0.7, 1.0)
+# metrics.json key of each caption statistic, per beam width
+STATISTICS = {"distinct": "distinct_captions", "mean_words": "mean_words",
+              "vocabulary_used": "vocabulary_used", "bigram_repeats": "bigram_repeat_rate",
+              "bad_endings": "bad_ending_rate"}
+
+
+def best_alpha(cider_by_alpha: dict[float, float]) -> float:
+    """The length penalty with the best val CIDEr; a tie goes to the larger one."""
+    return max(cider_by_alpha, key=lambda a: (cider_by_alpha[a], a))
+
+
+def choose_length_alpha(decoder, vocab, config: Config, features, names, references) -> Config:
+    """The length penalty, chosen on the validation split (CIDEr at beam 3), never on test."""
+    alpha_scores = {}
+    for alpha in ALPHA_CHOICES:
+        caps = beam_search(decoder, vocab, features, beam=3, max_length=config.max_decode_length,
+                           alpha=alpha)
+        hyps = {n: c[0].text for n, c in zip(names, caps)}
+        alpha_scores[alpha] = coco_scores(hyps, references, meteor=False)
+        log(f"val beam 3, alpha {alpha}: BLEU-4 {alpha_scores[alpha]['BLEU-4']:.4f} "
+            f"CIDEr {alpha_scores[alpha]['CIDEr']:.4f}")
+    chosen = best_alpha({a: s["CIDEr"] for a, s in alpha_scores.items()})
+    log(f"Chosen length penalty alpha = {chosen}")
+    return dataclasses.replace(config, length_alpha=chosen,
+                               extra={"val_alpha_search": {str(a): s for a, s in alpha_scores.items()}})
+
+
+def evaluate_split(decoder, vocab, config, features, names, references, encoder_checksum,
+                   beams=EVAL_BEAMS, split="test", photo_scores: list | None = None) -> dict:
+    """Scores at each beam width; `photo_scores`, if given, receives each photo's caption and
+    scores at the default width (what the app shows)."""
+    metrics = {"split": split, "n_images": len(names), "decoder": config.decoder, "beam": {},
+               "length_alpha": config.length_alpha, **{key: {} for key in STATISTICS.values()},
+               "encoder": {"name": "xception", "weights_checksum": encoder_checksum}}
+    # The same toolkit scoring each photo's first reference against the other four.
+    metrics["human_first_reference"] = human_ceiling(references)
+    for beam in beams:
+        t0 = time.time()
+        caps = beam_search(decoder, vocab, features, beam=beam, max_length=config.max_decode_length,
+                           alpha=config.length_alpha)
+        texts = [c[0].text for c in caps]
+        per_image = {} if beam == config.default_beam else None
+        scores = coco_scores(dict(zip(names, texts)), references, per_image=per_image)
+        if per_image is not None and photo_scores is not None:
+            photo_scores.extend({"image": n, "caption": t, "beam": beam, **per_image[n]}
+                                for n, t in zip(names, texts))
+        metrics["beam"][str(beam)] = scores
+        stats = caption_statistics(texts)
+        for name, key in STATISTICS.items():
+            metrics[key][str(beam)] = stats[name]
+        log(f"{split} beam {beam}: " + " ".join(f"{k} {v}" for k, v in scores.items())
+            + f" {stats} ({time.time() - t0:.0f} s)")
+    return metrics
+
+
+def rescore(data_dir: str | os.PathLike, model_dir: str | os.PathLike, encoder=None,
+            progress: bool = True) -> dict:
+    """Re-choose the length penalty and re-score the test split of an existing model
+    directory, keeping its weights: for when decoding improves. Writes it atomically."""
+    trained = artifacts.load_trained(model_dir)
+    dataset = load_flickr8k(data_dir)
+    encoder = encoder or Encoder()
+    names = {s: dataset.images(s) for s in ("val", "test")}
+    features = split_features(dataset, names, encoder, progress, trained.config)
+    decoder = numpy_decoder(trained.model, trained.config)
+    config = choose_length_alpha(decoder, trained.vocab, trained.config, features["val"], names["val"],
+                                 {n: dataset.captions[n] for n in names["val"]})
+    photo_scores = []
+    metrics = evaluate_split(decoder, trained.vocab, config, features["test"], names["test"],
+                             {n: dataset.captions[n] for n in names["test"]}, encoder.checksum,
+                             photo_scores=photo_scores)
+    info = {k: v for k, v in trained.manifest.items() if k != "files"}
+    info["rescored"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    artifacts.save_trained(Path(model_dir), trained.model, trained.vocab, config, trained.history,
+                           metrics, info, photo_scores)
+    log(f"Re-scored {model_dir}")
+    return metrics
+
+
+def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, weight_choices: list[float],
+                   encoder=None, progress: bool = True) -> dict:
+    """A two-model ensemble (ensemble.EnsembleDecoder) scored as training scores a model: its
+    first member's weight and the length penalty chosen on val (CIDEr at beam 3), never on
+    test, then the test split at every beam width. Returns what trained_ensemble.save_ensemble
+    writes: {"weights", "length_alpha", "val_search", "metrics", "photo_scores", "vocab",
+    "members_weights_sha256"}."""
+    from captioner.decoders.ensemble import EnsembleDecoder
+    if len(model_dirs) != 2:
+        raise ValueError(f"an ensemble here is two models, got {len(model_dirs)}")
+    members = [artifacts.load_trained(d) for d in model_dirs]
+    if members[0].vocab.itos != members[1].vocab.itos:
+        raise ValueError(f"{model_dirs[1]}: its vocabulary differs from {model_dirs[0]}'s")
+    checksums = {(m.manifest.get("encoder") or {}).get("weights_checksum") for m in members}
+    encoder = encoder or Encoder()
+    if checksums != {encoder.checksum}:
+        raise ValueError("the models were trained on features of other encoder weights than these")
+    dataset = load_flickr8k(data_dir)
+    names = {s: dataset.images(s) for s in ("val", "test")}
+    references = {s: {n: dataset.captions[n] for n in names[s]} for s in names}
+    # the 100 regions if a member attends (a merge member pools them), else pooled vectors
+    feature_config = next((m.config for m in members if m.config.decoder == "attention"), members[0].config)
+    features = split_features(dataset, names, encoder, progress, feature_config)
+    decoders = [numpy_decoder(m.model, m.config) for m in members]
+    config = members[0].config
+    searches = {}
+    for weight in weight_choices:
+        log(f"ensemble weight {weight} for {model_dirs[0]}, {1 - weight:g} for {model_dirs[1]}")
+        chosen = choose_length_alpha(EnsembleDecoder(decoders, [weight, round(1 - weight, 6)]), members[0].vocab,
+                                     config, features["val"], names["val"], references["val"])
+        searches[weight] = chosen
+    cider = lambda c: c.extra["val_alpha_search"][str(c.length_alpha)]["CIDEr"]
+    weight = max(searches, key=lambda w: (cider(searches[w]), w))
+    config = searches[weight]
+    log(f"Chosen: weight {weight}, length penalty {config.length_alpha} (val CIDEr {cider(config):.4f})")
+    weights = [weight, round(1 - weight, 6)]
+    photo_scores = []
+    metrics = evaluate_split(EnsembleDecoder(decoders, weights), members[0].vocab, config,
+                             features["test"], names["test"], references["test"], encoder.checksum,
+                             photo_scores=photo_scores)
+    metrics["decoder"] = "ensemble"
+    return {"weights": weights, "length_alpha": config.length_alpha, "metrics": metrics,
+            "photo_scores": photo_scores, "vocab": members[0].vocab,
+            # the weights scored: a member replaced while this ran must leave the ensemble stale
+            "members_weights_sha256": [m.manifest["files"][artifacts.WEIGHTS] for m in members],
+            "val_search": {str(w): c.extra["val_alpha_search"] for w, c in searches.items()}}

@@ -1,0 +1,4 @@
+"""The Xception encoder (ImageNet), its weights obtained offline, and the on-disk feature cache.
+
+Imports only `captioner.data`.
+"""
