@@ -199,6 +199,24 @@ def cmd_plot_history(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from captioner.evaluation.report import project_documents, report
+    from captioner.model_dirs.catalog import default_model_root
+    root = Path(args.models or default_model_root())
+    documents = [Path(d) for d in args.documents] if args.documents else project_documents(root)
+    changed = report(root, documents, check=args.check)
+    for path in changed:
+        print(f"{'out of date' if args.check else 'wrote'}: {path}")
+    if args.check and changed:
+        print("error: run `python -m captioner report` to rewrite them from metrics.json.", file=sys.stderr)
+        return 1
+    if not changed:
+        print(f"up to date: {len(documents)} documents and the model cards under {root}")
+    return 0
+
+
 def main(argv=None) -> int:
     # The same parser serves `python -m captioner` and the installed `captioner` command.
     prog = "python -m captioner" if sys.argv[0].endswith("__main__.py") else "captioner"
@@ -268,8 +286,16 @@ def main(argv=None) -> int:
     plot.add_argument("--models", help="the models' directory (default: trained/)")
     plot.set_defaults(func=cmd_plot_history)
 
+    rep = sub.add_parser("report", help="rewrite the score tables in README.md and docs/ and each "
+                         "model's MODEL_CARD.md from the models' metrics.json")
+    rep.add_argument("--models", help="the models' directory (default: trained/)")
+    rep.add_argument("documents", nargs="*", help="Markdown files with <!-- report:NAME --> tables "
+                     "(default: README.md and docs/*.md of the checkout)")
+    rep.add_argument("--check", action="store_true", help="write nothing; fail if anything is out of date")
+    rep.set_defaults(func=cmd_report)
+
     args = parser.parse_args(argv)
-    if args.func is not cmd_plot_history:  # plotting reads JSON only: no need to wait for TF
+    if args.func not in (cmd_plot_history, cmd_report):  # these read JSON only: no need to wait for TF
         from captioner.vision.tf_setup import import_tensorflow_quietly
         import_tensorflow_quietly()
     return run_reporting_errors(lambda: args.func(args))

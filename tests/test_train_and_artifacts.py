@@ -99,6 +99,9 @@ def test_training_is_killed_then_resumes_and_writes_a_consistent_model(tmp_path,
         assert set(row) == {"image", "caption", "beam", "bleu4", "cider"}
         assert row["beam"] == trained.config.default_beam and 0 <= row["bleu4"] <= 1 and row["cider"] >= 0
     assert "test_captions.json" in trained.manifest["files"]
+    # the training script writes the model's card from what it recorded
+    card = (out / "MODEL_CARD.md").read_text()
+    assert f"| 3 | {trained.metrics['beam']['3']['BLEU-1']:.3f} |" in card and f"--decoder {decoder}" in card
     assert not ckpt.exists()
 
 

@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     from captioner.training.scores import score_ensemble
     from captioner.training.progress import log
     from captioner.model_dirs.ensemble_dir import save_ensemble
+    from captioner.evaluation.report import write_model_card
 
     def job():
         out = Path(args.out) if args.out else Path(args.models[0]).resolve().parent / "ensemble"
@@ -62,6 +63,7 @@ def main(argv=None) -> int:
         save_ensemble(out, args.models, scored["members_weights_sha256"], scored["vocab"], scored["weights"],
                       scored["length_alpha"], scored["metrics"], scored["photo_scores"], info,
                       scored["val_search"])
+        write_model_card(out)
         log(f"Ensemble written to {out}")
         print(json.dumps(scored["metrics"], indent=1))
         return 0

@@ -88,7 +88,18 @@ def _require(path: Path, what: str) -> Path:
 def _load_original(root: Path) -> Flickr8k:
     image_dir = _require(root / "Flicker8k_Dataset", "directory of Flickr8k photos")
     text_dir = _require(root / "Flickr8k_text", "directory of Flickr8k caption files")
-    token_file = _require(text_dir / "Flickr8k.token.txt", "the caption file")
+    captions = read_token_file(_require(text_dir / "Flickr8k.token.txt", "the caption file"))
+    splits = {}
+    for split, filename in ORIGINAL_SPLIT_FILES.items():
+        split_file = _require(text_dir / filename, f"the {split} split list")
+        names = [n.strip() for n in split_file.read_text(encoding="utf-8").splitlines() if n.strip()]
+        splits[split] = [n for n in names if n in captions]
+    return Flickr8k(root=root, layout="original", image_dir=image_dir, captions=captions,
+                    splits=splits, text_dir=text_dir)
+
+
+def read_token_file(token_file: Path) -> dict[str, list[str]]:
+    """Flickr8k's caption format: lines of '<image>#<n><TAB><caption>', by image in file order."""
     captions: dict[str, list[str]] = {}
     with open(token_file, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, 1):
@@ -100,13 +111,7 @@ def _load_original(root: Path) -> Flickr8k:
                 raise DatasetError(f"{token_file}:{line_no}: expected '<image>#<n><TAB><caption>'.")
             image = key.rsplit("#", 1)[0]
             captions.setdefault(image, []).append(caption.strip())
-    splits = {}
-    for split, filename in ORIGINAL_SPLIT_FILES.items():
-        split_file = _require(text_dir / filename, f"the {split} split list")
-        names = [n.strip() for n in split_file.read_text(encoding="utf-8").splitlines() if n.strip()]
-        splits[split] = [n for n in names if n in captions]
-    return Flickr8k(root=root, layout="original", image_dir=image_dir, captions=captions,
-                    splits=splits, text_dir=text_dir)
+    return captions
 
 
 def _load_kaggle(root: Path) -> Flickr8k:
@@ -140,3 +145,36 @@ def deterministic_split(names: list[str]) -> dict[str, list[str]]:
     # The full corpus has 8,091 photos: like the original release, 91 stay out of every split.
     train = sorted(ordered[n_test + n_val:][:SPLIT_SIZES["train"]])
     return {"train": train, "val": val, "test": test}
+
+
+@dataclass
+class CaptionFolder:
+    """Photos with people's captions from outside Flickr8k (../shared/coco-dev): `photos/` and
+    `captions.txt` in Flickr8k's token format. For measuring a model, never for training it."""
+    root: Path
+    image_dir: Path
+    captions: dict[str, list[str]]   # image file name -> its captions
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    def image_path(self, name: str) -> Path:
+        return self.image_dir / name
+
+    def images(self) -> list[str]:
+        return sorted(self.captions)
+
+
+def load_caption_folder(root: str | os.PathLike) -> CaptionFolder:
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"{root}: photo folder does not exist.")
+    image_dir = _require(root / "photos", "directory of photos")
+    captions = read_token_file(_require(root / "captions.txt", "the caption file, '<image>#<n><TAB><caption>'"))
+    missing = sorted(name for name in captions if not (image_dir / name).is_file())
+    if missing:
+        raise DatasetError(f"{image_dir}: {len(missing)} captioned photos missing, e.g. {missing[0]}.")
+    if not captions:
+        raise DatasetError(f"{root / 'captions.txt'}: no captions.")
+    return CaptionFolder(root=root, image_dir=image_dir, captions=captions)

@@ -26,6 +26,9 @@ HISTORY = "history.json"
 METRICS = "metrics.json"
 MANIFEST = "manifest.json"
 PHOTO_SCORES = "test_captions.json"   # each test photo's caption and scores, for the app
+# Scores on photos from outside Flickr8k (../shared/coco-dev), beside the model but not in its
+# manifest: they describe the model, they are not part of it.
+EVERYDAY_METRICS = "everyday_metrics.json"
 REQUIRED = (WEIGHTS, VOCAB, CONFIG, MANIFEST)
 
 
@@ -54,14 +57,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_json_atomic(path: Path, data) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """`path` holds either its old contents or `text`, never a part of it."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
+        handle.write(text)
     os.chmod(tmp, 0o644)  # mkstemp makes files private; these are meant to be read
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_json(path: Path):

@@ -35,6 +35,7 @@ from captioner.decoders.registry import build_decoder, numpy_decoder
 from captioner.training.distillation import check_same_teacher
 from captioner.vision.encoder import Encoder
 from captioner.evaluation.metrics import caption_statistics
+from captioner.evaluation.report import write_model_card
 from captioner.training.scores import choose_length_alpha, evaluate_split
 from captioner.training.progress import ProgressReporter, log
 from captioner.training.run import Run
@@ -219,7 +220,9 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
     }
     artifacts.save_trained(out_dir, model, run.vocab, config, state["history"], metrics, info,
                            photo_scores or None)
-    log(f"Model written to {out_dir} ({time.time() - started:.0f} s in all)")
+    card = write_model_card(out_dir)
+    log(f"Model written to {out_dir} ({time.time() - started:.0f} s in all)"
+        + (f"; its card in {card.name} (`python -m captioner report` refreshes the README's tables)" if card else ""))
     reporter.remove()
     if keep_checkpoint:  # marked finished, so the Training page does not show it as a killed run
         # (from disk: in memory the phase is now "done", which would leave nothing to extend)

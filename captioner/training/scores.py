@@ -10,13 +10,15 @@ from pathlib import Path
 
 from captioner.model_dirs import artifacts
 from captioner.decoders.config import Config
-from captioner.data.dataset import load_flickr8k
+from captioner.data.dataset import load_caption_folder, load_flickr8k
 from captioner.decoders.registry import numpy_decoder
 from captioner.decoding.search import beam_search
 from captioner.vision.encoder import Encoder
 from captioner.evaluation.metrics import caption_statistics, coco_scores, human_ceiling
+from captioner.evaluation.report import write_model_card
 from captioner.training.features import split_features
 from captioner.training.progress import log
+from captioner.vision.features import FeatureCache, extract_feature_maps
 
 EVAL_BEAMS = (1, 3, 5)
 ALPHA_CHOICES = (0.0, 0.5, 0.7, 1.0)
@@ -95,15 +97,16 @@ def rescore(data_dir: str | os.PathLike, model_dir: str | os.PathLike, encoder=N
     info["rescored"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     artifacts.save_trained(Path(model_dir), trained.model, trained.vocab, config, trained.history,
                            metrics, info, photo_scores)
+    write_model_card(model_dir)
     log(f"Re-scored {model_dir}")
     return metrics
 
 
 def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, weight_choices: list[float],
                    encoder=None, progress: bool = True) -> dict:
-    """A two-model ensemble (ensemble.EnsembleDecoder) scored as training scores a model: its
+    """A two-model ensemble (decoders.ensemble.EnsembleDecoder) scored as training scores a model: its
     first member's weight and the length penalty chosen on val (CIDEr at beam 3), never on
-    test, then the test split at every beam width. Returns what trained_ensemble.save_ensemble
+    test, then the test split at every beam width. Returns what model_dirs.ensemble_dir.save_ensemble
     writes: {"weights", "length_alpha", "val_search", "metrics", "photo_scores", "vocab",
     "members_weights_sha256"}."""
     from captioner.decoders.ensemble import EnsembleDecoder
@@ -145,3 +148,31 @@ def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, weight_choices
             # the weights scored: a member replaced while this ran must leave the ensemble stale
             "members_weights_sha256": [m.manifest["files"][artifacts.WEIGHTS] for m in members],
             "val_search": {str(w): c.extra["val_alpha_search"] for w, c in searches.items()}}
+
+
+def score_folder(model_dirs: list, folder_dir: str | os.PathLike, encoder=None, beam: int = 3,
+                 progress: bool = True) -> dict[str, dict]:
+    """Each model's scores on photos from outside Flickr8k (../shared/coco-dev), at the app's
+    beam width, decoded as the app decodes them (Xception maps, the model's length penalty),
+    written atomically to <model>/everyday_metrics.json. Nothing is chosen on these photos."""
+    from captioner.model_dirs.catalog import load_model
+    from captioner.model_dirs.ensemble_dir import TrainedEnsemble
+    folder = load_caption_folder(folder_dir)
+    names = folder.images()
+    encoder = encoder or Encoder()
+    maps = extract_feature_maps([folder.image_path(n) for n in names], encoder, FeatureCache(encoder.checksum),
+                                progress=progress, desc=f"Features ({folder.name})")
+    references = {n: folder.captions[n] for n in names}
+    scored = {}
+    for directory in map(Path, model_dirs):
+        trained = load_model(directory)
+        decoder = (trained.numpy_decoder() if isinstance(trained, TrainedEnsemble)
+                   else numpy_decoder(trained.model, trained.config))
+        log(f"{directory}: {len(names)} photos of {folder.root}")
+        metrics = evaluate_split(decoder, trained.vocab, trained.config, maps, names, references, encoder.checksum,
+                                 beams=(beam,), split=folder.name)
+        metrics["decoder"] = "ensemble" if isinstance(trained, TrainedEnsemble) else trained.config.decoder
+        metrics["folder"] = str(folder_dir)
+        artifacts.write_json_atomic(directory / artifacts.EVERYDAY_METRICS, metrics)
+        scored[str(directory)] = metrics
+    return scored

@@ -1,0 +1,347 @@
+"""The score tables of README.md and docs/, and each model's MODEL_CARD.md, written from the
+models' own metrics.json, never by hand (`python -m captioner report`).
+
+A table lives between two markers in a Markdown file, and only what lies between them is
+rewritten:
+
+    <!-- report:scores -->
+    | model | ... |
+    <!-- /report:scores -->
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from captioner.model_dirs.artifacts import EVERYDAY_METRICS, ArtifactError, read_json, write_text_atomic
+from captioner.model_dirs.catalog import MODEL_NAMES, available_models, read_records, resolve_model
+
+MODEL_CARD = "MODEL_CARD.md"
+METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "CIDEr")
+BEAMS = ("1", "3", "5")
+SHOWN_BEAM = "3"  # the app's default beam width, and the one papers on Flickr8k report
+# Published results on the same Flickr8k test split at beam 3, for comparison; a range where
+# a paper reports several runs or variants, "" where it reports no such figure.
+PUBLISHED = (
+    ("merge, frozen VGG-16 (Tanti et al. 2018)", {"BLEU-4": "0.178-0.185", "CIDEr": "0.469-0.480"}),
+    ("soft / adaptive attention, frozen VGG-16 (sulabhkatiyar/Spatial_Att, Adaptive_Att)",
+     {"BLEU-4": "0.205", "CIDEr": "0.493-0.524"}),
+    ("adaptive attention, fine-tuned ResNet-152 (sulabhkatiyar/Adaptive_Att)",
+     {"BLEU-4": "0.233", "CIDEr": "0.566-0.589"}),
+)
+PEOPLE = "people: each photo's first reference against the other four"
+
+
+@dataclass
+class Model:
+    name: str
+    directory: Path
+    records: dict
+    default: bool
+
+    @property
+    def metrics(self) -> dict:
+        return self.records["metrics"]
+
+    @property
+    def config(self) -> dict:
+        return self.records["config"]
+
+    @property
+    def manifest(self) -> dict:
+        return self.records["manifest"]
+
+    @property
+    def everyday(self) -> dict | None:
+        """Scores on photos from outside Flickr8k, if measured (training_scripts/evaluate.py --everyday)."""
+        path = self.directory / EVERYDAY_METRICS
+        return read_json(path) if path.is_file() else None
+
+
+def scored_models(root: str | os.PathLike | None = None) -> list[Model]:
+    """Every model under `root` that has test metrics, merge, attention, ensemble first."""
+    found = available_models(root)
+    if not found:
+        raise ArtifactError(f"{root}: no trained model here.")
+    default = resolve_model(root)
+    order = {name: i for i, name in enumerate(MODEL_NAMES)}
+    models = []
+    for name, directory in sorted(found.items(), key=lambda item: (order.get(item[0], len(order)), item[0])):
+        records = read_records(directory)
+        if records.get("metrics"):
+            models.append(Model(name, directory, records, directory == default))
+    return models
+
+
+def describe(model: Model) -> str:
+    """A model's one-line name in tables: what it is and how it was trained."""
+    config = model.config
+    if config.get("decoder") == "ensemble":
+        mix = " + ".join(f"{w} {n}" for n, w in (part.rsplit(" ", 1) for part in config["members"].split(", ")))
+        return f"ensemble: {mix}"
+    label = config.get("decoder", model.name)
+    if model.manifest.get("best_phase") == "scst":
+        label += " + contrastive self-critical" if config.get("scst_contrast_weight") else " + self-critical"
+    if config.get("scst_teacher"):
+        label += f", distilling the {Path(config['scst_teacher']).name} model"
+    return label
+
+
+def _number(value) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def _share(value) -> str:
+    return "" if value is None else f"{100 * value:.1f}%"
+
+
+def scores_table(models: list[Model]) -> str:
+    """The README's table: each model at beam 3, published results, people."""
+    header = "| model | BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | METEOR | CIDEr | distinct captions |"
+    rows = [header, "|" + "---|" * 8]
+    for m in models:
+        scores = m.metrics["beam"][SHOWN_BEAM]
+        name = f"**{describe(m)}** (the default)" if m.default else describe(m)
+        cells = [_number(scores.get(k)) for k in METRICS]
+        cells[3], cells[5] = f"**{cells[3]}**", f"**{cells[5]}**"
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {_share(m.metrics['distinct_captions'][SHOWN_BEAM])} |")
+    for name, published in PUBLISHED:
+        rows.append(f"| {name} | " + " | ".join(published.get(k, "") for k in METRICS) + " | |")
+    rows.append(_people_row(models, 0, 1))
+    return "\n".join(rows)
+
+
+def all_beams_table(models: list[Model]) -> str:
+    """docs/training.md's table: every model at every beam width, with the caption statistics."""
+    header = ("| model | beam | BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | METEOR | CIDEr | distinct captions | words "
+              "| distinct words | bad endings | repeated pair |")
+    rows = [header, "|" + "---|" * 13]
+    for m in models:
+        met = m.metrics
+        for beam in BEAMS:
+            if beam not in met["beam"]:
+                continue
+            bold = beam == SHOWN_BEAM
+            name = describe(m) + (" (the default)" if m.default and bold else "")
+            cells = [_number(met["beam"][beam].get(k)) for k in METRICS]
+            stats = [_share(met["distinct_captions"].get(beam)), f"{met['mean_words'][beam]:.2f}",
+                     str(met["vocabulary_used"][beam]), _share(met["bad_ending_rate"][beam]),
+                     _share(met["bigram_repeat_rate"][beam])]
+            if bold:
+                name, beam_cell = f"**{name}**", f"**{beam}**"
+                cells[3], cells[5], stats[0] = f"**{cells[3]}**", f"**{cells[5]}**", f"**{stats[0]}**"
+            else:
+                beam_cell = beam
+            rows.append(f"| {name} | {beam_cell} | " + " | ".join(cells + stats) + " |")
+    rows.append(_people_row(models, 1, 5))
+    return "\n".join(rows)
+
+
+def _people_row(models: list[Model], blanks_before: int, blanks_after: int) -> str:
+    """People's level, as every model's metrics.json records it (the same references)."""
+    human = models[0].metrics.get("human_first_reference") or {}
+    cells = [PEOPLE] + [""] * blanks_before + [_number(human.get(k)) for k in METRICS] + [""] * blanks_after
+    return "| " + " | ".join(cells) + " |"
+
+
+def everyday_table(models: list[Model]) -> str:
+    """The README's second table: the same models on everyday photos unlike Flickr8k's."""
+    measured = [m for m in models if m.everyday]
+    if not measured:
+        return "(not measured: run `make everyday`)"
+    rows = ["| model | photos | BLEU-1 | BLEU-4 | METEOR | CIDEr | distinct captions | CIDEr on Flickr8k test |",
+            "|" + "---|" * 8]
+    for m in measured:
+        e = m.everyday
+        scores = e["beam"][SHOWN_BEAM]
+        name = f"**{describe(m)}** (the default)" if m.default else describe(m)
+        rows.append(f"| {name} | {e['n_images']} | {_number(scores.get('BLEU-1'))} | {_number(scores.get('BLEU-4'))} | "
+                    f"{_number(scores.get('METEOR'))} | **{_number(scores.get('CIDEr'))}** | "
+                    f"{_share(e['distinct_captions'][SHOWN_BEAM])} | {_number(m.metrics['beam'][SHOWN_BEAM]['CIDEr'])} |")
+    human, flickr_human = measured[0].everyday["human_first_reference"], measured[0].metrics["human_first_reference"]
+    rows.append(f"| {PEOPLE} | {measured[0].everyday['n_images']} | {_number(human.get('BLEU-1'))} | "
+                f"{_number(human.get('BLEU-4'))} | {_number(human.get('METEOR'))} | {_number(human.get('CIDEr'))} | | "
+                f"{_number(flickr_human.get('CIDEr'))} |")
+    return "\n".join(rows)
+
+
+TABLES = {"scores": scores_table, "scores-all-beams": all_beams_table, "everyday": everyday_table}
+MARKER = re.compile(r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /report:(?P=name) -->)", re.S)
+
+
+def fill_tables(text: str, models: list[Model]) -> str:
+    """`text` with every marked table rewritten; an unknown table name is an error."""
+    def replace(match):
+        name = match.group("name")
+        if name not in TABLES:
+            raise ArtifactError(f"unknown report table {name!r} (known: {', '.join(TABLES)})")
+        return match.group(1) + TABLES[name](models) + match.group(4)
+    return MARKER.sub(replace, text)
+
+
+def _flags(config: dict) -> str:
+    """The training script's flags that differ from its defaults, as the model recorded them."""
+    from captioner.decoders.config import Config
+    defaults = Config()
+    flags = []
+    for key, value in config.items():
+        if key in ("vocab_size", "extra", "feature_dim", "decoder", "length_alpha") or not hasattr(defaults, key):
+            continue
+        if value != getattr(defaults, key):
+            flags.append(f"--{key.replace('_', '-')} {value}")
+    return " ".join(flags)
+
+
+def model_card(model: Model) -> str:
+    """The short, conventional card model hubs show: what, data, metrics, limits, reproduction."""
+    m, config, manifest = model.metrics, model.config, model.manifest
+    dataset = manifest.get("dataset") or {}
+    images = dataset.get("images") or {}
+    shown = m["beam"][SHOWN_BEAM]
+    human = m.get("human_first_reference") or {}
+    ensemble = config.get("decoder") == "ensemble"
+    n, distinct = m.get("n_images", 1000), m["distinct_captions"][SHOWN_BEAM]
+    what = {
+        "merge": "an LSTM decoder that adds the photo's pooled Xception vector (2048-d) to the LSTM's "
+                 "output at every word (the merge architecture of Tanti et al.)",
+        "attention": "an LSTM decoder with adaptive attention and a visual sentinel over Xception's 10x10 "
+                     "map of regions (Lu et al. 2017, \"Knowing when to look\")",
+        "ensemble": f"the trained decoders beside it ({config.get('members')}) decoding as one, from a "
+                    "weighted sum of their word log-probabilities; it holds no weights of its own",
+    }.get(config.get("decoder"), config.get("decoder", model.name))
+    lines = [
+        f"# Model card: {model.name}" + (" (the default model)" if model.default else ""),
+        "",
+        "*Written by `python -m captioner report` from this directory's metrics.json, manifest.json and "
+        "config.json; do not edit by hand.*",
+        "",
+        "## What it is",
+        "",
+        f"{describe(model)}: {what}. The encoder is Xception with ImageNet weights, frozen "
+        f"(weights sha256 `{(m.get('encoder') or {}).get('weights_checksum', '')[:12]}...`).",
+        "",
+        "Intended use: English captions of photos like Flickr8k's (people and dogs in everyday "
+        "outdoor scenes), in the app, the `captioner` command line and the Python API; a demonstration "
+        "and research baseline, not a description service to rely on for accessibility or decisions.",
+        "",
+        "## Training data",
+        "",
+        f"Flickr8k ({dataset.get('layout', 'original')} layout): {images.get('train', '?'):,} training photos "
+        f"with {dataset.get('train_captions', '?'):,} captions (five per photo), {images.get('val', '?'):,} "
+        f"validation photos for every choice (epoch, length penalty{', mix' if ensemble else ''}), "
+        f"{images.get('test', '?'):,} test photos scored once at the end.",
+    ]
+    if not ensemble:
+        lines += ["", f"Vocabulary: the {config.get('vocab_size', 4) - 4:,} words seen at least "
+                  f"{config.get('min_word_count')} times in the training captions, plus 4 special tokens. "
+                  f"{manifest.get('parameters', 0):,} parameters; the epoch kept is {manifest.get('best_epoch')} "
+                  f"of {manifest.get('epochs_run')} ({'self-critical' if manifest.get('best_phase') == 'scst' else 'cross-entropy'}), "
+                  f"after {manifest.get('training_seconds', 0) / 3600:.1f} h on {manifest.get('machine', 'this machine')}."]
+    lines += [
+        "",
+        f"## Metrics (Flickr8k test split, {m.get('n_images', 1000):,} photos, COCO caption toolkit)",
+        "",
+        "| beam | " + " | ".join(METRICS) + " | distinct captions | distinct words | bad endings |",
+        "|" + "---|" * (len(METRICS) + 4),
+    ]
+    for beam in BEAMS:
+        if beam in m["beam"]:
+            lines.append(f"| {beam} | " + " | ".join(_number(m["beam"][beam].get(k)) for k in METRICS)
+                         + f" | {_share(m['distinct_captions'][beam])} | {m['vocabulary_used'][beam]} | "
+                         f"{_share(m['bad_ending_rate'][beam])} |")
+    lines.append(_people_row([model], 1, 3))
+    lines += [
+        "",
+        f"Length penalty α = {config.get('length_alpha')} (chosen on validation).",
+        "",
+        "## Known limits",
+        "",
+        f"- It has seen only Flickr8k's {images.get('train', '?'):,} training photos, mostly people and dogs "
+        "outdoors. " + _everyday_limit(model),
+        f"- On photos like its training photos it is still well short of people: CIDEr {_number(shown.get('CIDEr'))} "
+        f"at beam {SHOWN_BEAM} against people's {_number(human.get('CIDEr'))}, METEOR "
+        f"{_number(shown.get('METEOR'))} against {_number(human.get('METEOR'))}.",
+        f"- Its captions are generic: the {n:,} test photos get {round(distinct * n):,} different captions "
+        f"at beam {SHOWN_BEAM} ({_share(distinct)}; the rest share a caption with another photo), using "
+        f"{m['vocabulary_used'][SHOWN_BEAM]} distinct words.",
+        "- English only; Flickr8k's captions carry their annotators' biases (for example in how people "
+        "are described), and the model repeats them.",
+        "",
+        "## How to reproduce",
+        "",
+    ]
+    if ensemble:
+        lines.append("`make ensemble` (training_scripts/evaluate_ensemble.py: the mix and the length penalty "
+                     "chosen on validation, then scored on test), after both members are trained.")
+    else:
+        flags = _flags(config)
+        lines.append(f"`make train DECODER={config.get('decoder')}` runs the Makefile's recipe for it. The settings "
+                     "this model recorded (config.json), as the training script's flags: `python "
+                     f"training_scripts/train.py --data ../shared/flickr8k --out trained --decoder "
+                     f"{config.get('decoder')}{' ' + flags if flags else ''}`.")
+        if manifest.get("extended_from"):
+            lines.append("")
+            lines.append("This model was then extended from its finished directory (`--extend "
+                         f"{manifest['extended_from'].get('directory')}`, the optimiser afresh), as the "
+                         "Makefile's train target does; the settings above are the extended run's.")
+        if manifest.get("scst_teacher"):
+            lines.append("")
+            lines.append(f"Its self-critical phase distils `{manifest['scst_teacher'].get('directory')}` "
+                         f"(manifest sha256 `{manifest['scst_teacher'].get('manifest_sha256', '')[:12]}...`), "
+                         "which must be trained first.")
+    versions = manifest.get("versions") or {}
+    if versions:
+        lines += ["", ("Scored" if ensemble else "Trained") + " with " + ", ".join(f"{k} {v}" for k, v in versions.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _everyday_limit(model: Model) -> str:
+    e = model.everyday
+    if not e:
+        return ("How it does on other photos has not been measured for this model (`make everyday`); "
+                "the caption does not say when the model is guessing.")
+    scores, human = e["beam"][SHOWN_BEAM], e["human_first_reference"]
+    return (f"On {e['n_images']} everyday COCO photos ({Path(e.get('folder', 'coco-dev')).name}: kitchens, food, "
+            f"streets, animals, unseen in training) it scores CIDEr {_number(scores.get('CIDEr'))} at beam "
+            f"{SHOWN_BEAM} against people's {_number(human.get('CIDEr'))} there (and "
+            f"{_number(model.metrics['beam'][SHOWN_BEAM]['CIDEr'])} on Flickr8k's test photos): its caption is often "
+            "a fluent sentence about the wrong subject, and it does not say when it is guessing.")
+
+
+def write_model_card(directory: str | os.PathLike) -> Path | None:
+    """MODEL_CARD.md of the model just written to `directory`, among the models beside it (which
+    decide whether it is the default); None if it has no test metrics to describe (--no-test)."""
+    directory = Path(directory)
+    models = scored_models(directory.parent)
+    model = next((m for m in models if m.directory.resolve() == directory.resolve()), None)
+    if model is None:
+        return None
+    path = directory / MODEL_CARD
+    write_text_atomic(path, model_card(model))
+    return path
+
+
+def report(model_root: str | os.PathLike | None = None, documents: list[Path] = (),
+           check: bool = False) -> list[Path]:
+    """Rewrite the marked tables of `documents` and every model's card. Returns the files that
+    changed (with `check`, the files that would change, writing nothing)."""
+    models = scored_models(model_root)
+    wanted = {m.directory / MODEL_CARD: model_card(m) for m in models}
+    for document in documents:
+        text = document.read_text(encoding="utf-8")
+        wanted[document] = fill_tables(text, models)
+    changed = [p for p, text in wanted.items() if not p.is_file() or p.read_text(encoding="utf-8") != text]
+    if not check:
+        for path in changed:
+            write_text_atomic(path, wanted[path])
+    return changed
+
+
+def project_documents(model_root: Path) -> list[Path]:
+    """README.md and docs/*.md of the checkout that holds `model_root` (none in an installed package)."""
+    checkout = Path(model_root).resolve().parent
+    if not (checkout / "pyproject.toml").is_file():
+        return []
+    return [p for p in [checkout / "README.md", *sorted((checkout / "docs").glob("*.md"))] if p.is_file()]
