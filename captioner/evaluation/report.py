@@ -93,6 +93,10 @@ def _number(value) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
+def _count(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else "?"
+
+
 def _share(value) -> str:
     return "" if value is None else f"{100 * value:.1f}%"
 
@@ -228,10 +232,10 @@ def model_card(model: Model) -> str:
         "",
         "## Training data",
         "",
-        f"Flickr8k ({dataset.get('layout', 'original')} layout): {images.get('train', '?'):,} training photos "
-        f"with {dataset.get('train_captions', '?'):,} captions (five per photo), {images.get('val', '?'):,} "
+        f"Flickr8k ({dataset.get('layout', 'original')} layout): {_count(images.get('train', '?'))} training photos "
+        f"with {_count(dataset.get('train_captions', '?'))} captions (five per photo), {_count(images.get('val', '?'))} "
         f"validation photos for every choice (epoch, length penalty{', mix' if ensemble else ''}), "
-        f"{images.get('test', '?'):,} test photos scored once at the end.",
+        f"{_count(images.get('test', '?'))} test photos scored once at the end.",
     ]
     if not ensemble:
         lines += ["", f"Vocabulary: the {config.get('vocab_size', 4) - 4:,} words seen at least "
@@ -258,7 +262,7 @@ def model_card(model: Model) -> str:
         "",
         "## Known limits",
         "",
-        f"- It has seen only Flickr8k's {images.get('train', '?'):,} training photos, mostly people and dogs "
+        f"- It has seen only Flickr8k's {_count(images.get('train', '?'))} training photos, mostly people and dogs "
         "outdoors. " + _everyday_limit(model),
         f"- On photos like its training photos it is still well short of people: CIDEr {_number(shown.get('CIDEr'))} "
         f"at beam {SHOWN_BEAM} against people's {_number(human.get('CIDEr'))}, METEOR "
