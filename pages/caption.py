@@ -87,23 +87,36 @@ def beam_box(column, model: str, beam: int, captions, decode_ms: float, key: str
         }, index=pd.RangeIndex(1, len(captions) + 1, name="rank")))
 
 
-if len(shown) == 1:  # at most three widths side by side
-    rows = results[shown[0].name]
-    for start in range(0, len(rows), 3):
-        for column, (beam, captions, ms) in zip(st.columns(3), rows[start:start + 3]):
-            beam_box(column, shown[0].name, beam, captions, ms, f"beam-{beam}")
-else:  # one row per width, one column per model
-    for i, beam in enumerate(beams):
-        for column, m in zip(st.columns(len(shown)), shown):
-            _, captions, ms = results[m.name][i]
-            beam_box(column, m.name, beam, captions, ms, f"beam-{beam}-{m.name}")
+# The browser shows the last run's elements until this run writes their position: whatever
+# follows must keep its position from run to run, or the last run's controls linger on screen
+# beside the new ones while the attention maps draw (issue 22). So the rows of boxes, however
+# many, are one element of the page,
+with st.container():
+    if len(shown) == 1:  # at most three widths side by side
+        rows = results[shown[0].name]
+        for start in range(0, len(rows), 3):
+            for column, (beam, captions, ms) in zip(st.columns(3), rows[start:start + 3]):
+                beam_box(column, shown[0].name, beam, captions, ms, f"beam-{beam}")
+    else:  # one row per width, one column per model
+        for i, beam in enumerate(beams):
+            for column, m in zip(st.columns(len(shown)), shown):
+                _, captions, ms = results[m.name][i]
+                beam_box(column, m.name, beam, captions, ms, f"beam-{beam}-{m.name}")
 
+# each model that can draw attention has a place of its own, so that no model's figure is
+# drawn where another's stood, and the places of those not shown are emptied before any
+# figure is drawn,
+places = {m.name: st.container() if m in shown else st.empty() for m in models.values() if m.has_attention}
 for m in shown:
     if m.has_attention:
-        explain.show_attention(m, encoded, beams)
+        with places[m.name]:
+            explain.show_attention(m, encoded, beams)
+# and the beam-tree model chooser, shown side by side only, keeps its place when it is not.
 tree_model = shown[0]
 if len(shown) > 1:
     tree_model = models[st.selectbox("Search tree of", [m.name for m in shown], key="tree_model")]
+else:
+    st.empty()
 explain.show_beam_trees(tree_model, encoded, beams)
 
 with st.expander("How to read this"):

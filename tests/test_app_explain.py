@@ -129,6 +129,97 @@ def test_attention_grid_and_a_word_shown_large(app_env):
     assert len(at.main.image) == images_before  # the grid and the large word, redrawn
 
 
+@pytest.fixture()
+def deltas(monkeypatch) -> list[list]:
+    """Each run's deltas, in the order the browser receives them (AppTest keeps only the tree)."""
+    from streamlit.testing.v1 import local_script_runner
+    parse, runs = local_script_runner.parse_tree_from_messages, []
+
+    def recording(messages):
+        runs.append([m for m in messages if m.HasField("delta")])
+        return parse(messages)
+    monkeypatch.setattr(local_script_runner, "parse_tree_from_messages", recording)
+    return runs
+
+
+class Screen:
+    """The "Beam width" boxes a browser shows, replayed from the deltas as its frontend applies
+    them (Streamlit 1.67): an element stays on screen, greyed once stale, until the running
+    script writes its position or replaces a container above it; a container written where
+    one of its type stood keeps the old children; what is still stale when the run ends goes."""
+
+    def __init__(self):
+        self.boxes: dict[tuple, str] = {}     # delta path -> widget key
+        self.blocks: dict[tuple, str] = {}    # delta path -> container type
+
+    def _drop_below(self, path: tuple, inclusive: bool) -> None:
+        for shown in (self.boxes, self.blocks):
+            for p in [p for p in shown if p[:len(path)] == path and (inclusive or p != path)]:
+                del shown[p]
+
+    def run(self, messages) -> list[str]:
+        """Apply one run; what was on screen beside each new box as its figure drew (the
+        figure is computed just after its box is sent)."""
+        from streamlit.runtime.state.common import user_key_from_element_id
+        writes = [(tuple(m.metadata.delta_path), m.delta) for m in messages
+                  if m.delta.WhichOneof("type") in ("new_element", "add_block")]
+        boxes = [(path, user_key_from_element_id(d.new_element.selectbox.id)) for path, d in writes
+                 if d.WhichOneof("type") == "new_element" and d.new_element.WhichOneof("type") == "selectbox"
+                 and d.new_element.selectbox.label == "Beam width"]
+        written, problems = set(), []
+        for path, delta in writes:
+            written.add(path)
+            if delta.WhichOneof("type") == "add_block":
+                kind = delta.add_block.WhichOneof("type")
+                self.boxes.pop(path, None)
+                if self.blocks.get(path) != kind:
+                    self._drop_below(path, inclusive=False)
+                self.blocks[path] = kind
+                continue
+            self._drop_below(path, inclusive=True)
+            if (path, key := next((k for p, k in boxes if p == path), None)) not in boxes:
+                continue
+            self.boxes[path] = key
+            to_come = [box for box in boxes if box[0] not in written]
+            for stale_path, stale_key in self.boxes.items():
+                # a stale box where the same control is about to be redrawn is that control
+                if stale_path not in written and (stale_path, stale_key) not in to_come:
+                    problems.append(f"while the figure under {path} draws, {stale_key} of the last "
+                                    f"run is still on screen at {stale_path}")
+        self.boxes = {p: k for p, k in self.boxes.items() if p in written}
+        self.blocks = {p: k for p, k in self.blocks.items() if p in written}
+        return problems
+
+
+def test_one_beam_width_box_per_figure_while_it_redraws(app_env, deltas):
+    """Changing model, widths or the figure's own width must never leave a second "Beam
+    width" box on screen while the attention maps redraw (issue 22)."""
+    at = uploaded(new_app().run(), "cat.png", photo_png("chelsea"))
+    screen = Screen()
+    for run in deltas:
+        screen.run(run)
+    together = at.radio(key="model").options[-1]
+    steps = [("model", "attention"), ("model", together), ("model", "attention")]
+    if "ensemble" in TRAINED_NAMES:
+        steps += [("model", "ensemble"), ("model", "attention"), ("model", "ensemble")]
+    steps += [("beams", [1, 3, 5, 10]), ("beams", [1, 3]), ("attention_beam", 1), ("model", together),
+              ("beams", [1, 3, 5]), ("model", "attention")]
+    lingering = []
+    for widget, value in steps:
+        if widget == "model":
+            at.radio(key="model").set_value(value).run()
+        elif widget == "beams":
+            at.multiselect(key="beams").set_value(value).run()
+        else:
+            at.selectbox(key=f"attention_beam_{at.radio(key='model').value}").set_value(value).run()
+        assert_no_exception(at)
+        lingering += [f"{widget}={value}: {problem}" for problem in screen.run(deltas[-1])]
+        # and once drawn, one box per figure
+        figures = [h.value for h in at.main.header if h.value.startswith("Where the")]
+        assert len(screen.boxes) == len(set(screen.boxes.values())) == len(figures) >= 1, (widget, value)
+    assert not lingering, lingering
+
+
 def test_beam_search_trees_side_by_side(app_env):
     at = uploaded(new_app().run(), "cat.png", photo_png("chelsea"))
     trees = graphviz(at)
