@@ -1,5 +1,6 @@
 """How the models were trained: a run in progress (live), every model's learning curves and
 test scores side by side, settings and provenance, all read from what training saved."""
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -24,11 +25,24 @@ if not records:
 histories = {name: r["history"] for name, r in records.items()}
 
 
-def curve(key: str, label: str, phases=("xe", "scst"), suffix: str = "") -> pd.DataFrame:
-    """One recorded quantity as rows of (epoch, value, series), a series per model and phase."""
-    rows = [dict(p, series=f"{p['model']} {suffix}{PHASE_LABEL[p['phase']]}".strip())
+def curve(key: str, label: str, phases=("xe", "scst"), measured: str = "") -> pd.DataFrame:
+    """One recorded quantity as rows of (model, line, epoch, value): a line per model, per phase
+    and per way of measuring it (`measured`, e.g. "greedy")."""
+    rows = [dict(p, line=", ".join(filter(None, [measured, PHASE_LABEL[p["phase"]]])))
             for p in curve_points(histories, key) if p["phase"] in phases]
-    return pd.DataFrame(rows, columns=["model", "phase", "epoch", "value", "series"]).rename(columns={"value": label})
+    return pd.DataFrame(rows, columns=["model", "phase", "epoch", "value", "line"]).rename(columns={"value": label})
+
+
+def learning_chart(data: pd.DataFrame, label: str) -> alt.Chart:
+    """Colour says which model, the dash what the line measures: two short legends under the
+    chart, never cut off, instead of one legend of long "model, measure, phase" names."""
+    legend = alt.Legend(orient="bottom", direction="vertical", title=None, labelLimit=0)
+    return alt.Chart(data).mark_line(point=True).encode(
+        x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
+        y=alt.Y(f"{label}:Q", scale=alt.Scale(zero=False)),
+        color=alt.Color("model:N", legend=legend),
+        strokeDash=alt.StrokeDash("line:N", legend=legend),
+        tooltip=["model", "line", "epoch", alt.Tooltip(f"{label}:Q", format=".4f")])
 
 
 st.header("Learning curves", anchor=False)
@@ -39,28 +53,27 @@ if ensembles:
 if not any(histories.values()):
     st.info("These model directories have no training history (history.json).")
 else:
-    loss = pd.concat([curve("loss", "cross-entropy", ("xe",), "training, "),
-                      curve("val_loss", "cross-entropy", ("xe",), "validation, ")])
-    charts = [("Loss per epoch", loss, "cross-entropy"),
+    loss = pd.concat([curve("loss", "cross-entropy", ("xe",), "training"),
+                      curve("val_loss", "cross-entropy", ("xe",), "validation")])
+    charts = [("Loss per cross-entropy epoch", loss, "cross-entropy"),
               ("Validation CIDEr per epoch",
-               pd.concat([curve("val_cider", "CIDEr", suffix="greedy, "),
-                          curve("val_cider_beam", "CIDEr", ("scst",), "beam search, ")]), "CIDEr"),
-              ("Validation BLEU-4 per epoch", curve("val_bleu4", "BLEU-4 (greedy)"), "BLEU-4 (greedy)"),
-              ("Mean reward per self-critical epoch",
-               pd.concat([curve("mean_reward", "CIDEr-D of samples", ("scst",), "own photo, "),
-                          curve("mean_similar_photo_reward", "CIDEr-D of samples", ("scst",),
-                                "a similar photo (contrastive reward), ")]),
-               "CIDEr-D of samples"),
+               pd.concat([curve("val_cider", "CIDEr", measured="greedy"),
+                          curve("val_cider_beam", "CIDEr", ("scst",), "beam search")]), "CIDEr"),
+              ("Validation BLEU-4 per epoch", curve("val_bleu4", "BLEU-4", measured="greedy"), "BLEU-4"),
+              ("Mean CIDEr-D of the samples, per self-critical epoch",
+               pd.concat([curve("mean_reward", "CIDEr-D", ("scst",), "against its own photo"),
+                          curve("mean_similar_photo_reward", "CIDEr-D", ("scst",), "against a similar photo")]),
+               "CIDEr-D"),
               ("Distinct validation captions per epoch",
-               pd.concat([curve("val_distinct", "share distinct", suffix="greedy, "),
-                          curve("val_distinct_beam", "share distinct", ("scst",), "beam search, ")]),
+               pd.concat([curve("val_distinct", "share distinct", measured="greedy"),
+                          curve("val_distinct_beam", "share distinct", ("scst",), "beam search")]),
                "share distinct")]
     charts = [chart for chart in charts if not chart[1].empty]
     for row in range(0, len(charts), 2):
         for column, (title, data, label) in zip(st.columns(2, gap="large"), charts[row:row + 2]):
             with column:
                 st.subheader(title, anchor=False)
-                st.line_chart(data, x="epoch", y=label, color="series")
+                st.altair_chart(learning_chart(data, label), width="stretch")
     best = {name: (r["manifest"].get("best_epoch"), r["manifest"].get("best_phase", "xe"))
             for name, r in records.items() if r["manifest"].get("best_epoch")}
     guards = {name: (r["config"].get("scst_min_distinct"), r["config"].get("scst_distinct_beam") or 1)

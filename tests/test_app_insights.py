@@ -256,3 +256,26 @@ def test_model_against_people_on_the_real_models(monkeypatch, shared_data, train
     assert_no_exception(at)
     assert len(at.main.dataframe[0].value) == len(scored)
     assert any("dog" in r.lower() for r in at.main.dataframe[1].value["caption"])
+
+
+def test_training_charts_have_legends_that_are_never_cut_off(small_world):
+    """Each learning curve says which model by colour and what it measures by dash, in two
+    short legends without a width limit (one legend of "attention training, cross-..." names
+    was cut off)."""
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+    at = new_app().run()
+    at.switch_page("pages/training.py").run()
+    assert_no_exception(at)
+    charts = at.main.get("vega_lite_chart")
+    assert len(charts) == 5
+    for chart in charts:
+        spec = json.loads(chart.proto.spec)
+        encoding = spec["encoding"]
+        assert encoding["color"]["field"] == "model" and encoding["strokeDash"]["field"] == "line"
+        for channel in ("color", "strokeDash"):
+            assert encoding[channel]["legend"]["labelLimit"] == 0
+        data = pd.concat([convert_arrow_bytes_to_pandas_df(d.data.data) for d in chart.proto.datasets]
+                         + ([convert_arrow_bytes_to_pandas_df(chart.proto.data.data)] if chart.proto.data.data else []))
+        lines = set(data["line"])
+        assert set(data["model"]) <= {"attention", "merge", "old"}
+        assert 1 <= len(lines) <= 3 and all(len(line) <= 40 for line in lines), lines
