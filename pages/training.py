@@ -26,9 +26,10 @@ histories = {name: r["history"] for name, r in records.items()}
 
 
 def curve(key: str, label: str, phases=("xe", "scst"), measured: str = "") -> pd.DataFrame:
-    """One recorded quantity as rows of (model, line, epoch, value): a line per model, per phase
-    and per way of measuring it (`measured`, e.g. "greedy")."""
-    rows = [dict(p, line=", ".join(filter(None, [measured, PHASE_LABEL[p["phase"]]])))
+    """One recorded quantity as rows of (model, phase, epoch, value, line): a line per model,
+    per way of measuring it (`measured`, e.g. "greedy") and, where both phases are drawn, per
+    phase."""
+    rows = [dict(p, line=", ".join(filter(None, [measured, PHASE_LABEL[p["phase"]] if len(phases) > 1 else ""])))
             for p in curve_points(histories, key) if p["phase"] in phases]
     return pd.DataFrame(rows, columns=["model", "phase", "epoch", "value", "line"]).rename(columns={"value": label})
 
@@ -37,12 +38,14 @@ def learning_chart(data: pd.DataFrame, label: str) -> alt.Chart:
     """Colour says which model, the dash what the line measures: two short legends under the
     chart, never cut off, instead of one legend of long "model, measure, phase" names."""
     legend = alt.Legend(orient="bottom", direction="vertical", title=None, labelLimit=0)
-    return alt.Chart(data).mark_line(point=True).encode(
+    base = alt.Chart(data).encode(
         x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
         y=alt.Y(f"{label}:Q", scale=alt.Scale(zero=False)),
-        color=alt.Color("model:N", legend=legend),
-        strokeDash=alt.StrokeDash("line:N", legend=legend),
+        color=alt.Color("model:N", legend=legend, scale=alt.Scale(scheme="category10")),
         tooltip=["model", "line", "epoch", alt.Tooltip(f"{label}:Q", format=".4f")])
+    # the lines carry the dash (and its legend draws dashes); the points, one per epoch, do not
+    lines = base.mark_line().encode(strokeDash=alt.StrokeDash("line:N", legend=legend))
+    return lines + base.mark_point(filled=True, size=18).encode(detail="line:N")
 
 
 st.header("Learning curves", anchor=False)
@@ -60,9 +63,9 @@ else:
                pd.concat([curve("val_cider", "CIDEr", measured="greedy"),
                           curve("val_cider_beam", "CIDEr", ("scst",), "beam search")]), "CIDEr"),
               ("Validation BLEU-4 per epoch", curve("val_bleu4", "BLEU-4", measured="greedy"), "BLEU-4"),
-              ("Mean CIDEr-D of the samples, per self-critical epoch",
-               pd.concat([curve("mean_reward", "CIDEr-D", ("scst",), "against its own photo"),
-                          curve("mean_similar_photo_reward", "CIDEr-D", ("scst",), "against a similar photo")]),
+              ("Mean CIDEr-D of the self-critical samples",
+               pd.concat([curve("mean_reward", "CIDEr-D", ("scst",), "vs its own photo's references"),
+                          curve("mean_similar_photo_reward", "CIDEr-D", ("scst",), "vs a similar photo's references")]),
                "CIDEr-D"),
               ("Distinct validation captions per epoch",
                pd.concat([curve("val_distinct", "share distinct", measured="greedy"),

@@ -190,10 +190,11 @@ def test_attention_figure_beam_trees_and_three_photos_at_once(server, chromium, 
             expect(page.get_by_text("Where the attention model looked")).to_be_visible(timeout=60_000)
             # the slider comes after the grid, and the chosen word's figure after the slider
             expect(page.get_by_text("Show one word large")).to_be_visible(timeout=CAPTION_TIMEOUT_MS)
+            # the grid: the photo and one panel per word (the run that draws it may still be
+            # starting, with the ensemble's figure already cleared, when the button is gone)
+            page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stImage] img')]"
+                                   ".some(img => img.naturalWidth > 1000)", timeout=CAPTION_TIMEOUT_MS)
             wait_until_idle(page)
-            widths = page.locator('[data-testid="stImage"] img').evaluate_all(
-                "imgs => imgs.map(img => img.naturalWidth)")
-            assert max(widths) > 1000, widths  # the grid: the photo and one panel per word
             page.get_by_text("Where the attention model looked").scroll_into_view_if_needed()
             page.wait_for_timeout(500)
             page.screenshot(path=DOCS / "screenshot-explain.png")

@@ -270,7 +270,8 @@ def test_training_charts_have_legends_that_are_never_cut_off(small_world):
     assert len(charts) == 5
     for chart in charts:
         spec = json.loads(chart.proto.spec)
-        encoding = spec["encoding"]
+        lines = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "line")
+        encoding = {**spec.get("encoding", {}), **lines.get("encoding", {})}
         assert encoding["color"]["field"] == "model" and encoding["strokeDash"]["field"] == "line"
         for channel in ("color", "strokeDash"):
             assert encoding[channel]["legend"]["labelLimit"] == 0
