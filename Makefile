@@ -6,7 +6,7 @@ DATA ?= $(abspath ../shared/flickr8k)
 PORT ?= 8501
 export CAPTIONER_DATA_DIR ?= $(DATA)
 
-.PHONY: setup venv system-packages weights run dev app caption train ensemble everyday report index test test-unit bench bench-batch clean-venv
+.PHONY: setup venv system-packages weights run dev app caption train ensemble everyday trust report index test test-unit bench bench-batch clean-venv
 
 setup: venv system-packages weights
 
@@ -68,6 +68,7 @@ train: setup
 	  $(if $(EXTEND_FLAGS_$(d)),$(call train_decoder,$(d)) $(EXTEND_FLAGS_$(d)) --extend trained/$(d) &&)) true
 	$(if $(filter both,$(DECODER)),$(MAKE) ensemble)
 	$(MAKE) everyday
+	$(MAKE) trust
 
 # trained/ensemble: the two trained models decoding as one, the weight and length penalty
 # chosen on val, scored on test (about 4 minutes).
@@ -81,6 +82,12 @@ ensemble: setup
 EVERYDAY ?= $(abspath ../shared/coco-dev)
 everyday: setup
 	$(PY) training_scripts/evaluate.py --everyday $(EVERYDAY) --model trained
+	$(MAKE) report
+
+# trained/trust.json: each model's trust estimate, fitted on Flickr8k validation and half of
+# the everyday photos, measured on the test split and the other half (docs/trust.png).
+trust: setup
+	$(PY) training_scripts/fit_trust.py --data $(DATA) --everyday $(EVERYDAY) --models trained
 	$(MAKE) report
 
 # The score tables of README.md and docs/ and each model's MODEL_CARD.md, from metrics.json.

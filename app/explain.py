@@ -21,6 +21,37 @@ from captioner.explain.figures import attention_grid, attention_word, caption_wo
 NEIGHBOURS = 4
 
 
+# -- trust ---------------------------------------------------------------------------
+VERDICT_STYLE = {"likely right": ("green", ":material/check_circle:"), "unsure": ("orange", ":material/help:"),
+                 "likely wrong": ("red", ":material/error:")}
+
+
+def show_caption_with_trust(caption) -> None:
+    """The caption with its verdict and trust; a likely wrong one as a guess, not a headline.
+    Everything but the caption's own words is fixed text: no HTML from model output."""
+    trust = caption.trust
+    text = caption.text or "(empty caption)"
+    if trust is None:
+        # st.subheader renders Markdown, harmless here: the vocabulary holds only a-z words.
+        st.subheader(text, anchor=False)
+        return
+    colour, icon = VERDICT_STYLE[trust.verdict]
+    st.badge(f"{trust.verdict.capitalize()} · trust {trust.value:.2f}", color=colour, icon=icon)
+    if trust.verdict == "likely wrong":
+        st.caption("The model's guess, probably wrong:")
+        st.markdown(f"*{text}*")  # Markdown, harmless: the vocabulary holds only a-z words
+    else:
+        st.subheader(text, anchor=False)
+    st.caption(trust.meaning + (" Why not higher: " + "; ".join(trust.reasons) + "." if trust.reasons else ""))
+
+
+def show_trust_problem(captioner) -> None:
+    """Say when captions come without trust (a model retrained since its estimate was fitted)."""
+    if captioner.trust_model is None:
+        st.warning(f"**No trust estimate for the {captioner.name} model**: {captioner.trust_problem} "
+                   "Judge its captions by the signals below.", icon="⚠️")
+
+
 # -- "unlike the training photos" ------------------------------------------------------
 def show_familiarity(captioner, encoded: dict) -> None:
     familiarity = app.familiarity()
@@ -30,7 +61,13 @@ def show_familiarity(captioner, encoded: dict) -> None:
         return
     similarity = float(familiarity.similarity(encoded["features"])[0])
     share = 100 - familiarity.percentile
-    if familiarity.is_unfamiliar(similarity):
+    unlike = familiarity.is_unfamiliar(similarity)
+    if captioner.trust_model is not None:
+        # one of the trust estimate's signals: the caption boxes say when it pulled trust down
+        st.caption(f"Similarity to the training photos: {similarity:.2f}"
+                   + (" (unlike them)" if unlike else "") + f"; {share:g}% of held-out Flickr8k photos "
+                   f"reach {familiarity.threshold:.2f}. One of the signals the trust estimate reads.")
+    elif unlike:
         st.warning(f"**This photo is unlike the photos the model learned from** (similarity "
                    f"{similarity:.2f}; {share:g}% of held-out Flickr8k photos reach "
                    f"{familiarity.threshold:.2f}). Flickr8k is mostly people, dogs and outdoor "

@@ -109,10 +109,10 @@ def main(argv=None) -> int:
                "encoder_images_per_s_batch32": round(32000 / batch32_ms, 2)}
     ours = {}
     for label, beam in (("greedy", 1), ("beam3", 3), ("beam5", 5)):
-        per_photo = [timed(lambda f=f: captioner.caption(f, beam=beam), 3)[0] for f in features]
+        per_photo = [timed(lambda f=f: captioner.caption(f, beam=beam, trust=False), 3)[0] for f in features]
         results[f"{label}_ms"] = round(statistics.median(per_photo), 2)
-        ours[label] = [captioner.caption(f, beam=beam)[0].text for f in features]
-    batch_ms, _ = timed(lambda: captioner.caption_batch(features, beam=3), 3)
+        ours[label] = [captioner.caption(f, beam=beam, trust=False)[0].text for f in features]
+    batch_ms, _ = timed(lambda: captioner.caption_batch(features, beam=3, trust=False), 3)
     results["beam3_batched_ms_per_photo"] = round(batch_ms / len(features), 2)
     for name in ("attention", "ensemble"):  # the same photos and features, when trained/ has them
         if name not in available_models(args.model):
@@ -123,12 +123,27 @@ def main(argv=None) -> int:
             print(f"skipped {name}: {exc}", file=sys.stderr)
             continue
         for label, beam in (("greedy", 1), ("beam3", 3), ("beam5", 5)):
-            per_photo = [timed(lambda f=f: other.caption(f, beam=beam), 3)[0] for f in features]
+            per_photo = [timed(lambda f=f: other.caption(f, beam=beam, trust=False), 3)[0] for f in features]
             results[f"{name}_{label}_ms"] = round(statistics.median(per_photo), 2)
-        batch_ms, _ = timed(lambda: other.caption_batch(features, beam=3), 3)
+        batch_ms, _ = timed(lambda: other.caption_batch(features, beam=3, trust=False), 3)
         results[f"{name}_beam3_batched_ms_per_photo"] = round(batch_ms / len(features), 2)
         results[f"{name}_beam3_share_of_encoder_batch1"] = round(
             results[f"{name}_beam3_ms"] / results["encoder_ms_batch1"], 4)
+    # What the trust estimate adds to one beam-3 caption (its evidence: another beam-3 search,
+    # an ensemble's members' own captions), timed in the same calls as the caption without it.
+    for name in ("merge", "attention", "ensemble"):
+        if name not in available_models(args.model):
+            continue
+        judged = captioner if name == "merge" else Captioner.load(args.model, name=name, encoder=encoder)
+        if judged.trust_model is None:
+            print(f"no trust timing for {name}: {judged.trust_problem}", file=sys.stderr)
+            continue
+        pairs = [(timed(lambda f=f: judged.caption(f, beam=3, trust=False), 3)[0],
+                  timed(lambda f=f: judged.caption(f, beam=3), 3)[0]) for f in features]
+        results[f"{name}_beam3_with_trust_ms"] = round(statistics.median(b for _, b in pairs), 2)
+        results[f"{name}_trust_ms"] = round(statistics.median(b - a for a, b in pairs), 2)
+        results[f"{name}_trust_share_of_encoder_batch1"] = round(
+            results[f"{name}_trust_ms"] / results["encoder_ms_batch1"], 4)
 
     model, vocab, max_len = captioner.trained.model, captioner.vocab, captioner.config.max_decode_length
     naive_features = pool(features[: args.naive_photos])  # the merge model's Keras input
@@ -165,6 +180,10 @@ def main(argv=None) -> int:
              f"({results['speedup_beam3']}x)"),
             ("Decode beam 5", f"{results['beam5_ms']} ms", ""),
             ("Beam 3, 20 photos batched", f"{results['beam3_batched_ms_per_photo']} ms/photo", "")]
+    for name in ("merge", "attention", "ensemble"):
+        if f"{name}_trust_ms" in results:
+            rows.append((f"{name.capitalize()} trust estimate, beam 3", f"+{results[f'{name}_trust_ms']} ms",
+                         f"{100 * results[f'{name}_trust_share_of_encoder_batch1']:.1f}% of one encoder call"))
     for name in ("attention", "ensemble"):  # the same rows for each model timed beside merge
         if f"{name}_beam3_ms" in results:
             label = name.capitalize()

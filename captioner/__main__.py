@@ -29,6 +29,25 @@ def load_model(model: str | None, **kwargs):
     return captioner
 
 
+def require_trust(captioner) -> None:
+    """--min-trust without an estimate to read it from is a mistake, not a no-op."""
+    from captioner.trust.estimate import TrustError
+    if captioner.trust_model is None:
+        raise TrustError(f"--min-trust needs the {captioner.name} model's trust estimate: {captioner.trust_problem}")
+
+
+def warn_without_trust(captioner) -> None:
+    if captioner.trust_model is None:
+        print(f"warning: captions carry no trust estimate: {captioner.trust_problem}", file=sys.stderr)
+
+
+def valid_trust(value: str) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return number
+
+
 def cmd_caption(args) -> int:
     from captioner.api import MAX_BEAM
     from captioner.data.images import ImageError
@@ -45,6 +64,11 @@ def cmd_caption(args) -> int:
               "(pass --model attention).", file=sys.stderr)
         return 2
     captioner.check_encoder()
+    if args.min_trust is not None:
+        require_trust(captioner)
+    else:
+        warn_without_trust(captioner)
+    from captioner.trust.estimate import keep_trusted
     alpha = captioner.config.length_alpha
     failures, results = 0, []
     for path in args.images:
@@ -58,13 +82,17 @@ def cmd_caption(args) -> int:
             continue
         if args.attention:
             write_attention_figure(captioner, path, args.beam, args.attention)
+        captions, withheld = keep_trusted(captions, args.min_trust)
         if args.json:
             results.append({"image": path, "model": captioner.name, "beam": args.beam,
-                            "captions": [c.to_json() for c in captions]})
+                            "captions": [c.to_json() for c in captions], "withheld": withheld})
         else:
             print(path)
+            if withheld:
+                print(f"  (no caption) {withheld}")
             for rank, cap in enumerate(captions, 1):
-                print(f"  {rank}. {cap.text}    (log p {cap.log_prob:.2f}, "
+                trust = f"[{cap.trust.verdict}, trust {cap.trust.value:.2f}]  " if cap.trust else ""
+                print(f"  {rank}. {trust}{cap.text}    (log p {cap.log_prob:.2f}, "
                       f"log p / length^{alpha:g} {cap.normalized_log_prob:.2f})")
     if args.json:
         print(json.dumps(results, indent=2))
@@ -110,9 +138,13 @@ def caption_dir_local(args) -> int:
 
     captioner = load_model(args.model, encoder_weights=args.xception_weights)
     captioner.check_encoder()
+    if args.min_trust is not None:
+        require_trust(captioner)
+    else:
+        warn_without_trust(captioner)
     summary = caption_dir(captioner, args.folder, args.out, beam=args.beam, top=args.top,
                           batch_size=args.batch_size, retry_errors=args.retry_errors,
-                          progress=not args.quiet)
+                          progress=not args.quiet, min_trust=args.min_trust)
     print(describe(summary, args.out), file=sys.stderr)
     return 1 if summary.failed_in_output else 0
 
@@ -127,11 +159,16 @@ def caption_dir_ray(args) -> int:
     load = functools.partial(load_captioner, args.model, encoder_weights=args.xception_weights)
     if not args.address:
         # A bad --model fails here in one line (and a passed-over one is said once), not in
-        # every actor with a traceback.
-        load_model(args.model, encoder_weights=args.xception_weights)
+        # every actor with a traceback; so does --min-trust without a trust estimate.
+        here = load_model(args.model, encoder_weights=args.xception_weights)
+        if args.min_trust is not None:
+            require_trust(here)
+        else:
+            warn_without_trust(here)
     summary = run_on_ray(args.folder, args.out, load, beam=args.beam, top=args.top,
                          batch_size=args.batch_size, address=args.address, workers=args.workers,
-                         cpus_per_worker=args.cpus_per_worker, progress=not args.quiet)
+                         cpus_per_worker=args.cpus_per_worker, progress=not args.quiet,
+                         min_trust=args.min_trust)
     for error in summary.errors:
         print(f"error: {error}", file=sys.stderr)
     if summary.failed > len(summary.errors):
@@ -232,6 +269,8 @@ def main(argv=None) -> int:
     cap.add_argument("--model", help="merge, attention, ensemble, or a model directory (default: the best "
                      "model in the project's trained/ by test CIDEr)")
     cap.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")
+    cap.add_argument("--min-trust", type=valid_trust, metavar="X", help="write no caption for a photo whose "
+                     "trust is below X (0-1), and say why: no alt text rather than wrong alt text")
     cap.add_argument("--attention", metavar="OUT.png", help="attention model: write the photo's "
                      "per-word attention figure (one photo only; PNG, or any matplotlib format)")
     cap.set_defaults(func=cmd_caption)
@@ -247,6 +286,8 @@ def main(argv=None) -> int:
                       "bundled model by test CIDEr)")
     many.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")
     many.add_argument("--batch-size", type=int, default=16, help="photos per encoder call (default 16)")
+    many.add_argument("--min-trust", type=valid_trust, metavar="X", help="leave out captions whose trust is "
+                      "below X (0-1); the record's `withheld` says why")
     many.add_argument("--retry-errors", action="store_true",
                       help="caption again the photos whose record in --out is an error")
     many.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -13,6 +13,7 @@ weight arrays and allocates its own state, so any number of threads may decode a
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from pathlib import Path
@@ -25,6 +26,9 @@ from captioner.decoding.search import Caption, beam_search, greedy_search
 from captioner.model_dirs.artifacts import ArtifactError, TrainedModel
 from captioner.model_dirs.catalog import MODEL_NAMES, load_model, ranked_models
 from captioner.model_dirs.ensemble_dir import TrainedEnsemble
+from captioner.trust import evidence as trust_evidence
+from captioner.trust.estimate import TrustError, TrustModel, file_sha256, load_estimate, model_weights
+from captioner.trust.signals import EVIDENCE_BEAM
 from captioner.vision.encoder import Encoder, EncoderWeightsError
 
 MAX_BEAM = 20
@@ -44,6 +48,10 @@ class Captioner:
         self._encoder_weights = encoder_weights
         self._encoder_lock = threading.Lock()
         self.passed_over: list[str] = []  # better models that could not be loaded, and why
+        self._trust: TrustModel | None = None
+        self._centroids: np.ndarray | None = None
+        self.trust_problem: str | None = None   # why captions carry no trust estimate
+        self._trust_loaded = False
 
     @classmethod
     def load(cls, directory: str | os.PathLike | None = None, name: str | None = None,
@@ -116,17 +124,25 @@ class Captioner:
     # -- decoder ---------------------------------------------------------------------------
     def caption(self, features: np.ndarray, beam: int | None = None, top: int = 1,
                 alpha: float | None = None, max_length: int | None = None,
-                attention: bool = False, trace: list | None = None) -> list[Caption]:
+                attention: bool = False, trace: list | None = None, trust: bool = True) -> list[Caption]:
         """The `top` best captions for one photo's features; beam=1 is greedy search.
         With `attention` (attention model only), each caption carries its per-word weights;
         with a `trace` list, the beam search appends what each step kept and pruned
-        (decoding.TraceStep), for drawing it."""
+        (decoding.TraceStep), for drawing it.
+
+        Each caption's `trust` (captioner.trust.estimate.Trust) says how far to believe it:
+        `trust.value`, a calibrated probability in [0, 1] that the caption is as good as a
+        typical person's (per-photo CIDEr-D, see the README), `trust.verdict` ("likely
+        right", "unsure", "likely wrong"), the signals it was read from and the reasons that
+        pulled it down. It is None when `trust=False` or when this model has no usable
+        estimate (`trust_problem` says why, e.g. a model retrained since it was fitted)."""
         return self.caption_batch(np.asarray(features)[None], beam, top, alpha, max_length,
-                                  attention, trace)[0]
+                                  attention, trace, trust)[0]
 
     def caption_batch(self, features: np.ndarray, beam: int | None = None, top: int = 1,
                       alpha: float | None = None, max_length: int | None = None,
-                      attention: bool = False, trace: list | None = None) -> list[list[Caption]]:
+                      attention: bool = False, trace: list | None = None,
+                      trust: bool = True) -> list[list[Caption]]:
         beam = self.config.default_beam if beam is None else int(beam)
         if not 1 <= beam <= MAX_BEAM:
             raise ValueError(f"beam width must be between 1 and {MAX_BEAM}, got {beam}")
@@ -142,11 +158,69 @@ class Captioner:
                              + ("" if self.has_attention else f" or vectors (n, {self.config.feature_dim})")
                              + f", got {features.shape}")
         attention = attention and self.has_attention
-        if beam == 1 and top == 1 and trace is None:  # beam 1 is greedy, but only beams trace
-            return [[cap] for cap in greedy_search(self.decoder, self.vocab, features, max_length,
-                                                   alpha, attention)]
-        return beam_search(self.decoder, self.vocab, features, beam, top, max_length, alpha,
-                           attention, trace)
+        trust = trust and self.trust_model is not None
+        # At the evidence's own width and length penalty the search's other captions are the
+        # evidence: keep them (a top of 3 costs the search nothing) instead of searching again.
+        reuse = trust and beam == EVIDENCE_BEAM and alpha == self.config.length_alpha
+        wanted = max(top, EVIDENCE_BEAM) if reuse else top
+        if beam == 1 and wanted == 1 and trace is None:  # beam 1 is greedy, but only beams trace
+            found = [[cap] for cap in greedy_search(self.decoder, self.vocab, features, max_length,
+                                                    alpha, attention)]
+        else:
+            found = beam_search(self.decoder, self.vocab, features, beam, wanted, max_length, alpha,
+                                attention, trace)
+        if trust:
+            return self.assess(features, [f[:top] for f in found], found if reuse else None)
+        return found
+
+    # -- trust -----------------------------------------------------------------------------
+    @property
+    def model_root(self) -> Path:
+        """The trained/ this model's directory sits in (trust.json and training_photos.h5 are there)."""
+        return Path(os.path.abspath(self.trained.directory)).parent
+
+    @property
+    def trust_model(self) -> TrustModel | None:
+        """This model's trust estimate (trained/trust.json), or None with `trust_problem` set."""
+        if not self._trust_loaded:
+            try:
+                path = self._familiarity_path()
+                self._trust = load_estimate(self.model_root, self.name, model_weights(self.trained),
+                                            file_sha256(path))
+                from captioner.explain.familiarity import Familiarity
+                self._centroids = Familiarity.load(path).centroids
+            except (TrustError, ArtifactError, OSError, KeyError, ValueError) as exc:
+                self._trust, self.trust_problem = None, str(exc)
+            self._trust_loaded = True
+        return self._trust
+
+    def _familiarity_path(self) -> Path:
+        from captioner.explain.familiarity import find
+        path = find(self.model_root)
+        if path is None:
+            raise TrustError(f"{self.model_root}: no training_photos.h5 (`make index`), which the trust "
+                             "estimate reads.")
+        return path
+
+    def evidence(self, features: np.ndarray, shown: list[list[Caption]],
+                 searched: list[list[Caption]] | None = None) -> list[list]:
+        """What each shown caption's trust is read from (captioner.trust.signals.Evidence), one
+        list per photo of `features`."""
+        if self._centroids is None:
+            from captioner.explain.familiarity import Familiarity
+            self._centroids = Familiarity.load(self._familiarity_path()).centroids
+        members = [(decoder, m.config.length_alpha) for decoder, m in
+                   zip(getattr(self.decoder, "members", []), self.members.values())]
+        return trust_evidence.gather(self.decoder, self.vocab, self.config.max_decode_length,
+                                     self.config.length_alpha, members, self._centroids, features, shown,
+                                     searched)
+
+    def assess(self, features: np.ndarray, shown: list[list[Caption]],
+               searched: list[list[Caption]] | None = None) -> list[list[Caption]]:
+        """`shown` (one list of captions per photo of `features`) with each caption's `trust` set."""
+        return [[dataclasses.replace(caption, trust=self.trust_model.assess(found))
+                 for caption, found in zip(captions, evidence)]
+                for captions, evidence in zip(shown, self.evidence(features, shown, searched))]
 
     def caption_image(self, image: ImageSource, beam: int | None = None, top: int = 1,
                       name: str | None = None) -> list[Caption]:

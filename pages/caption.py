@@ -69,6 +69,8 @@ with timing_col:
     st.caption("Features reused, not encoded again." if encoded["reused"] else "Encoded just now.")
     st.metric("Decoding, all widths", f"{sum(ms for r in results.values() for _, _, ms in r):.0f} ms")
     st.caption(f"Photo: {width}×{height} px")
+for m in shown:
+    explain.show_trust_problem(m)
 explain.show_familiarity(default, encoded)
 
 
@@ -76,8 +78,7 @@ def beam_box(column, model: str, beam: int, captions, decode_ms: float, key: str
     with column.container(border=True, key=key):
         st.caption(f"{model} · beam width {beam} · decoded in {decode_ms:.1f} ms"
                    if len(shown) > 1 else f"Beam width {beam} · decoded in {decode_ms:.1f} ms")
-        # st.subheader renders Markdown, harmless here: the vocabulary holds only a-z words.
-        st.subheader(captions[0].text or "(empty caption)", anchor=False)
+        explain.show_caption_with_trust(captions[0])
         explain.show_confidence(captions[0])
         # st.table wraps long captions, which a narrow st.dataframe would cut off.
         st.table(pd.DataFrame({

@@ -43,6 +43,8 @@ table = pd.DataFrame({
               for r in results],
     "file": [r.name for r in results],
     "caption": [r.caption or "" for r in results],
+    "trust": [r.trust for r in results],
+    "verdict": [r.verdict or "" for r in results],
     "score": [r.normalized_log_prob for r in results],
     "like the training photos": [None if r.unfamiliar is None else ("no" if r.unfamiliar else "yes")
                                  for r in results],
@@ -51,8 +53,13 @@ table = pd.DataFrame({
 st.dataframe(table, hide_index=True, row_height=90, column_config={
     "photo": st.column_config.ImageColumn("photo", width="small"),
     "caption": st.column_config.TextColumn("caption", width="large"),
+    "trust": st.column_config.ProgressColumn(
+        "trust", format="%.2f", min_value=0.0, max_value=1.0,
+        help="How likely the caption is as good as a typical person's (calibrated); click to sort"),
     "score": st.column_config.NumberColumn("score", format="%.2f", help="log p / length^α"),
 })
+if model.trust_model is None:
+    st.warning(f"These captions carry no trust estimate: {model.trust_problem}", icon="⚠️")
 
 records = to_records(results, model.name, beam)
 left, right = st.columns(2)

@@ -56,8 +56,9 @@ def models_with_attention(root, trained_dir):
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "merge").symlink_to(TRAINED / "merge")
-    if (TRAINED / "training_photos.h5").is_file():
-        (root / "training_photos.h5").symlink_to(TRAINED / "training_photos.h5")
+    for shared in ("training_photos.h5", "trust.json"):
+        if (TRAINED / shared).is_file():
+            (root / shared).symlink_to(TRAINED / shared)
     if (TRAINED / "attention" / "manifest.json").is_file():
         (root / "attention").symlink_to(TRAINED / "attention")
         if (TRAINED / "ensemble" / "manifest.json").is_file():  # its members are the two above
@@ -68,3 +69,22 @@ def models_with_attention(root, trained_dir):
                     attention_dim=8, max_decode_length=12)
     artifacts.save_trained(root / "attention", build_decoder(config), vocab, config, [], None, {})
     return root
+
+
+def _walk(node):
+    for child in getattr(node, "children", {}).values():
+        yield child
+        yield from _walk(child)
+
+
+def beam_captions(at) -> list[str]:
+    """The best caption of each beam-width box, in page order: a headline, or for a caption
+    the trust estimate calls likely wrong, the guess in italics below its verdict."""
+    shown = []
+    for node in _walk(at.main):
+        if node.type == "subheader" and "Where the" not in node.value and "How the" not in node.value:
+            shown.append(node.value)
+        elif node.type == "markdown" and node.value.startswith("*") and node.value.endswith("*") \
+                and not node.value.startswith("**"):
+            shown.append(node.value.strip("*"))
+    return shown

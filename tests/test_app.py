@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app_fixtures import APP, assert_plausible_caption, model_vocabulary, photo_png
+from app_fixtures import APP, assert_plausible_caption, beam_captions, model_vocabulary, photo_png
 
 TIMEOUT = 120
 integration = pytest.mark.integration  # needs trained/, Flickr8k and the Xception weights
@@ -32,11 +32,6 @@ def new_app() -> AppTest:
 
 def assert_no_exception(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
-
-
-def beam_captions(at: AppTest) -> list[str]:
-    """The best caption of each beam-width box, left to right."""
-    return [s.value for s in at.main.subheader]
 
 
 # -- no model ------------------------------------------------------------------------------

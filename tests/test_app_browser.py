@@ -131,7 +131,7 @@ def test_caption_dataset_and_training_pages(server, chromium, vocabulary, tmp_pa
             page.goto(server.url)
             page.locator(UPLOADER).set_input_files(photo)
             for beam in (1, 3, 5):
-                heading = page.locator(f".st-key-beam-{beam} h3")
+                heading = page.locator(f".st-key-beam-{beam} :is(h3, em)").first
                 expect(heading).to_be_visible(timeout=CAPTION_TIMEOUT_MS)
                 assert_plausible_caption(heading.inner_text().strip(), vocabulary)
                 expect(page.locator(f".st-key-beam-{beam} table")).to_be_visible()
@@ -182,7 +182,7 @@ def test_attention_figure_beam_trees_and_three_photos_at_once(server, chromium, 
             page = browser.new_page(viewport=VIEWPORT, accept_downloads=True)
             page.goto(server.url)
             page.locator(UPLOADER).set_input_files(photos[0])
-            expect(page.locator(".st-key-beam-3 h3")).to_be_visible(timeout=CAPTION_TIMEOUT_MS)
+            expect(page.locator(".st-key-beam-3 :is(h3, em)").first).to_be_visible(timeout=CAPTION_TIMEOUT_MS)
             # the beam trees of widths 1 and 5, drawn by Graphviz in the browser
             expect(page.locator('[data-testid="stGraphVizChart"] svg')).to_have_count(2, timeout=60_000)
             expect(page.locator('[data-testid="stGraphVizChart"] svg').last).to_contain_text("end")
@@ -232,7 +232,7 @@ def test_concurrent_sessions_all_get_captions(server, chromium, vocabulary, tmp_
             page = await context.new_page()
             await page.goto(server.url, timeout=CAPTION_TIMEOUT_MS)  # 8 sessions share 2 cores
             await page.locator(UPLOADER).set_input_files(photo)
-            heading = page.locator(".st-key-beam-3 h3")
+            heading = page.locator(".st-key-beam-3 :is(h3, em)").first
             await heading.wait_for(timeout=CAPTION_TIMEOUT_MS)
             # the explanations under load too: both beam trees drawn
             trees = page.locator('[data-testid="stGraphVizChart"] svg')

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app_fixtures import APP, models_with_attention, photo_png
+from app_fixtures import APP, beam_captions, models_with_attention, photo_png
 from conftest import ROOT, TRAINED, require
 
 TIMEOUT = 180
@@ -78,14 +78,14 @@ def test_model_choice_side_by_side_on_one_encoding(app_env):
     assert sorted(order) == sorted(TRAINED_NAMES) and model.options[-1] == together
     assert model.value == order[0]
     assert [c.split(" ·")[0] for c in box_captions(at)] == ["Beam width 1", "Beam width 3", "Beam width 5"]
-    first_captions = [s.value for s in at.main.subheader]
+    first_captions = beam_captions(at)
 
     model.set_value(together).run()
     assert_no_exception(at)
     labels = [c.split(" · decoded")[0] for c in box_captions(at)]
     assert labels == [f"{m} · beam width {b}" for b in (1, 3, 5) for m in order]
     # same photo, same captions
-    assert [s.value for s in at.main.subheader][::len(order)] == first_captions
+    assert beam_captions(at)[::len(order)] == first_captions
     assert at.session_state["encoder_runs"] == 1, "every model must read one encoding"
     # both attending models draw their maps, each with its own controls
     headers = [h.value for h in at.main.header]
@@ -102,7 +102,7 @@ def test_per_word_confidence(app_env):
     at = uploaded(new_app().run(), "cat.png", photo_png("chelsea"))
     tables = word_tables(at)
     assert len(tables) == 3  # one per beam width
-    for table, caption in zip(tables, [s.value for s in at.main.subheader]):
+    for table, caption in zip(tables, beam_captions(at)):
         assert list(table["word"]) == caption.split() + ["<end>"]
         assert ((table["probability"] > 0) & (table["probability"] <= 1)).all()
     assert any(c.value.startswith("Least sure of") for c in at.main.caption)
@@ -226,7 +226,7 @@ def test_beam_search_trees_side_by_side(app_env):
     assert len(trees) == 2  # the narrowest and widest chosen widths: 1 and 5
     assert "Beam width 1:" in trees[0] and "Beam width 5:" in trees[1]
     assert all("#d62728" in tree for tree in trees)  # the winning path
-    best = [s.value for s in at.main.subheader]
+    best = beam_captions(at)
     assert f"Beam width 5: {best[2]}" in trees[1]
 
     at.multiselect(key="tree_beams").set_value([10]).run()
@@ -272,18 +272,23 @@ def test_unlike_the_training_photos_warning(app_env, shared_data, small_neighbou
     at.radio(key="source").set_value("Example photo").run()
     at.selectbox(key="example").set_value("Cat").run()
     assert_no_exception(at)
-    assert any("unlike the photos the model learned from" in w.value for w in at.main.warning)
+    # one of the trust estimate's signals, said under the photo; the captions' verdicts say the rest
+    unlike = lambda: any("Similarity to the training photos" in c.value and "(unlike them)" in c.value
+                         for c in at.main.caption)
+    assert unlike() and not at.main.warning
 
     at.radio(key="source").set_value("Upload a photo").run()
     uploaded(at, "red.png", png(Image.new("RGB", (300, 200), (200, 30, 30))))
-    assert any("unlike the photos" in w.value for w in at.main.warning)
+    assert unlike()
+    assert any("Likely wrong" in m.value for m in at.main.markdown)  # every box: one colour is no photo
+    assert any("the photo is unlike the training photos" in c.value for c in at.main.caption)
 
     from captioner.data.dataset import load_flickr8k
     dataset = load_flickr8k(shared_data)
     for name in dataset.images("test")[:3]:
         uploaded(at, name, dataset.image_path(name).read_bytes())
         assert not at.main.warning, name
-        assert any(c.value.startswith("Similar to the training photos") for c in at.main.caption)
+        assert not unlike() and any(c.value.startswith("Similarity to the training photos") for c in at.main.caption)
     # with Flickr8k and the index: the nearest training photos and their captions
     assert any(c.value.startswith("similarity ") for c in at.main.caption)
     assert any(t.value.startswith("• ") for t in at.main.text)
@@ -294,7 +299,7 @@ def test_without_the_index_the_page_still_warns_and_says_how_to_build_it(app_env
     private_cache(tmp_path, monkeypatch)   # the weights, but no nearest-photo index
     at = uploaded(new_app().run(), "cat.png", photo_png("chelsea"))
     assert_no_exception(at)
-    assert any("unlike the photos the model learned from" in w.value for w in at.main.warning)
+    assert any("(unlike them)" in c.value for c in at.main.caption)
     assert any("index-dataset" in i.value for i in at.main.info)
     assert not any(c.value.startswith("similarity ") for c in at.main.caption)
 
@@ -306,7 +311,9 @@ def test_without_the_centroids_the_page_says_how_to_get_them(monkeypatch, tmp_pa
     (root / "merge").symlink_to(TRAINED / "merge")
     monkeypatch.setenv("CAPTIONER_MODEL_DIR", str(root))
     at = uploaded(new_app().run(), "cat.png", photo_png("chelsea"))
-    assert not at.main.warning
+    # the trust estimate reads the centroids too: the page says it has none, and why
+    assert [w.value for w in at.main.warning if "No trust estimate for the merge model" not in w.value] == []
+    assert any("training_photos.h5" in w.value for w in at.main.warning)
     assert any("index-dataset" in c.value for c in at.main.caption)
     assert at.radio(key="model").options == ["merge"]
 

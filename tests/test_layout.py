@@ -7,7 +7,7 @@ from conftest import ROOT
 
 LIBRARY = ROOT / "captioner"
 # Lowest first: a package may import itself and those before it, never one after it.
-LAYERS = ["data", "vision", "decoders", "decoding", "model_dirs", "evaluation", "explain", "training", "batch"]
+LAYERS = ["data", "vision", "decoders", "decoding", "model_dirs", "evaluation", "explain", "trust", "training", "batch"]
 TOP = {"__init__", "__main__", "api", "cli_errors"}   # the API and the CLI, above every package
 APP_LEVEL = {"app", "pages", "streamlit_app", "training_scripts", "benchmarks", "tests"}
 

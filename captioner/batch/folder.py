@@ -29,8 +29,9 @@ import numpy as np
 
 from captioner.data.images import PHOTO_EXTENSIONS, ImageError, load_image, prepare_for_encoder
 from captioner.batch.resumable_jsonl import ResumableJsonl
+from captioner.trust.estimate import keep_trusted
 
-RECORD_KEYS = ("path", "model", "beam", "captions", "error")
+RECORD_KEYS = ("path", "model", "beam", "captions", "error", "withheld")
 
 
 class BatchError(ValueError):
@@ -53,13 +54,15 @@ def find_photos(root: str | os.PathLike) -> list[str]:
     return sorted(found)
 
 
-def caption_record(path: str, model: str, beam: int, captions) -> dict:
+def caption_record(path: str, model: str, beam: int, captions, min_trust: float | None = None) -> dict:
+    """A photo's line; with `min_trust`, captions below it are left out and `withheld` says why."""
+    kept, withheld = keep_trusted(captions, min_trust)
     return {"path": path, "model": model, "beam": beam,
-            "captions": [c.to_json() for c in captions], "error": None}
+            "captions": [c.to_json() for c in kept], "error": None, "withheld": withheld}
 
 
 def error_record(path: str, model: str, beam: int, message: str) -> dict:
-    return {"path": path, "model": model, "beam": beam, "captions": [], "error": message}
+    return {"path": path, "model": model, "beam": beam, "captions": [], "error": message, "withheld": None}
 
 
 @dataclass
@@ -83,7 +86,7 @@ def prepare(root: Path, paths: list[str]) -> Decoded:
     return decoded
 
 
-def caption_decoded(captioner, decoded: Decoded, beam: int, top: int) -> list[dict]:
+def caption_decoded(captioner, decoded: Decoded, beam: int, top: int, min_trust: float | None = None) -> list[dict]:
     """Records for a decoded batch, in its order: one Xception call on the stack of photos
     that decoded, then one batched beam search over them."""
     records = {path: error_record(path, captioner.name, beam, message)
@@ -91,13 +94,14 @@ def caption_decoded(captioner, decoded: Decoded, beam: int, top: int) -> list[di
     if decoded.arrays:
         maps = captioner.encoder.feature_maps(np.stack(list(decoded.arrays.values())))
         for path, captions in zip(decoded.arrays, captioner.caption_batch(maps, beam=beam, top=top)):
-            records[path] = caption_record(path, captioner.name, beam, captions)
+            records[path] = caption_record(path, captioner.name, beam, captions, min_trust)
     return [records[path] for path in decoded.paths]
 
 
-def caption_paths(captioner, root: Path, paths: list[str], beam: int, top: int) -> list[dict]:
+def caption_paths(captioner, root: Path, paths: list[str], beam: int, top: int,
+                  min_trust: float | None = None) -> list[dict]:
     """Records for `paths` (relative to `root`), without overlap: what each Ray actor runs."""
-    return caption_decoded(captioner, prepare(root, paths), beam, top)
+    return caption_decoded(captioner, prepare(root, paths), beam, top, min_trust)
 
 
 @dataclass
@@ -130,7 +134,7 @@ def _check_same_settings(out: Path, done: dict[str, tuple], model: str, beam: in
 
 def caption_dir(captioner, root: str | os.PathLike, out: str | os.PathLike, beam: int = 3,
                 top: int = 1, batch_size: int = 16, retry_errors: bool = False,
-                progress: bool = True) -> Summary:
+                progress: bool = True, min_trust: float | None = None) -> Summary:
     """Caption the photos under `root` that `out` does not hold yet, appending to `out`."""
     from tqdm import tqdm
 
@@ -150,7 +154,7 @@ def caption_dir(captioner, root: str | os.PathLike, out: str | os.PathLike, beam
         already_done = len(photos) - len(todo)
         bar = tqdm(total=len(todo), desc="Captioning", unit="photo", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
-        captioned, failed = _caption_into(output, captioner, root, todo, beam, top, batch_size, bar)
+        captioned, failed = _caption_into(output, captioner, root, todo, beam, top, batch_size, bar, min_trust)
         bar.close()
         failed_paths = {path for path, (_, _, is_error) in output.done.items() if is_error}
         failed_in_output = len(failed_paths.intersection(photos))
@@ -159,7 +163,7 @@ def caption_dir(captioner, root: str | os.PathLike, out: str | os.PathLike, beam
 
 
 def _caption_into(output: ResumableJsonl, captioner, root: Path, todo: list[str], beam: int,
-                  top: int, batch_size: int, bar) -> tuple[int, int]:
+                  top: int, batch_size: int, bar, min_trust: float | None = None) -> tuple[int, int]:
     """Caption `todo` batch by batch, appending each batch's records; (captioned, failed)."""
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     captioned = failed = 0
@@ -170,7 +174,7 @@ def _caption_into(output: ResumableJsonl, captioner, root: Path, todo: list[str]
             decoded = pending.result()
             if b + 1 < len(batches):
                 pending = workers.submit(prepare, root, batches[b + 1])
-            records = caption_decoded(captioner, decoded, beam, top)
+            records = caption_decoded(captioner, decoded, beam, top, min_trust)
             output.append(records)
             for record in records:
                 if record["error"]:

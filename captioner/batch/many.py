@@ -26,6 +26,9 @@ class PhotoResult:
     normalized_log_prob: float | None = None
     similarity: float | None = None     # to the training photos, when familiarity is given
     unfamiliar: bool | None = None
+    trust: float | None = None          # how far to trust the caption (trust/estimate.py)
+    verdict: str | None = None
+    trust_reasons: list[str] | None = None
     error: str | None = None
     thumbnail: bytes | None = None      # JPEG, THUMBNAIL px on its longer side
 
@@ -62,6 +65,10 @@ def caption_files(captioner, files: list[tuple[str, bytes]], beam: int = 3, batc
             results[i].caption = best.text
             results[i].log_prob = round(best.log_prob, 4)
             results[i].normalized_log_prob = round(best.normalized_log_prob, 4)
+            if best.trust is not None:
+                results[i].trust = round(best.trust.value, 3)
+                results[i].verdict = best.trust.verdict
+                results[i].trust_reasons = list(best.trust.reasons)
             if sim is not None:
                 results[i].similarity = round(float(sim), 4)
                 results[i].unfamiliar = bool(familiarity.is_unfamiliar(sim))
@@ -72,5 +79,7 @@ def to_records(results: list[PhotoResult], model: str, beam: int) -> list[dict]:
     """Rows for CSV/JSON: the same keys for every photo, captioned or not."""
     return [{"file": r.name, "model": model, "beam": beam, "caption": r.caption,
              "log_prob": r.log_prob, "normalized_log_prob": r.normalized_log_prob,
+             "trust": r.trust, "verdict": r.verdict,
+             "trust_reasons": None if r.trust_reasons is None else "; ".join(r.trust_reasons),
              "similarity_to_training": r.similarity, "unlike_training_photos": r.unfamiliar,
              "error": r.error} for r in results]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from captioner.batch.folder import BatchError, caption_paths, find_photos
+from captioner.trust.signals import SIGNALS
 
 # Only paths and records (a few hundred bytes a photo) go through the object store, so a
 # local instance needs little; Ray's default (30% of RAM) would take memory from TensorFlow.
@@ -43,30 +44,37 @@ def record_schema():
     """folder.py's record as an Arrow schema: stated, not inferred, so a batch of nothing but
     errors has the same columns and types as any other."""
     import pyarrow as pa
+    signals = pa.struct([(name, pa.float64()) for name in SIGNALS])  # a model uses some of them
     caption = pa.struct([("caption", pa.string()), ("log_prob", pa.float64()),
-                         ("normalized_log_prob", pa.float64()), ("finished", pa.bool_())])
+                         ("normalized_log_prob", pa.float64()), ("finished", pa.bool_()),
+                         ("trust", pa.float64()), ("verdict", pa.string()), ("signals", signals),
+                         ("reasons", pa.list_(pa.string()))])
     return pa.schema([("path", pa.string()), ("model", pa.string()), ("beam", pa.int64()),
-                      ("captions", pa.list_(caption)), ("error", pa.string())])
+                      ("captions", pa.list_(caption)), ("error", pa.string()), ("withheld", pa.string())])
 
 
 class CaptionActor:
     """One per worker slot: loads the Captioner once, then captions batch after batch."""
 
-    def __init__(self, root: str, load_captioner, beam: int, top: int, cpus: float):
+    def __init__(self, root: str, load_captioner, beam: int, top: int, cpus: float,
+                 min_trust: float | None = None):
         import tensorflow as tf
         # TensorFlow sizes its thread pool to every core of the node; with several actors on
         # a node that oversubscribes the cores, so each uses only the CPUs Ray gave it.
         threads = max(1, int(cpus))
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
-        self.root, self.beam, self.top = Path(root), beam, top
+        self.root, self.beam, self.top, self.min_trust = Path(root), beam, top, min_trust
         self.captioner = load_captioner()
         self.captioner.check_encoder()
+        if min_trust is not None and self.captioner.trust_model is None:
+            from captioner.trust.estimate import TrustError
+            raise TrustError(f"--min-trust needs a trust estimate: {self.captioner.trust_problem}")
 
     def __call__(self, batch):
         import pyarrow as pa
         paths = [str(path) for path in batch["path"]]
-        records = caption_paths(self.captioner, self.root, paths, self.beam, self.top)
+        records = caption_paths(self.captioner, self.root, paths, self.beam, self.top, self.min_trust)
         return pa.Table.from_pylist(records, schema=record_schema())
 
 
@@ -101,7 +109,7 @@ def start_ray(ray, address: str | None) -> bool:
 def caption_dir_ray(root: str | os.PathLike, outdir: str | os.PathLike, load_captioner,
                     beam: int = 3, top: int = 1, batch_size: int = 16, address: str | None = None,
                     workers: int | None = None, cpus_per_worker: float = 1,
-                    progress: bool = True) -> RaySummary:
+                    progress: bool = True, min_trust: float | None = None) -> RaySummary:
     """Caption every photo under `root` into JSON-lines files in `outdir` (new or empty).
     `load_captioner` is a picklable callable returning a Captioner; each actor calls it once."""
     ray = import_ray()
@@ -130,7 +138,7 @@ def caption_dir_ray(root: str | os.PathLike, outdir: str | os.PathLike, load_cap
         dataset = ray.data.from_items([{"path": path} for path in photos])
         captions = dataset.map_batches(
             CaptionActor, batch_size=batch_size, batch_format="numpy",
-            fn_constructor_args=(str(root), load_captioner, beam, top, cpus_per_worker),
+            fn_constructor_args=(str(root), load_captioner, beam, top, cpus_per_worker, min_trust),
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
             num_cpus=cpus_per_worker, num_gpus=1 if gpus else 0)
         captions.write_json(str(outdir))

@@ -41,11 +41,17 @@ class Caption:
     # sentinel's share (how much the word came from the language model, not the photo).
     attention: np.ndarray | None = field(default=None, compare=False, repr=False)
     word_log_probs: tuple[float, ...] = field(default=(), compare=False, repr=False)
+    # How far to trust it (captioner.trust.estimate.Trust), when the model has an estimate.
+    trust: object = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict:
-        return {"caption": self.text, "log_prob": round(self.log_prob, 4),
-                "normalized_log_prob": round(self.normalized_log_prob, 4),
-                "finished": self.finished}
+        out = {"caption": self.text, "log_prob": round(self.log_prob, 4),
+               "normalized_log_prob": round(self.normalized_log_prob, 4),
+               "finished": self.finished}
+        # the same keys with or without a trust estimate, so every record has one shape
+        out.update(self.trust.to_json() if self.trust is not None else
+                   {"trust": None, "verdict": None, "signals": None, "reasons": None})
+        return out
 
 
 @dataclass

@@ -171,7 +171,58 @@ def everyday_table(models: list[Model]) -> str:
     return "\n".join(rows)
 
 
-TABLES = {"scores": scores_table, "scores-all-beams": all_beams_table, "everyday": everyday_table}
+TRUST_SETS = (("flickr8k_test", "Flickr8k test"), ("everyday_held_out", "everyday, held-out half"))
+
+
+def _trust_estimates(models: list[Model]) -> dict:
+    path = models[0].directory.parent / "trust.json"
+    return (read_json(path).get("models") or {}) if path.is_file() else {}
+
+
+def trust_table(models: list[Model]) -> str:
+    """How well each model's trust estimate ranks and sorts captions on photos it was not fitted on."""
+    estimates = _trust_estimates(models)
+    if not estimates:
+        return "(not measured: run `make trust`)"
+    rows = ["| model | photos | Spearman with per-photo CIDEr | mean CIDEr of the 30% most trusted | "
+            "of the 40% least trusted | all | likely right | unsure | likely wrong |", "|" + "---|" * 9]
+    for m in models:
+        held = (estimates.get(m.name) or {}).get("fitted", {}).get("held_out")
+        if not held:
+            continue
+        for key, label in TRUST_SETS:
+            f = held[key]
+            e, v = f["estimate"], f["verdicts"]
+            name = f"**{m.name}**" if m.default else m.name
+            rows.append(f"| {name}, {label} | {f['photos']} | **{e['spearman']:.2f}** | **{e['top30_cider']:.3f}** | "
+                        f"**{e['bottom40_cider']:.3f}** | {f['mean_cider']:.3f} | {_share(v['likely right'])} | "
+                        f"{_share(v['unsure'])} | {_share(v['likely wrong'])} |")
+    return "\n".join(rows)
+
+
+def trust_signals_table(models: list[Model]) -> str:
+    """What each signal of the default model's estimate does alone, and the synthetic images."""
+    estimates = _trust_estimates(models)
+    default = next((m for m in models if m.default and m.name in estimates), None)
+    if default is None:
+        return "(not measured: run `make trust`)"
+    estimate = estimates[default.name]
+    held = estimate["fitted"]["held_out"]
+    rows = ["| signal (" + default.name + ") | coefficient | Flickr8k test: Spearman | top 30% CIDEr | "
+            "everyday held-out: Spearman | top 30% CIDEr |", "|" + "---|" * 6]
+    for signal, coefficient in zip(estimate["signals"], estimate["coefficients"]):
+        a, b = held["flickr8k_test"]["signals"][signal], held["everyday_held_out"]["signals"][signal]
+        rows.append(f"| {signal.replace('_', ' ')} | {coefficient:+.2f} | {a['spearman']:.2f} | {a['top30_cider']:.3f} | "
+                    f"{b['spearman']:.2f} | {b['top30_cider']:.3f} |")
+    a, b = held["flickr8k_test"]["estimate"], held["everyday_held_out"]["estimate"]
+    rows.append(f"| **the fitted estimate** | | **{a['spearman']:.2f}** | **{a['top30_cider']:.3f}** | "
+                f"**{b['spearman']:.2f}** | **{b['top30_cider']:.3f}** |")
+    synthetic = ", ".join(f"{name} {s['trust']:.2f} ({s['verdict']})" for name, s in held["synthetic"].items())
+    return "\n".join(rows) + f"\n\nSynthetic images: {synthetic}."
+
+
+TABLES = {"scores": scores_table, "scores-all-beams": all_beams_table, "everyday": everyday_table,
+          "trust": trust_table, "trust-signals": trust_signals_table}
 MARKER = re.compile(r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /report:(?P=name) -->)", re.S)
 
 

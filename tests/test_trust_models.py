@@ -1,0 +1,128 @@
+"""The committed trust estimates with the real encoder and models: images that are no photo
+are called likely wrong, a dog the model gets right is not, and the CLI and caption-dir say so."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, TRAINED, require
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("estimates")]
+
+
+@pytest.fixture(scope="module")
+def test_split(shared_data):
+    from captioner.data.dataset import load_flickr8k
+    return load_flickr8k(shared_data)
+
+
+@pytest.fixture(scope="module")
+def estimates():
+    require(TRAINED / "trust.json", "the committed trust estimates (make trust)")
+    return json.loads((TRAINED / "trust.json").read_text())["models"]
+
+
+def test_every_committed_model_has_a_fresh_estimate_that_meets_the_bar(each_captioner, estimates):
+    assert each_captioner.trust_model is not None, each_captioner.trust_problem
+    held = estimates[each_captioner.name]["fitted"]["held_out"]
+    # the issue's floor, on photos the estimate was not fitted on
+    assert held["flickr8k_test"]["verdicts"]["likely wrong"] <= 0.30
+    assert all(s["verdict"] == "likely wrong" for s in held["synthetic"].values()), held["synthetic"]
+
+
+def test_images_that_are_no_photo_come_out_likely_wrong(each_captioner):
+    from PIL import Image
+
+    from captioner.data.images import prepare_for_encoder
+    rng = np.random.default_rng(7)  # not the images the estimate was measured on
+    images = [Image.new("RGB", (320, 240), "white"), Image.new("RGB", (64, 64), (10, 10, 10)),
+              Image.new("RGB", (500, 500), (230, 200, 20)), Image.new("RGB", (1, 1), (0, 90, 0)),
+              Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8))]
+    maps = each_captioner.encoder.feature_maps(np.stack([prepare_for_encoder(i) for i in images]))
+    for captions in each_captioner.caption_batch(maps, beam=3):
+        assert captions[0].trust.verdict == "likely wrong", (captions[0].text, captions[0].trust)
+        assert captions[0].trust.reasons
+
+
+def test_a_dog_the_model_gets_right_is_not_likely_wrong(each_captioner, test_split):
+    from captioner.evaluation.metrics import sentence_bleu4
+    dogs = [n for n in test_split.images("test") if all("dog" in c.lower() for c in test_split.captions[n])][:12]
+    maps = each_captioner.features_batch([test_split.image_path(n) for n in dogs])
+    right = []
+    for name, captions in zip(dogs, each_captioner.caption_batch(maps, beam=3)):
+        best = captions[0]
+        if "dog" in best.text and sentence_bleu4(best.text, test_split.captions[name]) > 0.3:
+            right.append(best)
+    assert right, "no dog photo captioned well enough to test"
+    assert all(c.trust.verdict != "likely wrong" for c in right), [(c.text, c.trust.value) for c in right]
+    assert max(c.trust.value for c in right) > 0.4
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "captioner", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory, test_split):
+    from PIL import Image
+    folder = tmp_path_factory.mktemp("photos")
+    dog = next(n for n in test_split.images("test") if all("dog" in c.lower() for c in test_split.captions[n]))
+    shutil.copy(test_split.image_path(dog), folder / "dog.jpg")
+    Image.new("RGB", (200, 200), "white").save(folder / "blank.png")
+    return folder
+
+
+def test_cli_prints_the_verdict_and_json_carries_the_trust(photo_folder, encoder):
+    result = run_cli("caption", photo_folder / "dog.jpg", photo_folder / "blank.png")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "[likely wrong, trust" in lines[lines.index(str(photo_folder / "blank.png")) + 1]
+    result = run_cli("caption", photo_folder / "blank.png", "--json")
+    record = json.loads(result.stdout)[0]
+    caption = record["captions"][0]
+    assert caption["verdict"] == "likely wrong" and 0 <= caption["trust"] < 0.2
+    assert {"log_prob", "familiarity", "photo_kind"} <= set(caption["signals"]) and caption["reasons"]
+    assert record["withheld"] is None
+
+
+def test_min_trust_writes_no_caption_and_says_why(photo_folder, tmp_path, encoder):
+    result = run_cli("caption", photo_folder / "blank.png", "--json", "--min-trust", "0.3")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)[0]
+    assert record["captions"] == [] and record["withheld"].startswith("withheld: trust 0.")
+    assert "below --min-trust 0.3" in record["withheld"]
+    result = run_cli("caption", photo_folder / "blank.png", "--min-trust", "1.5")
+    assert result.returncode == 2 and "between 0 and 1" in result.stderr
+
+    out = tmp_path / "captions.jsonl"
+    result = run_cli("caption-dir", photo_folder, "--out", out, "--min-trust", "0.3", "--quiet")
+    assert result.returncode == 0, result.stderr
+    records = {r["path"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(records) == {"blank.png", "dog.jpg"}
+    assert records["blank.png"]["captions"] == [] and "below --min-trust" in records["blank.png"]["withheld"]
+    dog = records["dog.jpg"]
+    assert all(set(r) == {"path", "model", "beam", "captions", "error", "withheld"} for r in records.values())
+    if dog["captions"]:
+        assert dog["captions"][0]["trust"] >= 0.3 and dog["captions"][0]["verdict"] and dog["withheld"] is None
+
+
+def test_a_stale_estimate_is_refused_and_said(tmp_path, encoder, photo_folder):
+    """Retrain a model (here: touch its weights' recorded checksum) and its trust is refused."""
+    models = tmp_path / "trained"
+    shutil.copytree(TRAINED, models)
+    data = json.loads((models / "trust.json").read_text())
+    data["models"]["attention"]["weights_sha256"]["attention"] = "0" * 64
+    (models / "trust.json").write_text(json.dumps(data))
+    from captioner import Captioner
+    stale = Captioner.load(models, "attention", encoder=encoder)
+    assert stale.trust_model is None and "stale" in stale.trust_problem and "make trust" in stale.trust_problem
+    assert stale.caption_image(photo_folder / "dog.jpg")[0].trust is None
+    assert Captioner.load(models, "merge", encoder=encoder).trust_model is not None
+    result = run_cli("caption", photo_folder / "dog.jpg", "--model", models / "attention", "--min-trust", "0.5")
+    assert result.returncode == 2 and "stale" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("caption", photo_folder / "dog.jpg", "--model", models / "attention")
+    assert result.returncode == 0 and "warning: captions carry no trust estimate" in result.stderr
