@@ -76,10 +76,16 @@ def plot_histories(histories: dict[str, list[dict]], out: str | os.PathLike) -> 
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
+    return save_figure(fig, out, dpi=110)
+
+
+def save_figure(fig, out: str | os.PathLike, dpi: int = 100) -> Path:
+    """Lay out `fig`, write it to `out` (its folder made if need be) and free it."""
+    import matplotlib.pyplot as plt
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from captioner.evaluation.plots import save_figure
 from captioner.trust.estimate import TrustModel
 from captioner.trust.fit import Photos, reliability, risk_coverage, scores_of
 
@@ -40,9 +41,4 @@ def trust_figure(estimate: TrustModel, sets: dict[str, Photos], out: str | os.Pa
            xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
