@@ -17,6 +17,7 @@ import sys
 
 from captioner.model_dirs.catalog import DEFAULT_MODEL_DIR
 from captioner.cli_errors import run_reporting_errors
+from captioner.vision.engines import ENCODERS, encoder_kind
 
 
 def load_model(model: str | None, **kwargs):
@@ -58,7 +59,7 @@ def cmd_caption(args) -> int:
     if args.attention and len(args.images) != 1:
         print("error: --attention draws one photo's figure: give exactly one photo.", file=sys.stderr)
         return 2
-    captioner = load_model(args.model, encoder_weights=args.xception_weights)
+    captioner = load_model(args.model, encoder_weights=args.xception_weights, encoder_kind=args.encoder)
     if args.attention and not captioner.has_attention:
         print(f"error: --attention needs the attention model; {captioner.name} has no attention "
               "(pass --model attention).", file=sys.stderr)
@@ -136,7 +137,7 @@ def cmd_caption_dir(args) -> int:
 def caption_dir_local(args) -> int:
     from captioner.batch.folder import caption_dir, describe
 
-    captioner = load_model(args.model, encoder_weights=args.xception_weights)
+    captioner = load_model(args.model, encoder_weights=args.xception_weights, encoder_kind=args.encoder)
     captioner.check_encoder()
     if args.min_trust is not None:
         require_trust(captioner)
@@ -156,11 +157,12 @@ def caption_dir_ray(args) -> int:
     from captioner.api import load_captioner
 
     # Each Ray actor loads the model itself, on its own node, from this recipe.
-    load = functools.partial(load_captioner, args.model, encoder_weights=args.xception_weights)
+    load = functools.partial(load_captioner, args.model, encoder_weights=args.xception_weights,
+                             encoder_kind=args.encoder)
     if not args.address:
         # A bad --model fails here in one line (and a passed-over one is said once), not in
         # every actor with a traceback; so does --min-trust without a trust estimate.
-        here = load_model(args.model, encoder_weights=args.xception_weights)
+        here = load_model(args.model, encoder_weights=args.xception_weights, encoder_kind=args.encoder)
         if args.min_trust is not None:
             require_trust(here)
         else:
@@ -268,7 +270,10 @@ def main(argv=None) -> int:
     cap.add_argument("--json", action="store_true", help="print JSON instead of text")
     cap.add_argument("--model", help="merge, attention, ensemble, or a model directory (default: the best "
                      "model in the project's trained/ by test CIDEr)")
-    cap.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")
+    cap.add_argument("--xception-weights", help="Xception weights: a .tflite file for LiteRT, a .weights.h5 for "
+                        "TensorFlow (default: the cache)")
+    cap.add_argument("--encoder", choices=ENCODERS, help="what runs Xception: litert (the default, no "
+                        "TensorFlow) or tensorflow (default: $CAPTIONER_ENCODER or litert)")
     cap.add_argument("--min-trust", type=valid_trust, metavar="X", help="write no caption for a photo whose "
                      "trust is below X (0-1), and say why: no alt text rather than wrong alt text")
     cap.add_argument("--attention", metavar="OUT.png", help="attention model: write the photo's "
@@ -284,7 +289,10 @@ def main(argv=None) -> int:
     many.add_argument("--top", type=int, default=1, help="captions per photo (default 1)")
     many.add_argument("--model", help="merge, attention, ensemble, or a model directory (default: the best "
                       "bundled model by test CIDEr)")
-    many.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")
+    many.add_argument("--xception-weights", help="Xception weights: a .tflite file for LiteRT, a .weights.h5 for "
+                        "TensorFlow (default: the cache)")
+    many.add_argument("--encoder", choices=ENCODERS, help="what runs Xception: litert (the default, no "
+                        "TensorFlow) or tensorflow (default: $CAPTIONER_ENCODER or litert)")
     many.add_argument("--batch-size", type=int, default=16, help="photos per encoder call (default 16)")
     many.add_argument("--min-trust", type=valid_trust, metavar="X", help="leave out captions whose trust is "
                       "below X (0-1); the record's `withheld` says why")
@@ -336,10 +344,20 @@ def main(argv=None) -> int:
     rep.set_defaults(func=cmd_report)
 
     args = parser.parse_args(argv)
-    if args.func not in (cmd_plot_history, cmd_report):  # these read JSON only: no need to wait for TF
-        from captioner.vision.tf_setup import import_tensorflow_quietly
-        import_tensorflow_quietly()
-    return run_reporting_errors(lambda: args.func(args))
+
+    def run() -> int:
+        if needs_tensorflow(args):  # imported before any output, so its banner can be silenced
+            from captioner.vision.tf_setup import import_tensorflow_quietly
+            import_tensorflow_quietly()
+        return args.func(args)
+    return run_reporting_errors(run)
+
+
+def needs_tensorflow(args) -> bool:
+    """Serving runs on LiteRT and NumPy: TensorFlow only where Keras builds or converts models."""
+    if args.func in (cmd_index_dataset, cmd_fetch_weights):
+        return True
+    return hasattr(args, "encoder") and encoder_kind(args.encoder, args.xception_weights) == "tensorflow"
 
 
 if __name__ == "__main__":

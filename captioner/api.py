@@ -8,6 +8,9 @@
 `features` is Xception's 10x10x2048 map (float16); the merge decoder reads its mean, the
 attention decoder all 100 regions, so one encoder pass serves both models.
 
+Serving imports no TensorFlow: Xception runs on LiteRT and the decoders' weights are read
+with h5py into NumPy steps. `Captioner.load(encoder_kind="tensorflow")` encodes with Keras.
+
 Thread safety: the encoder serialises its calls with a lock; decoding only reads the NumPy
 weight arrays and allocates its own state, so any number of threads may decode at once.
 """
@@ -20,32 +23,32 @@ from pathlib import Path
 
 import numpy as np
 
+from captioner.data.files import sha256_file
 from captioner.data.images import ImageSource, load_image, prepare_for_encoder
-from captioner.decoders.registry import numpy_decoder
 from captioner.decoding.search import Caption, beam_search, greedy_search
 from captioner.model_dirs.artifacts import ArtifactError, TrainedModel
 from captioner.model_dirs.catalog import MODEL_NAMES, load_model, ranked_models
 from captioner.model_dirs.ensemble_dir import TrainedEnsemble
 from captioner.trust import evidence as trust_evidence
-from captioner.trust.estimate import TrustError, TrustModel, file_sha256, load_estimate, model_weights
+from captioner.trust.estimate import TrustError, TrustModel, load_estimate, model_weights
 from captioner.trust.signals import EVIDENCE_BEAM
 from captioner.vision.encoder import Encoder, EncoderWeightsError
+from captioner.vision.engines import encoder_kind, open_encoder
 
 MAX_BEAM = 20
 
 
 class Captioner:
     def __init__(self, trained: TrainedModel | TrainedEnsemble, encoder: Encoder | None = None,
-                 encoder_weights: str | os.PathLike | None = None):
+                 encoder_weights: str | os.PathLike | None = None, encoder_kind: str | None = None):
         self.trained = trained
         self.config = trained.config
         self.vocab = trained.vocab
-        if isinstance(trained, TrainedEnsemble):
-            self.name, self.decoder = "ensemble", trained.numpy_decoder()
-        else:
-            self.name, self.decoder = trained.config.decoder, numpy_decoder(trained.model, trained.config)
+        self.name = "ensemble" if isinstance(trained, TrainedEnsemble) else trained.config.decoder
+        self.decoder = trained.numpy_decoder()  # NumPy arrays read with h5py: no TensorFlow
         self._encoder = encoder
         self._encoder_weights = encoder_weights
+        self._encoder_kind = encoder_kind
         self._encoder_lock = threading.Lock()
         self.passed_over: list[str] = []  # better models that could not be loaded, and why
         self._trust: TrustModel | None = None
@@ -55,10 +58,12 @@ class Captioner:
 
     @classmethod
     def load(cls, directory: str | os.PathLike | None = None, name: str | None = None,
-             encoder: Encoder | None = None,
-             encoder_weights: str | os.PathLike | None = None) -> "Captioner":
+             encoder: Encoder | None = None, encoder_weights: str | os.PathLike | None = None,
+             encoder_kind: str | None = None) -> "Captioner":
         """Model `name` ("merge", "attention", "ensemble") from `directory` (default trained/),
         or the one with the best test CIDEr; `directory` may also be one model's own directory.
+        `encoder_kind` is "litert" (the default, no TensorFlow) or "tensorflow"
+        (vision/engines.py); `encoder` is an encoder already built.
         Without a name, a best model that cannot be loaded (a damaged member of the ensemble)
         gives way to the next best, and `passed_over` says why; if none loads, the best's
         error is raised."""
@@ -71,7 +76,7 @@ class Captioner:
                     raise
                 errors.append(exc)
                 continue
-            captioner = cls(trained, encoder, encoder_weights)
+            captioner = cls(trained, encoder, encoder_weights, encoder_kind)
             captioner.passed_over = [str(e) for e in errors]
             return captioner
         raise errors[0]
@@ -98,12 +103,20 @@ class Captioner:
     # -- encoder ---------------------------------------------------------------------------
     @property
     def encoder(self) -> Encoder:
-        """The Xception encoder, built on first use (it takes a few seconds)."""
+        """The Xception encoder, built on first use (LiteRT: a fraction of a second;
+        TensorFlow: a few seconds)."""
         if self._encoder is None:
             with self._encoder_lock:
                 if self._encoder is None:
-                    self._encoder = Encoder(self._encoder_weights)
+                    self._encoder = open_encoder(self._encoder_kind, self._encoder_weights)
         return self._encoder
+
+    @property
+    def encoder_kind(self) -> str:
+        """What runs (or will run) Xception: "litert" or "tensorflow" (or a given encoder's `kind`)."""
+        if self._encoder is not None:
+            return getattr(self._encoder, "kind", "given")
+        return encoder_kind(self._encoder_kind, self._encoder_weights)
 
     def check_encoder(self) -> None:
         """Build the encoder now and refuse one whose weights differ from training's."""
@@ -186,7 +199,7 @@ class Captioner:
             try:
                 path = self._familiarity_path()
                 self._trust = load_estimate(self.model_root, self.name, model_weights(self.trained),
-                                            file_sha256(path))
+                                            sha256_file(path))
                 from captioner.explain.familiarity import Familiarity
                 self._centroids = Familiarity.load(path).centroids
             except (TrustError, ArtifactError, OSError, KeyError, ValueError) as exc:

@@ -50,6 +50,15 @@ def trained_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def encoder():
+    """The encoder serving uses: Xception on LiteRT."""
+    from captioner.vision.litert import LiteEncoder, cached_lite_path
+    require(cached_lite_path(), "LiteRT Xception (run `make setup`)")
+    return LiteEncoder()
+
+
+@pytest.fixture(scope="session")
+def keras_encoder():
+    """Xception on TensorFlow, which training uses and LiteRT is checked against."""
     from captioner.vision.encoder import Encoder, cached_weights_path
     require(cached_weights_path(), "Xception weights (run `make setup`)")
     return Encoder(allow_download=False)

@@ -112,10 +112,11 @@ def main(argv=None) -> int:
         from captioner.data.images import prepare_for_encoder
         from captioner.evaluation.metrics import coco_scores
         from captioner.explain.familiarity import find
+        from captioner.data.files import sha256_file
         from captioner.model_dirs.catalog import available_models
         from captioner.training.progress import log
         from captioner.trust import fit
-        from captioner.trust.estimate import (LIKELY_RIGHT, UNSURE, file_sha256, model_weights,
+        from captioner.trust.estimate import (LIKELY_RIGHT, UNSURE, model_weights,
                                               save_estimates)
         from captioner.vision.encoder import Encoder
         from captioner.vision.encoder import cache_dir
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
         familiarity = find(root)
         if familiarity is None:
             raise SystemExit(f"error: {root}: no training_photos.h5; run `make index` first.")
-        familiarity_sha = file_sha256(familiarity)
+        familiarity_sha = sha256_file(familiarity)
         data = load_flickr8k(data_dir_from_env(args.data))
         everyday = load_caption_folder(args.everyday)
         encoder = Encoder(args.xception_weights)

@@ -58,14 +58,17 @@ class CaptionActor:
 
     def __init__(self, root: str, load_captioner, beam: int, top: int, cpus: float,
                  min_trust: float | None = None):
-        import tensorflow as tf
-        # TensorFlow sizes its thread pool to every core of the node; with several actors on
-        # a node that oversubscribes the cores, so each uses only the CPUs Ray gave it.
+        # Both encoders size their thread pools to every core of the node; with several actors
+        # on a node that oversubscribes the cores, so each uses only the CPUs Ray gave it.
         threads = max(1, int(cpus))
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+        os.environ["CAPTIONER_ENCODER_THREADS"] = str(threads)   # LiteRT's
         self.root, self.beam, self.top, self.min_trust = Path(root), beam, top, min_trust
         self.captioner = load_captioner()
+        if self.captioner.encoder_kind == "tensorflow":          # the recipe asked for it (a GPU node)
+            from captioner.vision.tf_setup import import_tensorflow_quietly
+            tf = import_tensorflow_quietly()
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
         self.captioner.check_encoder()
         if min_trust is not None and self.captioner.trust_model is None:
             from captioner.trust.estimate import TrustError
@@ -126,8 +129,8 @@ def caption_dir_ray(root: str | os.PathLike, outdir: str | os.PathLike, load_cap
     started = start_ray(ray, address)
     try:
         resources = ray.cluster_resources()
-        # The encoder runs on a GPU where the cluster has them (needs the `tensorflow` build
-        # with CUDA on those nodes, not tensorflow-cpu): one GPU per actor, one actor per GPU.
+        # With --encoder tensorflow the encoder runs on a GPU where the cluster has them (needs
+        # the `tensorflow` build with CUDA on those nodes): one GPU per actor, one per GPU.
         gpus = int(resources.get("GPU", 0))
         if workers is None:
             workers = gpus or max(1, int(resources.get("CPU", 1) // cpus_per_worker))

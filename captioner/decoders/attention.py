@@ -177,8 +177,11 @@ class AttentionDecoder(LSTMDecoder):
 
     @classmethod
     def from_keras(cls, model) -> "AttentionDecoder":
-        def get(name):
-            return layer_weights(model, name)
+        return cls.from_layers(lambda name: layer_weights(model, name))
+
+    @classmethod
+    def from_layers(cls, get) -> "AttentionDecoder":
+        """From `get(layer name)`, that layer's arrays (from Keras, or weights_file.read_layers)."""
         region_kernel, region_bias = get("region_dense")
         (key_kernel,) = get("region_keys")
         global_kernel, global_bias = get("global_dense")

@@ -66,8 +66,11 @@ class MergeDecoder(LSTMDecoder):
 
     @classmethod
     def from_keras(cls, model) -> "MergeDecoder":
-        def get(name):
-            return layer_weights(model, name)
+        return cls.from_layers(lambda name: layer_weights(model, name))
+
+    @classmethod
+    def from_layers(cls, get) -> "MergeDecoder":
+        """From `get(layer name)`, that layer's arrays (from Keras, or weights_file.read_layers)."""
         image_kernel, image_bias = get("image_dense")
         (embedding,) = get("embedding")
         lstm_kernel, lstm_recurrent, lstm_bias = get("lstm")

@@ -25,6 +25,16 @@ def numpy_decoder(model, config: Config):
     return MergeDecoder.from_keras(model)
 
 
+def numpy_decoder_from_layers(layers: dict, config: Config):
+    """The NumPy decoding step on a decoder's arrays as decoders/weights_file.py reads them
+    from its .weights.h5, without Keras or TensorFlow."""
+    if config.decoder == "attention":
+        from captioner.decoders.attention import AttentionDecoder as kind
+    else:
+        from captioner.decoders.merge import MergeDecoder as kind
+    return kind.from_layers(layers.__getitem__)
+
+
 def training_features(config: Config, feature_maps: np.ndarray) -> np.ndarray:
     """What a decoder reads per photo: (n, 100, 2048) float16 regions, or pooled vectors."""
     if config.decoder == "attention":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import hashlib
 import json
 import os
 import shutil
@@ -16,6 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from captioner.data.files import sha256_file  # noqa: F401  (re-exported: artifacts.sha256_file)
 from captioner.decoders.config import Config
 from captioner.data.text import Vocabulary
 
@@ -47,14 +47,6 @@ def environment() -> dict:
     return {"versions": {"python": sys.version.split()[0], "tensorflow": tf.__version__,
                          "keras": keras.__version__, "numpy": np.__version__},
             "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -158,13 +150,35 @@ def _rename_exchange(a: Path, b: Path) -> bool:
 
 @dataclass
 class TrainedModel:
+    """One trained decoder: its files read and checked. `numpy_decoder()` decodes with the
+    arrays read by h5py; `model`, the Keras decoder (for training and scoring), is built on
+    first use, which imports TensorFlow."""
     directory: Path
     config: Config
     vocab: Vocabulary
-    model: object                      # the Keras decoder
+    layers: dict                       # {layer name: arrays}, as decoders/weights_file.py reads them
     manifest: dict
     history: list = field(default_factory=list)
     metrics: dict | None = None
+    _keras: object = field(default=None, repr=False)
+
+    def numpy_decoder(self):
+        """The NumPy decoding step on these weights (no Keras, no TensorFlow)."""
+        from captioner.decoders.registry import numpy_decoder_from_layers
+        return numpy_decoder_from_layers(self.layers, self.config)
+
+    @property
+    def model(self):
+        if self._keras is None:
+            from captioner.decoders.registry import build_decoder
+            model = build_decoder(self.config)
+            try:
+                model.load_weights(str(self.directory / WEIGHTS))
+            except Exception as exc:
+                raise ArtifactError(f"{self.directory / WEIGHTS}: does not fit {CONFIG} and {VOCAB} "
+                                    f"({str(exc).splitlines()[0][:200]}).") from None
+            self._keras = model
+        return self._keras
 
 
 def load_trained(directory: str | os.PathLike) -> TrainedModel:
@@ -183,20 +197,18 @@ def load_trained(directory: str | os.PathLike) -> TrainedModel:
     if config.vocab_size != len(vocab):
         raise ArtifactError(f"{directory}: {CONFIG} says {config.vocab_size} words but "
                             f"{VOCAB} has {len(vocab)}; they come from different runs.")
-    from captioner.decoders.registry import build_decoder
-    model = build_decoder(config)
+    from captioner.decoders.weights_file import WeightsFileError, check_shapes, read_layers
     try:
-        model.load_weights(str(directory / WEIGHTS))
-    except Exception as exc:
-        raise ArtifactError(f"{directory / WEIGHTS}: does not fit {CONFIG} and {VOCAB} "
-                            f"({str(exc).splitlines()[0][:200]}).") from None
-    logits_vocab = model.get_layer("logits").get_weights()[0].shape[1]
-    if logits_vocab != len(vocab):
-        raise ArtifactError(f"{directory / WEIGHTS}: predicts {logits_vocab} words but "
-                            f"{VOCAB} has {len(vocab)}.")
+        layers = read_layers(directory / WEIGHTS, config.decoder)
+    except WeightsFileError as exc:
+        raise ArtifactError(str(exc)) from None
+    try:
+        check_shapes(layers, config)
+    except WeightsFileError as exc:
+        raise ArtifactError(f"{directory / WEIGHTS}: does not fit {CONFIG} and {VOCAB}: {exc}") from None
     history = read_json(directory / HISTORY) if (directory / HISTORY).is_file() else []
     metrics = read_json(directory / METRICS) if (directory / METRICS).is_file() else None
-    return TrainedModel(directory, config, vocab, model, manifest, history, metrics)
+    return TrainedModel(directory, config, vocab, layers, manifest, history, metrics)
 
 
 def verified_manifest(directory: Path, required: tuple[str, ...]) -> dict:

@@ -40,9 +40,8 @@ class TrainedEnsemble:
     history: list = field(default_factory=list)  # nothing was trained
 
     def numpy_decoder(self):
-        from captioner.decoders.registry import numpy_decoder
         from captioner.decoders.ensemble import EnsembleDecoder
-        return EnsembleDecoder([numpy_decoder(m.model, m.config) for m in self.members], self.weights)
+        return EnsembleDecoder([m.numpy_decoder() for m in self.members], self.weights)
 
 
 def is_ensemble(directory: str | os.PathLike) -> bool:

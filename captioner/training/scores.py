@@ -11,7 +11,6 @@ from pathlib import Path
 from captioner.model_dirs import artifacts
 from captioner.decoders.config import Config
 from captioner.data.dataset import load_caption_folder, load_flickr8k
-from captioner.decoders.registry import numpy_decoder
 from captioner.decoding.search import beam_search
 from captioner.vision.encoder import Encoder
 from captioner.evaluation.metrics import caption_statistics, coco_scores, human_ceiling
@@ -86,7 +85,7 @@ def rescore(data_dir: str | os.PathLike, model_dir: str | os.PathLike, encoder=N
     encoder = encoder or Encoder()
     names = {s: dataset.images(s) for s in ("val", "test")}
     features = split_features(dataset, names, encoder, progress, trained.config)
-    decoder = numpy_decoder(trained.model, trained.config)
+    decoder = trained.numpy_decoder()
     config = choose_length_alpha(decoder, trained.vocab, trained.config, features["val"], names["val"],
                                  {n: dataset.captions[n] for n in names["val"]})
     photo_scores = []
@@ -125,7 +124,7 @@ def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, weight_choices
     # the 100 regions if a member attends (a merge member pools them), else pooled vectors
     feature_config = next((m.config for m in members if m.config.decoder == "attention"), members[0].config)
     features = split_features(dataset, names, encoder, progress, feature_config)
-    decoders = [numpy_decoder(m.model, m.config) for m in members]
+    decoders = [m.numpy_decoder() for m in members]
     config = members[0].config
     searches = {}
     for weight in weight_choices:
@@ -166,8 +165,7 @@ def score_folder(model_dirs: list, folder_dir: str | os.PathLike, encoder=None, 
     scored = {}
     for directory in map(Path, model_dirs):
         trained = load_model(directory)
-        decoder = (trained.numpy_decoder() if isinstance(trained, TrainedEnsemble)
-                   else numpy_decoder(trained.model, trained.config))
+        decoder = trained.numpy_decoder()
         log(f"{directory}: {len(names)} photos of {folder.root}")
         metrics = evaluate_split(decoder, trained.vocab, trained.config, maps, names, references, encoder.checksum,
                                  beams=(beam,), split=folder.name)

@@ -11,7 +11,6 @@ never needs scikit-learn.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -141,10 +140,6 @@ def weights_on_disk(model_root: Path, names: list[str]) -> dict[str, str | None]
         except (ArtifactError, KeyError, TypeError):
             found[name] = None
     return found
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def save_estimates(model_root: str | os.PathLike, estimates: dict[str, TrustModel], extra: dict | None = None) -> Path:

@@ -110,6 +110,7 @@ class Encoder:
     `feature_maps` gives the 10x10x2048 spatial map as float16 (what the cache stores and
     the attention decoder reads); `encode` gives its global average, the merge decoder's input.
     """
+    kind = "tensorflow"
 
     def __init__(self, weights: str | os.PathLike | None = None, allow_download: bool = True):
         import tensorflow as tf

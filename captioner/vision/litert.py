@@ -1,0 +1,146 @@
+"""Xception on LiteRT: the same 10x10x2048 map as the Keras encoder, without TensorFlow.
+
+`convert` (needs TensorFlow; `fetch-weights` runs it) turns the checksummed ImageNet weights
+into a .tflite flatbuffer in the cache, beside the Keras weights, and records the file's sha256
+and the arrays' checksum in a JSON beside it. `LiteEncoder` (needs only `ai-edge-litert`)
+refuses a file whose sha256 differs from that record, and one converted from weights other
+than the pinned ImageNet ones, so the map it gives is the one the decoders were trained on.
+It runs on XNNPACK with one thread per core.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from captioner.data.files import sha256_file
+from captioner.data.images import ENCODER_SIZE
+from captioner.vision.tf_setup import silenced
+from captioner.vision.encoder import (EXPECTED_CHECKSUM, FEATURE_MAP_SHAPE, EncoderWeightsError, cache_dir,
+                                      pool)
+
+LITE_FILENAME = "xception_imagenet_notop.tflite"
+LITE_RECORD = "xception_imagenet_notop.tflite.json"
+SETUP_HINT = "run `make setup` (or `python -m captioner fetch-weights`, which needs TensorFlow)"
+
+
+def cached_lite_path() -> Path:
+    return cache_dir() / LITE_FILENAME
+
+
+def _record_path(model_path: Path) -> Path:
+    return model_path.with_name(model_path.name + ".json")
+
+
+def convert(keras_model, weights_checksum: str, target: Path | None = None) -> Path:
+    """Write `keras_model` (ImageNet Xception, `weights_checksum` its arrays') as a LiteRT
+    flatbuffer with a batch dimension that can be resized, atomically, with its record."""
+    from captioner.vision.tf_setup import import_tensorflow_quietly
+    tf = import_tensorflow_quietly()
+    target = Path(target or cached_lite_path())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # from_keras_model freezes the weights into the file; a concrete function of a Keras 3
+    # model would keep them as resource variables and write a 175 KB shell.
+    with silenced((1, 2)):  # it prints every variable it freezes
+        flatbuffer = tf.lite.TFLiteConverter.from_keras_model(keras_model).convert()
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    partial.write_bytes(flatbuffer)
+    record = {"sha256": sha256_file(partial), "weights_checksum": weights_checksum,
+              "converted_with": f"tensorflow {tf.__version__}"}
+    record_partial = target.with_name(f".{target.name}.{os.getpid()}.partial.json")
+    record_partial.write_text(json.dumps(record, indent=2) + "\n")
+    # The model first, then its record: a crash between leaves a record that does not match,
+    # which is refused and rewritten by the next fetch-weights, never a silently wrong file.
+    os.replace(partial, target)
+    os.replace(record_partial, _record_path(target))
+    return target
+
+
+def verified_record(path: Path, verify_source: bool = True) -> dict:
+    """The conversion record of `path`, once the file's sha256 matches it."""
+    record_path = _record_path(path)
+    try:
+        record = json.loads(record_path.read_text())
+        expected, source = record["sha256"], record["weights_checksum"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise EncoderWeightsError(f"{record_path}: missing or unreadable, so {path.name} cannot be "
+                                  f"checked; {SETUP_HINT}.") from None
+    actual = sha256_file(path)
+    if actual != expected:
+        raise EncoderWeightsError(f"{path}: sha256 {actual[:12]} is not the {expected[:12]} recorded when it "
+                                  f"was converted (damaged or replaced); delete it and {SETUP_HINT}.")
+    if verify_source and source != EXPECTED_CHECKSUM:
+        raise EncoderWeightsError(f"{path}: converted from weights {source[:12]}, not the ImageNet "
+                                  f"weights {EXPECTED_CHECKSUM[:12]}; delete it and {SETUP_HINT}.")
+    return record
+
+
+def default_threads() -> int:
+    """One per core (at most 4: XNNPACK gains little beyond on one photo), or CAPTIONER_ENCODER_THREADS."""
+    configured = os.environ.get("CAPTIONER_ENCODER_THREADS")
+    return max(1, int(configured)) if configured else min(os.cpu_count() or 1, 4)
+
+
+class LiteEncoder:
+    """The Encoder's interface (feature_maps, encode, checksum, source) on LiteRT.
+
+    `checksum` is that of the Keras arrays the file was converted from, which is what model
+    manifests and the feature cache record, so a LiteRT map and a TensorFlow map of the same
+    photo are interchangeable (they agree to about 1e-5, below float16's resolution)."""
+    kind = "litert"
+
+    def __init__(self, path: str | os.PathLike | None = None, threads: int | None = None):
+        explicit = path or os.environ.get("CAPTIONER_LITE_ENCODER") or None
+        self.path = Path(explicit).expanduser() if explicit else cached_lite_path()
+        if not self.path.is_file():
+            raise EncoderWeightsError(f"No LiteRT encoder: {self.path} does not exist; {SETUP_HINT}, "
+                                      "or copy the .tflite file and its .json record there from a "
+                                      "machine that has run it.")
+        record = verified_record(self.path, verify_source=not explicit)
+        self.checksum, self.source = record["weights_checksum"], f"{self.path} (LiteRT)"
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise EncoderWeightsError("The LiteRT encoder needs the ai-edge-litert package "
+                                      "(pip install ai-edge-litert), or pass --encoder tensorflow.") from None
+        try:
+            with silenced():  # LiteRT announces its XNNPACK delegate on stderr as it applies it
+                self._interpreter = Interpreter(model_path=str(self.path),
+                                                num_threads=threads or default_threads())
+                self._input = self._interpreter.get_input_details()[0]["index"]
+                self._output = self._interpreter.get_output_details()[0]["index"]
+                self._batch = 0
+                self._resize(1)
+        except (RuntimeError, ValueError) as exc:
+            raise EncoderWeightsError(f"{self.path}: not a LiteRT model ({exc}).") from None
+        # One interpreter holds one set of buffers: calls from several threads take turns.
+        self._lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        self.feature_maps(np.zeros((1, ENCODER_SIZE, ENCODER_SIZE, 3), dtype=np.float32))
+
+    def _resize(self, batch: int) -> None:
+        if batch != self._batch:
+            self._interpreter.resize_tensor_input(self._input, [batch, ENCODER_SIZE, ENCODER_SIZE, 3])
+            self._interpreter.allocate_tensors()
+            self._batch = batch
+
+    def feature_maps(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.ndim == 3:
+            batch = batch[None]
+        if batch.shape[1:] != (ENCODER_SIZE, ENCODER_SIZE, 3):
+            raise ValueError(f"expected photos of shape (n, {ENCODER_SIZE}, {ENCODER_SIZE}, 3), got {batch.shape}")
+        with self._lock:
+            self._resize(len(batch))
+            self._interpreter.set_tensor(self._input, batch)
+            self._interpreter.invoke()
+            maps = self._interpreter.get_tensor(self._output)
+        assert maps.shape[1:] == FEATURE_MAP_SHAPE, maps.shape
+        return maps.astype(np.float16)
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        return pool(self.feature_maps(batch))
