@@ -32,7 +32,7 @@ from captioner.evaluation.insights import load_photo_scores, missed_words, model
 from captioner.evaluation.phrases import compare_phrases
 from captioner.model_dirs.ensemble_dir import is_ensemble, stale_members
 
-REPO = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parent.parent   # the checkout: app/ sits in it
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "avif", "heic", "heif"]
 UPLOAD_LABEL = "JPEG, PNG, WebP, BMP, GIF, TIFF, AVIF or HEIC, up to 20 MB"
 BEAM_CHOICES = [1, 2, 3, 5, 8, 10]
@@ -58,7 +58,9 @@ EXAMPLES = {
 
 # -- the model -------------------------------------------------------------------------
 def model_dir() -> Path:
-    return Path(os.environ.get("CAPTIONER_MODEL_DIR") or REPO / "trained")
+    """$CAPTIONER_MODEL_DIR, or the checkout's trained/ (the installed package's copy)."""
+    from captioner.model_dirs.catalog import default_model_root
+    return default_model_root()
 
 
 def _model_stamp(directory: Path) -> tuple:

@@ -34,6 +34,17 @@ def assert_no_exception(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
 
+def test_without_settings_the_app_finds_the_checkouts_models_and_the_shared_data(monkeypatch):
+    """`make run` sets nothing: trained/ is the checkout's, the dataset ../shared/flickr8k."""
+    from conftest import ROOT
+    from app.support import default_data_dir, model_dir
+    monkeypatch.delenv("CAPTIONER_MODEL_DIR", raising=False)
+    monkeypatch.delenv("CAPTIONER_DATA_DIR", raising=False)
+    assert model_dir() == ROOT / "trained"
+    shared = ROOT.parent / "shared" / "flickr8k"
+    assert default_data_dir() == (str(shared) if shared.is_dir() else "")
+
+
 # -- no model ------------------------------------------------------------------------------
 @pytest.mark.parametrize("broken", ["missing", "corrupt"])
 @pytest.mark.parametrize("page", ["pages/caption.py", "pages/training.py"])
