@@ -33,14 +33,15 @@ system-packages:
 weights: venv
 	$(PY) -m captioner fetch-weights
 
+# app.serve loads the models before the server answers, then runs `streamlit run streamlit_app.py`.
 run: setup
-	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT)
+	$(PY) -m app.serve --server.port $(PORT)
 
 # The app from a serving-only venv (requirements-serve.txt: no TensorFlow), as on a 1 GB host;
 # the full venv converts the encoder first (docs/deployment.md).
 SERVE_VENV ?= .venv-serve
 serve: weights $(SERVE_VENV)/.installed
-	$(SERVE_VENV)/bin/python -m streamlit run streamlit_app.py --server.port $(PORT)
+	$(SERVE_VENV)/bin/python -m app.serve --server.port $(PORT) --server.headless true
 $(SERVE_VENV)/.installed: requirements-serve.txt
 	test -x $(SERVE_VENV)/bin/python || python3 -m venv $(SERVE_VENV)
 	$(SERVE_VENV)/bin/python -m pip install --quiet -r requirements-serve.txt

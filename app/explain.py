@@ -16,7 +16,7 @@ from PIL import Image
 from app import support as app
 from captioner.decoding.beam_tree import beam_tree_dot
 from captioner.decoding.confidence import least_confident, word_confidence
-from captioner.explain.figures import attention_grid, attention_word, caption_words, figure_png
+from captioner.explain.figures import attention_grid, attention_word, caption_words, figure_jpeg
 
 NEIGHBOURS = 4
 
@@ -118,16 +118,23 @@ def show_confidence(caption) -> None:
 
 
 # -- attention -------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _attention_caption(photo_key: str, model: str, beam: int, _captioner, _features):
+    """The caption at `beam` with its attention rows, once per photo, model and width."""
+    return _captioner.caption(_features, beam=beam, attention=True, trust=False)[0]
+
+
 @st.cache_data(show_spinner="Drawing the attention maps…", max_entries=16)
-def _attention_figures(photo_key: str, model: str, beam: int, _captioner, _encoded) -> tuple:
-    """(caption words, grid PNG, one large PNG per word) for one photo, model and width."""
-    caption = _captioner.caption(_encoded["features"], beam=beam, attention=True)[0]
-    image = Image.open(io.BytesIO(_encoded["preview"]))
-    small = image.copy()
+def _attention_grid(photo_key: str, model: str, beam: int, _caption, _preview: bytes) -> bytes:
+    small = Image.open(io.BytesIO(_preview))
     small.thumbnail((240, 240))
-    words = caption_words(caption)
-    large = [figure_png(attention_word(image, caption, i)) for i in range(len(words))]
-    return words, figure_png(attention_grid(small, caption)), large
+    return figure_jpeg(attention_grid(small, _caption))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _attention_word(photo_key: str, model: str, beam: int, index: int, _caption, _preview: bytes) -> bytes:
+    """One word's map, large: drawn when it is asked for (a dozen up front took seconds)."""
+    return figure_jpeg(attention_word(Image.open(io.BytesIO(_preview)), _caption, index))
 
 
 def show_attention(captioner, encoded: dict, beams: list[int]) -> None:
@@ -140,13 +147,16 @@ def show_attention(captioner, encoded: dict, beams: list[int]) -> None:
         st.caption(f"The {captioner.name} chose each word; the maps are where its {captioner.attention_source} "
                    "member looked as it did. The merge member reads the whole photo's average.")
     beam = st.selectbox("Beam width", beams, index=len(beams) // 2, key=f"attention_beam_{captioner.name}")
-    words, grid, large = _attention_figures(encoded["key"], captioner.name, beam, captioner, encoded)
-    st.image(grid, caption="Each word's 10×10 attention over the photo (bright: looked here); "
+    key = (encoded["key"], captioner.name, beam)
+    caption = _attention_caption(*key, captioner, encoded["features"])
+    words = caption_words(caption)
+    st.image(_attention_grid(*key, caption, encoded["preview"]),
+             caption="Each word's 10×10 attention over the photo (bright: looked here); "
              "'photo' is how much of the word came from the image rather than the language model.")
     choice = st.select_slider("Show one word large", options=list(range(len(words))),
                               format_func=lambda i: f"{i + 1}. {words[i]}",
                               key=f"attention_word_{captioner.name}")
-    st.image(large[choice], width=640)
+    st.image(_attention_word(*key, choice, caption, encoded["preview"]), width=640)
 
 
 # -- the beam search tree --------------------------------------------------------------

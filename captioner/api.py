@@ -17,8 +17,10 @@ weight arrays and allocates its own state, so any number of threads may decode a
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,7 @@ from captioner.vision.encoder import Encoder, EncoderWeightsError
 from captioner.vision.engines import encoder_kind, open_encoder
 
 MAX_BEAM = 20
+RECENT_SEARCHES = 16   # photos whose trust-evidence searches are kept (a few KB each)
 
 
 class Captioner:
@@ -55,6 +58,8 @@ class Captioner:
         self._centroids: np.ndarray | None = None
         self.trust_problem: str | None = None   # why captions carry no trust estimate
         self._trust_loaded = False
+        self._recent_searches: OrderedDict = OrderedDict()   # photo digest -> its evidence searches
+        self._evidence_lock = threading.Lock()
 
     @classmethod
     def load(cls, directory: str | os.PathLike | None = None, name: str | None = None,
@@ -222,11 +227,27 @@ class Captioner:
         if self._centroids is None:
             from captioner.explain.familiarity import Familiarity
             self._centroids = Familiarity.load(self._familiarity_path()).centroids
-        members = [(decoder, m.config.length_alpha) for decoder, m in
-                   zip(getattr(self.decoder, "members", []), self.members.values())]
-        return trust_evidence.gather(self.decoder, self.vocab, self.config.max_decode_length,
-                                     self.config.length_alpha, members, self._centroids, features, shown,
-                                     searched)
+        return trust_evidence.gather(self._centroids, features, shown, self._searches(features, searched))
+
+    def _searches(self, features: np.ndarray, searched: list[list[Caption]] | None) -> list:
+        """Each photo's evidence searches, from the last few photos' when they are among them:
+        the app shows one photo at several widths, and the searches depend on the photo alone."""
+        keys = [hashlib.blake2b(np.ascontiguousarray(f).tobytes(), digest_size=16).digest() for f in features]
+        with self._evidence_lock:
+            found = [self._recent_searches.get(key) for key in keys]
+        missing = [i for i, s in enumerate(found) if s is None]
+        if missing:
+            members = [(decoder, m.config.length_alpha) for decoder, m in
+                       zip(getattr(self.decoder, "members", []), self.members.values())]
+            fresh = trust_evidence.search(self.decoder, self.vocab, self.config.max_decode_length,
+                                          self.config.length_alpha, members, features[missing],
+                                          [searched[i] for i in missing] if searched is not None else None)
+            with self._evidence_lock:
+                for i, result in zip(missing, fresh):
+                    found[i] = self._recent_searches[keys[i]] = result
+                while len(self._recent_searches) > RECENT_SEARCHES:
+                    self._recent_searches.popitem(last=False)
+        return found
 
     def assess(self, features: np.ndarray, shown: list[list[Caption]],
                searched: list[list[Caption]] | None = None) -> list[list[Caption]]:

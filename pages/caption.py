@@ -6,6 +6,7 @@ import streamlit as st
 from app import explain
 from app import support as app
 from captioner import ImageError
+from captioner.trust.signals import EVIDENCE_BEAM
 
 st.title("Caption a photo")
 app.require_captioner()
@@ -57,7 +58,10 @@ except ImageError as exc:
     st.stop()
 
 beams = sorted(beams)
-results = {m.name: [(beam, *app.timed_captions(m, encoded["features"], beam)) for beam in beams]
+# The width the trust evidence searches at goes first: its search is then that evidence,
+# which the other widths reuse (captioner.api keeps it per photo).
+first = sorted(beams, key=lambda beam: beam != EVIDENCE_BEAM)
+results = {m.name: sorted(((beam, *app.timed_captions(m, encoded["features"], beam)) for beam in first), key=lambda r: r[0])
            for m in shown}
 
 photo_col, timing_col = st.columns([2, 1], gap="large")

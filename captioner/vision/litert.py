@@ -35,20 +35,25 @@ def _record_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.name + ".json")
 
 
-def convert(keras_model, weights_checksum: str, target: Path | None = None) -> Path:
+def convert(keras_model, weights_checksum: str, target: Path | None = None, int8: bool = False) -> Path:
     """Write `keras_model` (ImageNet Xception, `weights_checksum` its arrays') as a LiteRT
-    flatbuffer with a batch dimension that can be resized, atomically, with its record."""
+    flatbuffer with a batch dimension that can be resized, atomically, with its record.
+    `int8`: dynamic-range quantised weights (benchmarks/check_int8.py measures what it costs)."""
     from captioner.vision.tf_setup import import_tensorflow_quietly
     tf = import_tensorflow_quietly()
     target = Path(target or cached_lite_path())
     target.parent.mkdir(parents=True, exist_ok=True)
     # from_keras_model freezes the weights into the file; a concrete function of a Keras 3
     # model would keep them as resource variables and write a 175 KB shell.
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    if int8:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
     with silenced((1, 2)):  # it prints every variable it freezes
-        flatbuffer = tf.lite.TFLiteConverter.from_keras_model(keras_model).convert()
+        flatbuffer = converter.convert()
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     partial.write_bytes(flatbuffer)
     record = {"sha256": sha256_file(partial), "weights_checksum": weights_checksum,
+              "weights": "int8 (dynamic range)" if int8 else "float32",
               "converted_with": f"tensorflow {tf.__version__}"}
     record_partial = target.with_name(f".{target.name}.{os.getpid()}.partial.json")
     record_partial.write_text(json.dumps(record, indent=2) + "\n")
