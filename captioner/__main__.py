@@ -347,8 +347,15 @@ def main(argv=None) -> int:
 
     def run() -> int:
         if needs_tensorflow(args):  # imported before any output, so its banner can be silenced
+            from captioner.vision.encoder import EncoderWeightsError
             from captioner.vision.tf_setup import import_tensorflow_quietly
-            import_tensorflow_quietly()
+            try:
+                import_tensorflow_quietly()
+            except ImportError:
+                raise EncoderWeightsError(
+                    f"`{args.command}` needs TensorFlow, which this serving-only install does not have: "
+                    "pip install 'captioner[tensorflow]' (or requirements.txt), or run it where TensorFlow "
+                    "is and copy ~/.cache/captioner's .tflite and .tflite.json here.") from None
         return args.func(args)
     return run_reporting_errors(run)
 

@@ -249,6 +249,11 @@ class Captioner:
                     self._recent_searches.popitem(last=False)
         return found
 
+    def forget_recent_photos(self) -> None:
+        """Drop the kept trust-evidence searches (a benchmark timing a photo's first caption)."""
+        with self._evidence_lock:
+            self._recent_searches.clear()
+
     def assess(self, features: np.ndarray, shown: list[list[Caption]],
                searched: list[list[Caption]] | None = None) -> list[list[Caption]]:
         """`shown` (one list of captions per photo of `features`) with each caption's `trust` set."""

@@ -1,4 +1,4 @@
-"""The web app in a real browser: `streamlit run` as a subprocess, driven by Chromium.
+"""The web app in a real browser: `python -m app.serve` (`make run`) as a subprocess, driven by Chromium.
 
 Needs Debian's chromium (`apt-get install chromium`) and the Python playwright package;
 the screenshots it takes are the ones in docs/ (the caption page, its explanations, the
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from app_fixtures import (APP, assert_plausible_caption, model_vocabulary, models_with_attention,
+from app_fixtures import (assert_plausible_caption, model_vocabulary, models_with_attention,
                           photo_png)
 from conftest import IN_CI, ROOT, require
 
@@ -72,7 +72,8 @@ def server(trained_dir, shared_data, chromium, tmp_path_factory):
     models = models_with_attention(tmp_path_factory.mktemp("models") / "trained", trained_dir)
     env = dict(os.environ, CAPTIONER_MODEL_DIR=str(models), CAPTIONER_DATA_DIR=str(shared_data),
                PYTHONUNBUFFERED="1")
-    command = [sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port),
+    # As `make run` serves it: app.serve loads the models, then runs `streamlit run` on APP.
+    command = [sys.executable, "-m", "app.serve", "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.headless", "true",
                "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]
     with open(log, "wb") as out:

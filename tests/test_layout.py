@@ -124,6 +124,6 @@ def test_pyproject_packages_every_library_package():
 def test_the_top_level_is_what_the_project_card_names():
     tracked = {p.name for p in ROOT.iterdir() if not p.name.startswith(".")}
     expected = {"streamlit_app.py", "pages", "app", "captioner", "trained", "training_scripts", "tests",
-                "requirements.txt", "README.md", "Makefile", "pyproject.toml", "pytest.ini", "benchmarks", "docs"}
+                "requirements.txt", "requirements-serve.txt", "README.md", "Makefile", "pyproject.toml", "pytest.ini", "benchmarks", "docs"}
     untracked_ok = {"build", "__pycache__"}
     assert tracked - untracked_ok - {p for p in tracked if p.endswith(".egg-info")} <= expected, tracked - expected

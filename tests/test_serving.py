@@ -92,6 +92,10 @@ def test_the_serving_only_venv_captions_as_the_full_install(serving_venv, photos
     require(cached_lite_path(), "LiteRT Xception (run `make setup`)")
     no_tf = subprocess.run([str(serving_venv), "-c", "import tensorflow"], capture_output=True)
     assert no_tf.returncode != 0   # it really has no TensorFlow
+    convert = subprocess.run([str(serving_venv), "-m", "captioner", "fetch-weights"], cwd=ROOT,
+                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert convert.returncode == 2 and "Traceback" not in convert.stderr
+    assert "needs TensorFlow" in convert.stderr and len(convert.stderr.strip().splitlines()) == 1
     _, paths = photos
     full = serve(sys.executable, "cli", "caption", *paths, "--top", "2", "--json", "--encoder", "tensorflow")
     lean = serve(serving_venv, "cli", "caption", *paths, "--top", "2", "--json")

@@ -297,3 +297,23 @@ def test_feature_cache_ignores_damaged_entries(tmp_path):
     assert cache.get("cafe") is None
     cache.path_for("deadbeef").write_bytes(b"garbage")
     assert cache.get("deadbeef") is None
+
+
+def test_a_loaded_model_is_shared_but_its_files_are_still_checked(tmp_path):
+    out, config, vocab = tiny_trained(tmp_path)
+    first = load_trained(out)
+    assert load_trained(out) is first                 # the ensemble reuses its members this way
+    assert load_trained(out).numpy_decoder() is first.numpy_decoder()
+    elsewhere = tmp_path / "other-root"
+    elsewhere.mkdir()
+    (elsewhere / "trained").symlink_to(out)
+    assert load_trained(elsewhere / "trained") is not first   # belongs to the trained/ it was found in
+    weights = out / "decoder.weights.h5"
+    good = weights.read_bytes()
+    weights.write_bytes(good[:-10] + b"0123456789")
+    with pytest.raises(ArtifactError, match="do not match manifest.json"):
+        load_trained(out)                             # damaged since: refused, though loaded before
+    weights.write_bytes(good)
+    from captioner.decoders.registry import build_decoder
+    artifacts.save_trained(out, build_decoder(config), vocab, config, [], None, {"k": 3})
+    assert load_trained(out) is not first and load_trained(out).manifest["k"] == 3   # retrained

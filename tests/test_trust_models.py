@@ -61,6 +61,26 @@ def test_a_dog_the_model_gets_right_is_not_likely_wrong(each_captioner, test_spl
     assert max(c.trust.value for c in right) > 0.4
 
 
+def test_a_photo_shown_at_several_widths_is_searched_once_and_judged_the_same(each_captioner, test_split):
+    """The evidence searches are kept per photo (the app shows one photo at three widths):
+    what is kept gives each width the trust a fresh search gives it."""
+    maps = each_captioner.features_batch([test_split.image_path(n) for n in test_split.images("test")[30:33]])
+    fresh = {}
+    for beam in (1, 5):
+        each_captioner.forget_recent_photos()
+        fresh[beam] = [c[0].trust.value for c in each_captioner.caption_batch(maps, beam=beam)]
+    each_captioner.forget_recent_photos()
+    each_captioner.caption_batch(maps, beam=3)   # searches each photo, as the page does first
+    from captioner.trust import evidence
+    real, calls = evidence.search, []
+    try:
+        evidence.search = lambda *a, **k: calls.append(1) or real(*a, **k)
+        kept = {beam: [c[0].trust.value for c in each_captioner.caption_batch(maps, beam=beam)] for beam in (1, 5)}
+    finally:
+        evidence.search = real
+    assert not calls and kept == fresh
+
+
 def run_cli(*args, cwd=ROOT):
     return subprocess.run([sys.executable, "-m", "captioner", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=300)

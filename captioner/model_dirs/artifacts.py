@@ -201,7 +201,9 @@ def load_trained(directory: str | os.PathLike) -> TrainedModel:
     if missing:
         raise ArtifactError(f"{directory}: incomplete model, missing {', '.join(missing)}.")
     manifest = verified_manifest(directory, (WEIGHTS, VOCAB, CONFIG))
-    key = (str(directory.resolve()), json.dumps(manifest, sort_keys=True))
+    # The path as given, not resolved: a model reached through a symlink belongs to the
+    # trained/ it was found in (its trust estimate and centroids are looked up beside it).
+    key = (os.path.abspath(directory), json.dumps(manifest, sort_keys=True))
     cached = _LOADED.get(key)
     if cached is not None:
         return cached
