@@ -51,7 +51,7 @@ $(SERVE_VENV)/.installed: requirements-serve.txt
 # thousands of files overflowed inotify's queue.
 dev: setup
 	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT) --server.fileWatcherType auto \
-	  --server.runOnSave true $(foreach d,.venv build docs trained .trained.checkpoint,--server.folderWatchBlacklist $(d))
+	  --server.runOnSave true $(foreach d,.venv .venv-serve build docs trained .trained.checkpoint,--server.folderWatchBlacklist $(d))
 
 # Captions a photo that ships with scikit-image (the cameraman), or IMAGE=path/to/photo.jpg.
 IMAGE ?= build/example-camera.png

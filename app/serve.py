@@ -56,11 +56,56 @@ def preload() -> float:
     return time.perf_counter() - started
 
 
+def warm_up() -> str:
+    """Preload, and say how it went; a failure is only reported: the server starts anyway."""
+    try:
+        return f"Preloaded the models and indexes in {preload():.1f} s"
+    except Exception as exc:  # no model, a damaged one: the page explains it to the visitor
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"Not preloaded ({reason}); the app will say what is wrong."
+
+
+def server_command(python: str, port: int) -> list[str]:
+    """How tests and benchmarks start the app as `make run` does, headless, on `port`."""
+    return [python, "-m", "app.serve", "--server.port", str(port), "--server.address", "127.0.0.1",
+            "--server.headless", "true", "--server.fileWatcherType", "none",
+            "--browser.gatherUsageStats", "false"]
+
+
+def wait_until_healthy(process, url: str, timeout: float = 120) -> str | None:
+    """None once `url`'s health check answers ok; otherwise why not (the process exited, or
+    `timeout` seconds passed)."""
+    import urllib.request
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            return f"streamlit exited with {process.returncode}"
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return None
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            return f"streamlit did not answer within {timeout:.0f} s"
+        time.sleep(0.05)
+
+
+def stop_server(process) -> None:
+    """Terminate, and kill what does not stop within 15 s."""
+    import subprocess
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     limit_malloc_arenas()
     sys.path.insert(0, str(ROOT))
-    seconds = preload()
-    print(f"Preloaded the models and indexes in {seconds:.1f} s", file=sys.stderr, flush=True)
+    print(warm_up(), file=sys.stderr, flush=True)
     from streamlit.web import cli
     sys.argv = ["streamlit", "run", str(ROOT / "streamlit_app.py"), *(sys.argv[1:] if argv is None else argv)]
     return cli.main()

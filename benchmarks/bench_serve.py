@@ -28,10 +28,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from app.serve import server_command, stop_server, wait_until_healthy  # noqa: E402
 UPLOADER = '[data-testid="stFileUploaderDropzoneInput"]'
 CAPTION = ".st-key-beam-3 :is(h3, em)"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -71,27 +72,9 @@ def peak_rss_mb(pid: int) -> float:
 def start_server(python: str, encoder: str, port: int, log: Path) -> subprocess.Popen:
     env = dict(os.environ, CAPTIONER_ENCODER=encoder, PYTHONUNBUFFERED="1")
     env.pop("VIRTUAL_ENV", None)
-    command = [python, "-m", "app.serve", "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true",
-               "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]
     with open(log, "wb") as out:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def wait_healthy(process: subprocess.Popen, url: str, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise SystemExit(f"streamlit exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"streamlit did not answer within {timeout:.0f} s:\n{log.read_text()}")
-        time.sleep(0.05)
+        return subprocess.Popen(server_command(python, port), cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
 
 
 async def visit(browser, url: str, photo: Path, trees: bool, marks: dict | None = None) -> str:
@@ -128,7 +111,9 @@ async def one_run(python: str, encoder: str, photos: list[Path], chromium: str, 
         started = time.perf_counter()
         process = start_server(python, encoder, port, log)
         try:
-            wait_healthy(process, url, log)
+            problem = wait_until_healthy(process, url)
+            if problem:
+                raise SystemExit(f"{problem}:\n{log.read_text()}")
             healthy = time.perf_counter()
             marks = {}
             first = await visit(browser, url, photos[0], trees=False, marks=marks)
@@ -137,11 +122,7 @@ async def one_run(python: str, encoder: str, photos: list[Path], chromium: str, 
             four = time.perf_counter()
             rss = peak_rss_mb(process.pid)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_server(process)
             await browser.close()
     return {"health_s": round(healthy - started, 2), "first_caption_s": round(first_caption - healthy, 2),
             "upload_box_s": round(marks["upload_box"] - healthy, 2),

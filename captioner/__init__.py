@@ -1,9 +1,9 @@
-"""Image captioning: ImageNet Xception features + a merge LSTM decoder trained on Flickr8k."""
+"""Image captioning: ImageNet Xception features + LSTM decoders trained on Flickr8k."""
 import os as _os
 
-# TensorFlow's C++ start-up chatter is noise for users of a CLI or web app.
+# TensorFlow's C++ start-up chatter (when training, or --encoder tensorflow) is noise for users.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Decoding multiplies small matrices: OpenBLAS threads spinning against TensorFlow's on two
+# Decoding multiplies small matrices: OpenBLAS threads spinning against the encoder's on two
 # cores made beam search 10-30x slower under load. Must be set before NumPy is imported.
 _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 

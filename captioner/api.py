@@ -179,7 +179,8 @@ class Captioner:
         trust = trust and self.trust_model is not None
         # At the evidence's own width and length penalty the search's other captions are the
         # evidence: keep them (a top of 3 costs the search nothing) instead of searching again.
-        reuse = trust and beam == EVIDENCE_BEAM and alpha == self.config.length_alpha
+        reuse = (trust and beam == EVIDENCE_BEAM and alpha == self.config.length_alpha
+                 and max_length == self.config.max_decode_length)
         wanted = max(top, EVIDENCE_BEAM) if reuse else top
         if beam == 1 and wanted == 1 and trace is None:  # beam 1 is greedy, but only beams trace
             found = [[cap] for cap in greedy_search(self.decoder, self.vocab, features, max_length,
@@ -188,7 +189,8 @@ class Captioner:
             found = beam_search(self.decoder, self.vocab, features, beam, wanted, max_length, alpha,
                                 attention, trace)
         if trust:
-            return self.assess(features, [f[:top] for f in found], found if reuse else None)
+            return self.assess(features, [f[:top] for f in found],
+                               [f[:EVIDENCE_BEAM] for f in found] if reuse else None)
         return found
 
     # -- trust -----------------------------------------------------------------------------

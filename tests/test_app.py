@@ -45,6 +45,15 @@ def test_without_settings_the_app_finds_the_checkouts_models_and_the_shared_data
     assert default_data_dir() == (str(shared) if shared.is_dir() else "")
 
 
+def test_the_warm_start_survives_a_missing_model(monkeypatch, tmp_path):
+    """app.serve preloads before serving; with nothing to load the server must start anyway
+    (the page then explains), so the preload reports the problem instead of raising."""
+    from app.serve import warm_up
+    monkeypatch.setenv("CAPTIONER_MODEL_DIR", str(tmp_path / "nothing"))
+    message = warm_up()
+    assert message.startswith("Not preloaded") and "no trained model" in message
+
+
 # -- no model ------------------------------------------------------------------------------
 @pytest.mark.parametrize("broken", ["missing", "corrupt"])
 @pytest.mark.parametrize("page", ["pages/caption.py", "pages/training.py"])

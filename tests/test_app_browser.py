@@ -14,13 +14,12 @@ import re
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from app.serve import server_command, stop_server, wait_until_healthy
 from app_fixtures import (assert_plausible_caption, model_vocabulary, models_with_attention,
                           photo_png)
 from conftest import IN_CI, ROOT, require
@@ -72,35 +71,18 @@ def server(trained_dir, shared_data, chromium, tmp_path_factory):
     models = models_with_attention(tmp_path_factory.mktemp("models") / "trained", trained_dir)
     env = dict(os.environ, CAPTIONER_MODEL_DIR=str(models), CAPTIONER_DATA_DIR=str(shared_data),
                PYTHONUNBUFFERED="1")
-    # As `make run` serves it: app.serve loads the models, then runs `streamlit run` on APP.
-    command = [sys.executable, "-m", "app.serve", "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true",
-               "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]
+    # As `make run` serves it: app.serve loads the models, then runs `streamlit run`.
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(server_command(sys.executable, port), cwd=ROOT, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"streamlit exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer within 60 s:\n{log.read_text()}")
-            time.sleep(0.5)
+        problem = wait_until_healthy(process, url, timeout=60)
+        if problem:
+            pytest.fail(f"{problem}:\n{log.read_text()}")
         yield Server(url, log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_server(process)
 
 
 @pytest.fixture(scope="module")

@@ -81,6 +81,15 @@ def resolve_weights(explicit: str | os.PathLike | None = None, allow_download: b
         "CAPTIONER_XCEPTION_WEIGHTS at a .weights.h5 file.")
 
 
+def load_cached_weights():
+    """(model, checksum, source) from the cache alone, verified: what fetch-weights converts,
+    whatever CAPTIONER_XCEPTION_WEIGHTS says."""
+    cached = cached_weights_path()
+    if not cached.is_file():
+        raise EncoderWeightsError(f"{cached}: no cached Xception weights; run `python -m captioner fetch-weights`.")
+    return _load_file(cached, verify=True)
+
+
 def _load_file(path: Path, verify: bool):
     model = build_xception()
     try:

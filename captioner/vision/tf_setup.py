@@ -9,11 +9,23 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
+
+
+# Redirecting a descriptor is process-wide: one silenced block at a time (the app builds
+# encoders in session threads), re-entrant for the thread that holds it.
+_SILENCING = threading.RLock()
 
 
 @contextlib.contextmanager
 def silenced(fds=(2,)):
     """Send file descriptors `fds` (2: stderr; 1: stdout) to /dev/null meanwhile, C++ writes included."""
+    with _SILENCING, _redirected(fds):
+        yield
+
+
+@contextlib.contextmanager
+def _redirected(fds):
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     saved = [os.dup(fd) for fd in fds]

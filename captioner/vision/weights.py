@@ -52,8 +52,8 @@ def ensure_litert(force: bool = False) -> Path:
             return lite
         except EncoderWeightsError as exc:
             print(f"{exc} Converting again.")
-    from captioner.vision.encoder import resolve_weights
-    model, checksum, _ = resolve_weights(allow_download=False)
+    from captioner.vision.encoder import load_cached_weights
+    model, checksum, _ = load_cached_weights()
     print("Converting Xception to LiteRT (about 15 s)...", flush=True)
     convert(model, checksum, lite)
     print(f"LiteRT encoder written to {lite}")
