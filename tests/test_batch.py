@@ -177,7 +177,7 @@ def test_an_output_that_is_not_ours_is_refused(reference, tiny_model, tmp_path):
         caption_dir(load(tiny_model), folder, out, progress=False)
     assert out.read_text().startswith("garbage\n")  # left as it was
     out.write_text(json.dumps(dict(first, beam=5)) + "\n")
-    with pytest.raises(BatchError, match="at beam 5, not merge at beam 3"):
+    with pytest.raises(BatchError, match="with model merge at beam 5, not model merge at beam 3;"):
         caption_dir(load(tiny_model), folder, out, progress=False)
     with pytest.raises(BatchError, match="not a folder"):
         caption_dir(load(tiny_model), tmp_path / "missing", tmp_path / "x.jsonl", progress=False)

@@ -125,9 +125,18 @@ def test_min_trust_writes_no_caption_and_says_why(photo_folder, tmp_path, encode
     assert set(records) == {"blank.png", "dog.jpg"}
     assert records["blank.png"]["captions"] == [] and "below --min-trust" in records["blank.png"]["withheld"]
     dog = records["dog.jpg"]
-    assert all(set(r) == {"path", "model", "beam", "captions", "error", "withheld"} for r in records.values())
+    assert all(set(r) == {"path", "model", "beam", "min_trust", "captions", "error", "withheld"}
+               for r in records.values())
     if dog["captions"]:
         assert dog["captions"][0]["trust"] >= 0.3 and dog["captions"][0]["verdict"] and dog["withheld"] is None
+    assert all(r["min_trust"] == 0.3 for r in records.values())
+    # Resuming under another threshold would mix two policies in one file: refused, said.
+    for other in (("--min-trust", "0.5"), ()):
+        result = run_cli("caption-dir", photo_folder, "--out", out, "--quiet", *other)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert "with --min-trust 0.3" in result.stderr and "use another --out" in result.stderr
+    result = run_cli("caption-dir", photo_folder, "--out", out, "--min-trust", "0.3", "--quiet")
+    assert result.returncode == 0 and len(out.read_text().splitlines()) == 2   # the same: nothing to do
 
 
 def test_a_stale_estimate_is_refused_and_said(tmp_path, encoder, photo_folder):

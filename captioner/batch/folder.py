@@ -2,17 +2,20 @@
 
 One record per photo, the same from this engine and from Ray (on_ray.py):
 
-    {"path": "2019/beach.jpg", "model": "merge", "beam": 3,
-     "captions": [{"caption": "...", "log_prob": -9.12, "normalized_log_prob": -2.88, "finished": true}],
-     "error": null}
+    {"path": "2019/beach.jpg", "model": "ensemble", "beam": 3, "min_trust": null,
+     "captions": [{"caption": "...", "log_prob": -9.12, "normalized_log_prob": -2.88, "finished": true,
+                   "trust": 0.41, "verdict": "unsure", "signals": {...}, "reasons": [...]}],
+     "error": null, "withheld": null}
 
 `path` is relative to the folder, so the output does not depend on where the folder is
-mounted. A photo that cannot be read gets "captions": [] and "error": "<path>: <why>". Every
-record has the same five keys, so the file loads as one table (pandas.read_json(lines=True),
-Spark, ...) and Ray's columnar JSON writer produces the very same records.
+mounted. A photo that cannot be read gets "captions": [] and "error": "<path>: <why>"; one whose
+captions all fall below `--min-trust` gets "captions": [] and "withheld": why. Every record has
+the same seven keys, so the file loads as one table (pandas.read_json(lines=True), Spark, ...)
+and Ray's columnar JSON writer produces the very same records. A run resumes only with the
+model, beam width and --min-trust its records were written with.
 
 Pipeline: a thread decodes and resizes the next batch while Xception encodes the current one
-(Pillow and TensorFlow release the GIL), one batched beam search captions the batch, and its
+(Pillow and LiteRT release the GIL), one batched beam search captions the batch, and its
 lines are appended and fsynced before the next batch starts (resumable_jsonl.py), so a run
 killed at any point resumes without losing or repeating a photo.
 """
@@ -31,7 +34,7 @@ from captioner.data.images import PHOTO_EXTENSIONS, ImageError, load_image, prep
 from captioner.batch.resumable_jsonl import ResumableJsonl
 from captioner.trust.estimate import keep_trusted
 
-RECORD_KEYS = ("path", "model", "beam", "captions", "error", "withheld")
+RECORD_KEYS = ("path", "model", "beam", "min_trust", "captions", "error", "withheld")
 
 
 class BatchError(ValueError):
@@ -57,12 +60,13 @@ def find_photos(root: str | os.PathLike) -> list[str]:
 def caption_record(path: str, model: str, beam: int, captions, min_trust: float | None = None) -> dict:
     """A photo's line; with `min_trust`, captions below it are left out and `withheld` says why."""
     kept, withheld = keep_trusted(captions, min_trust)
-    return {"path": path, "model": model, "beam": beam,
+    return {"path": path, "model": model, "beam": beam, "min_trust": min_trust,
             "captions": [c.to_json() for c in kept], "error": None, "withheld": withheld}
 
 
-def error_record(path: str, model: str, beam: int, message: str) -> dict:
-    return {"path": path, "model": model, "beam": beam, "captions": [], "error": message, "withheld": None}
+def error_record(path: str, model: str, beam: int, message: str, min_trust: float | None = None) -> dict:
+    return {"path": path, "model": model, "beam": beam, "min_trust": min_trust, "captions": [],
+            "error": message, "withheld": None}
 
 
 @dataclass
@@ -89,7 +93,7 @@ def prepare(root: Path, paths: list[str]) -> Decoded:
 def caption_decoded(captioner, decoded: Decoded, beam: int, top: int, min_trust: float | None = None) -> list[dict]:
     """Records for a decoded batch, in its order: one Xception call on the stack of photos
     that decoded, then one batched beam search over them."""
-    records = {path: error_record(path, captioner.name, beam, message)
+    records = {path: error_record(path, captioner.name, beam, message, min_trust)
                for path, message in decoded.errors.items()}
     if decoded.arrays:
         maps = captioner.encoder.feature_maps(np.stack(list(decoded.arrays.values())))
@@ -119,17 +123,23 @@ class Summary:
 
 
 def _settings_and_outcome(record: dict) -> tuple:
-    """What a resumed run needs of each record already written: its model and beam (to refuse
-    mixing settings) and whether it failed (to count and retry errors)."""
-    return record.get("model"), record.get("beam"), bool(record.get("error"))
+    """What a resumed run needs of each record already written: its settings (to refuse
+    mixing them) and whether it failed (to count and retry errors)."""
+    return (record.get("model"), record.get("beam"), record.get("min_trust")), bool(record.get("error"))
 
 
-def _check_same_settings(out: Path, done: dict[str, tuple], model: str, beam: int) -> None:
-    """Refuse to resume an output written with another model or beam: it would mix them."""
-    for written_model, written_beam, _ in done.values():
-        if (written_model, written_beam) != (model, beam):
-            raise BatchError(f"{out}: written with model {written_model} at beam {written_beam}, "
-                             f"not {model} at beam {beam}; use another --out.")
+def _describe_settings(model, beam, min_trust) -> str:
+    return f"model {model} at beam {beam}" + (f" with --min-trust {min_trust:g}" if min_trust is not None else "")
+
+
+def _check_same_settings(out: Path, done: dict[str, tuple], model: str, beam: int,
+                         min_trust: float | None) -> None:
+    """Refuse to resume an output written with another model, beam or --min-trust: it would
+    mix them (a photo withheld at 0.5 and one kept at 0.2 in one file read as one policy)."""
+    for written, _ in done.values():
+        if written != (model, beam, min_trust):
+            raise BatchError(f"{out}: written with {_describe_settings(*written)}, not "
+                             f"{_describe_settings(model, beam, min_trust)}; use another --out.")
 
 
 def caption_dir(captioner, root: str | os.PathLike, out: str | os.PathLike, beam: int = 3,
@@ -147,16 +157,16 @@ def caption_dir(captioner, root: str | os.PathLike, out: str | os.PathLike, beam
         if output.repaired_bytes:
             print(f"{out}: its last line was torn ({output.repaired_bytes} bytes, from a run "
                   "that was killed); removed, that photo is captioned again.", file=sys.stderr)
-        _check_same_settings(out, output.done, captioner.name, beam)
+        _check_same_settings(out, output.done, captioner.name, beam, min_trust)
         if retry_errors:
-            output.drop({path for path, (_, _, is_error) in output.done.items() if is_error})
+            output.drop({path for path, (_, is_error) in output.done.items() if is_error})
         todo = [path for path in photos if path not in output.done]
         already_done = len(photos) - len(todo)
         bar = tqdm(total=len(todo), desc="Captioning", unit="photo", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
         captioned, failed = _caption_into(output, captioner, root, todo, beam, top, batch_size, bar, min_trust)
         bar.close()
-        failed_paths = {path for path, (_, _, is_error) in output.done.items() if is_error}
+        failed_paths = {path for path, (_, is_error) in output.done.items() if is_error}
         failed_in_output = len(failed_paths.intersection(photos))
     return Summary(len(photos), captioned, failed, already_done, failed_in_output,
                    time.perf_counter() - start)

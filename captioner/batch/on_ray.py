@@ -50,7 +50,8 @@ def record_schema():
                          ("trust", pa.float64()), ("verdict", pa.string()), ("signals", signals),
                          ("reasons", pa.list_(pa.string()))])
     return pa.schema([("path", pa.string()), ("model", pa.string()), ("beam", pa.int64()),
-                      ("captions", pa.list_(caption)), ("error", pa.string()), ("withheld", pa.string())])
+                      ("min_trust", pa.float64()), ("captions", pa.list_(caption)), ("error", pa.string()),
+                      ("withheld", pa.string())])
 
 
 class CaptionActor:
