@@ -118,12 +118,6 @@ def show_confidence(caption) -> None:
 
 
 # -- attention -------------------------------------------------------------------------
-@st.cache_resource(show_spinner=False, max_entries=16)
-def _attention_caption(photo_key: str, model: str, beam: int, _captioner, _features):
-    """The caption at `beam` with its attention rows, once per photo, model and width."""
-    return _captioner.caption(_features, beam=beam, attention=True, trust=False)[0]
-
-
 @st.cache_data(show_spinner="Drawing the attention maps…", max_entries=16)
 def _attention_grid(photo_key: str, model: str, beam: int, _caption, _preview: bytes) -> bytes:
     small = Image.open(io.BytesIO(_preview))
@@ -137,9 +131,12 @@ def _attention_word(photo_key: str, model: str, beam: int, index: int, _caption,
     return figure_jpeg(attention_word(Image.open(io.BytesIO(_preview)), _caption, index))
 
 
-def show_attention(captioner, encoded: dict, beams: list[int]) -> None:
-    """The attention figures of one model; keyed by model, since the attention model and the
-    ensemble (which draws its attention member's) can be shown together."""
+def show_attention(captioner, encoded: dict, best: dict) -> None:
+    """The attention figures of one model, from `best` (beam width -> the caption the page
+    decoded at it, with its attention rows): the figures need no search of their own. Keyed
+    by model, since the attention model and the ensemble (which draws its attention member's)
+    can be shown together."""
+    beams = sorted(best)
     own = captioner.attention_source == captioner.name
     st.header(f"Where the {captioner.attention_source} model looked" + ("" if own else f", in the {captioner.name}"),
               anchor=False)
@@ -148,7 +145,7 @@ def show_attention(captioner, encoded: dict, beams: list[int]) -> None:
                    "member looked as it did. The merge member reads the whole photo's average.")
     beam = st.selectbox("Beam width", beams, index=len(beams) // 2, key=f"attention_beam_{captioner.name}")
     key = (encoded["key"], captioner.name, beam)
-    caption = _attention_caption(*key, captioner, encoded["features"])
+    caption = best[beam]
     words = caption_words(caption)
     st.image(_attention_grid(*key, caption, encoded["preview"]),
              caption="Each word's 10×10 attention over the photo (bright: looked here); "

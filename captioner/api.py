@@ -207,12 +207,19 @@ class Captioner:
                 path = self._familiarity_path()
                 self._trust = load_estimate(self.model_root, self.name, model_weights(self.trained),
                                             sha256_file(path))
-                from captioner.explain.familiarity import Familiarity
-                self._centroids = Familiarity.load(path).centroids
+                self._trust_centroids()
             except (TrustError, ArtifactError, OSError, KeyError, ValueError) as exc:
                 self._trust, self.trust_problem = None, str(exc)
             self._trust_loaded = True
         return self._trust
+
+    def _trust_centroids(self) -> np.ndarray:
+        """The training-photo centroids the evidence reads (loaded once; fit_trust.py reads
+        them before any estimate exists)."""
+        if self._centroids is None:
+            from captioner.explain.familiarity import Familiarity
+            self._centroids = Familiarity.load(self._familiarity_path()).centroids
+        return self._centroids
 
     def _familiarity_path(self) -> Path:
         from captioner.explain.familiarity import find
@@ -226,10 +233,7 @@ class Captioner:
                  searched: list[list[Caption]] | None = None) -> list[list]:
         """What each shown caption's trust is read from (captioner.trust.signals.Evidence), one
         list per photo of `features`."""
-        if self._centroids is None:
-            from captioner.explain.familiarity import Familiarity
-            self._centroids = Familiarity.load(self._familiarity_path()).centroids
-        return trust_evidence.gather(self._centroids, features, shown, self._searches(features, searched))
+        return trust_evidence.gather(self._trust_centroids(), features, shown, self._searches(features, searched))
 
     def _searches(self, features: np.ndarray, searched: list[list[Caption]] | None) -> list:
         """Each photo's evidence searches, from the last few photos' when they are among them:

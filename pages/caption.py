@@ -115,7 +115,7 @@ places = {m.name: st.container() if m in shown else st.empty() for m in models.v
 for m in shown:
     if m.has_attention:
         with places[m.name]:
-            explain.show_attention(m, encoded, beams)
+            explain.show_attention(m, encoded, {beam: captions[0] for beam, captions, _ in results[m.name]})
 # and the beam-tree model chooser, shown side by side only, keeps its place when it is not.
 tree_model = shown[0]
 if len(shown) > 1:
