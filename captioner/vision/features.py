@@ -30,8 +30,14 @@ PREPROCESS_VERSION = "v2-map16"
 
 
 class FeatureCache:
-    def __init__(self, encoder_checksum: str, root: Path | None = None):
-        self.dir = (root or cache_dir() / "features") / f"xception-{encoder_checksum[:16]}-{PREPROCESS_VERSION}"
+    """`shape`: what one photo's entry holds (Xception's map; the exit flow's input for
+    fine-tuning, whose cache `part` names, e.g. "add_10")."""
+
+    def __init__(self, encoder_checksum: str, root: Path | None = None,
+                 shape: tuple = FEATURE_MAP_SHAPE, part: str = ""):
+        name = f"xception-{part + '-' if part else ''}{encoder_checksum[:16]}-{PREPROCESS_VERSION}"
+        self.dir = (root or cache_dir() / "features") / name
+        self.shape = tuple(shape)
 
     def path_for(self, digest: str) -> Path:
         return self.dir / digest[:2] / f"{digest}.npy"
@@ -45,7 +51,7 @@ class FeatureCache:
             feature_map = np.load(path, allow_pickle=False)
         except (OSError, ValueError):
             return None  # a damaged entry is recomputed rather than trusted
-        ok = feature_map.shape == FEATURE_MAP_SHAPE and feature_map.dtype == np.float16
+        ok = feature_map.shape == self.shape and feature_map.dtype == np.float16
         return feature_map if ok else None
 
     def put(self, digest: str, feature_map: np.ndarray) -> None:
@@ -62,28 +68,35 @@ def file_digest(path: Path) -> str:
 
 def extract_feature_maps(paths: list[Path], encoder, cache: FeatureCache | None = None,
                          batch_size: int = 32, progress: bool = True, pooled: bool = False,
-                         desc: str = "Extracting features", on_progress=None) -> np.ndarray:
+                         desc: str = "Extracting features", on_progress=None,
+                         collect: bool = True) -> np.ndarray | None:
     """Xception features of `paths`, computing only what is not cached.
 
     Returns float16 maps (n, 10, 10, 2048), or with `pooled` their float32 means (n, 2048),
     pooled one photo at a time so the maps of a whole split need not fit in memory.
-    `on_progress(done, total)` is called after each batch the encoder runs.
+    `on_progress(done, total)` is called after each batch the encoder runs. Without `collect`
+    the maps only go to the cache (for caches larger than memory) and None is returned.
     """
     from tqdm import tqdm
 
     cache = cache or FeatureCache(encoder.checksum)
     paths = [Path(p) for p in paths]
     digests = [file_digest(p) for p in paths]
-    if pooled:
-        out = np.zeros((len(paths), FEATURE_MAP_SHAPE[-1]), dtype=np.float32)
+    if not collect:
+        out = None
+    elif pooled:
+        out = np.zeros((len(paths), cache.shape[-1]), dtype=np.float32)
     else:
-        out = np.zeros((len(paths), *FEATURE_MAP_SHAPE), dtype=np.float16)
+        out = np.zeros((len(paths), *cache.shape), dtype=np.float16)
 
     def store(i: int, feature_map: np.ndarray) -> None:
-        out[i] = pool(feature_map[None])[0] if pooled else feature_map
+        if out is not None:
+            out[i] = pool(feature_map[None])[0] if pooled else feature_map
 
     todo = []
     for i, digest in enumerate(digests):
+        if not collect and cache.path_for(digest).is_file():
+            continue  # cached: not even read
         feature_map = cache.get(digest)
         if feature_map is None:
             todo.append(i)

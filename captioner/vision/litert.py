@@ -19,7 +19,7 @@ import numpy as np
 from captioner.data.files import sha256_file
 from captioner.data.images import ENCODER_SIZE
 from captioner.vision.tf_setup import silenced
-from captioner.vision.encoder import (EXPECTED_CHECKSUM, FEATURE_MAP_SHAPE, EncoderWeightsError, cache_dir,
+from captioner.vision.encoder import (EXPECTED_CHECKSUM, EncoderWeightsError, cache_dir,
                                       pool)
 
 LITE_FILENAME = "xception_imagenet_notop.tflite"
@@ -144,7 +144,6 @@ class LiteEncoder:
             self._interpreter.set_tensor(self._input, batch)
             self._interpreter.invoke()
             maps = self._interpreter.get_tensor(self._output)
-        assert maps.shape[1:] == FEATURE_MAP_SHAPE, maps.shape
         return maps.astype(np.float16)
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
