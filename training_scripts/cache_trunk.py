@@ -27,21 +27,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from captioner.data.dataset import load_flickr8k
-    from captioner.vision.encoder import cache_dir, load_cached_weights
-    from captioner.vision.exit_flow import SPLIT_SHAPES, SPLITS, trunk_and_head
+    from captioner.vision.exit_flow import SPLIT_SHAPES, SPLITS, trunk_encoder
     from captioner.vision.features import FeatureCache, extract_feature_maps
-    from captioner.vision.litert import LiteEncoder, convert, verified_record
 
     layer = SPLITS[args.split]
-    lite = cache_dir() / f"xception_trunk_{layer}.tflite"
-    try:
-        verified_record(lite)
-    except Exception:
-        model, checksum, _ = load_cached_weights()
-        trunk, _ = trunk_and_head(model, layer)
-        print(f"Converting Xception's trunk up to {layer} for LiteRT...", file=sys.stderr, flush=True)
-        convert(trunk, checksum, lite)
-    encoder = LiteEncoder(lite)
+    encoder = trunk_encoder(layer)
     data = load_flickr8k(args.data)
     names = [n for split in args.splits.split(",") for n in data.images(split)]
     cache = FeatureCache(encoder.checksum, shape=SPLIT_SHAPES[layer], part=layer)

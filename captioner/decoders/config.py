@@ -9,6 +9,7 @@ from pathlib import Path
 
 DECODERS = ("merge", "attention")
 SCST_SELECTIONS = ("greedy", "beam")
+FINETUNE_CHOICES = ("", "exit_flow", "block14")   # vision/exit_flow.py: SPLITS
 
 
 @dataclass
@@ -72,6 +73,14 @@ class Config:
     # that gain into one decoder, which then decodes at one decoder's cost.
     scst_teacher: str = ""
     scst_teacher_weight: float = 0.0
+    # Fine-tuning Xception's exit flow with the decoder (attention only, see
+    # training/finetune.py): "" keeps Xception frozen at ImageNet weights; "exit_flow" tunes
+    # blocks 13 and 14 (from the middle flow's output, add_10), "block14" block 14 alone. The
+    # tuned layers learn at their own, smaller rate, from epoch `finetune_start_epoch` (counted
+    # over both phases) on: a CNN is best tuned once the language model has settled.
+    finetune_encoder: str = ""
+    encoder_learning_rate: float = 1e-5
+    finetune_start_epoch: int = 1
     # Decoding
     max_decode_length: int = 30
     length_alpha: float = 0.7          # score = sum log p / (length ** alpha)
@@ -109,6 +118,17 @@ class Config:
         if self.scst_xe_weight < 0 or self.scst_contrast_weight < 0 or not 0 <= self.scst_min_distinct <= 1:
             raise ValueError("scst_xe_weight and scst_contrast_weight must not be negative and "
                              "scst_min_distinct must be in [0, 1].")
+        if self.finetune_encoder not in FINETUNE_CHOICES:
+            raise ValueError(f"finetune_encoder must be one of {', '.join(map(repr, FINETUNE_CHOICES))}, "
+                             f"got {self.finetune_encoder!r}.")
+        if self.finetune_encoder and self.decoder != "attention":
+            raise ValueError("finetune_encoder needs the attention decoder (it reads the tuned map's "
+                             "100 regions; the merge decoder's pooled vector is not wired to it).")
+        if self.finetune_encoder and self.scst_ema:
+            raise ValueError("finetune_encoder cannot be combined with scst_ema (the moving average "
+                             "would cover the decoder alone).")
+        if self.encoder_learning_rate <= 0 or self.finetune_start_epoch < 1:
+            raise ValueError("encoder_learning_rate must be positive and finetune_start_epoch at least 1.")
         if self.learning_rate <= 0 or self.length_alpha < 0:
             raise ValueError("learning_rate must be positive and length_alpha not negative.")
 

@@ -17,7 +17,9 @@ def build_decoder(config: Config, vocab_size: int | None = None):
 
 
 def numpy_decoder(model, config: Config):
-    """The NumPy decoding step on a Keras decoder's current weights."""
+    """The NumPy decoding step on a Keras decoder's current weights (a tuned model's decoder
+    part: it reads the maps its exit flow makes, training/finetune.head_maps)."""
+    model = getattr(model, "caption_decoder", model)
     if config.decoder == "attention":
         from captioner.decoders.attention import AttentionDecoder
         return AttentionDecoder.from_keras(model)

@@ -81,13 +81,17 @@ def save_trained(out_dir: Path, model, vocab: Vocabulary, config: Config,
         # A compiled model's save_weights also stores the optimiser's moments (3x the size);
         # the app needs only the decoder, so save an uncompiled copy.
         from captioner.decoders.registry import build_decoder
+        from captioner.training.finetune import HEAD_WEIGHTS, decoder_part, is_tuned
         decoder = build_decoder(config)
-        decoder.set_weights(model.get_weights())
+        decoder.set_weights(decoder_part(model).get_weights())
         decoder.save_weights(str(staging / WEIGHTS))
+        tuned = [HEAD_WEIGHTS] if is_tuned(model) else []
+        if tuned:  # the model's own exit flow, which reads the shared trunk's output
+            model.exit_flow.save_weights(str(staging / HEAD_WEIGHTS))
         vocab.save(staging / VOCAB)
         config.save(staging / CONFIG)
         write_json_atomic(staging / HISTORY, history)
-        return [WEIGHTS, VOCAB, CONFIG, HISTORY, *write_scores(staging, metrics, photo_scores)]
+        return [WEIGHTS, *tuned, VOCAB, CONFIG, HISTORY, *write_scores(staging, metrics, photo_scores)]
     return write_model_dir(out_dir, write, info)
 
 

@@ -79,13 +79,15 @@ class Checkpoint:
 
     def load(self, config: Config):
         state = artifacts.read_json(self.state_path)
-        changed = changed_settings(state.get("config") or {}, config) - resumable_settings(state.get("phase"))
+        changed = changed_settings(state.get("config") or {}, config) - resumable_settings(
+            state.get("phase"), bool(state.get("finetune_from")))
         if changed:
             raise TrainingError(f"{self.dir}: checkpoint was made with other settings "
                                 f"({', '.join(sorted(changed))}); delete it to "
                                 "start over, or resume with the same flags.")
         state["config"] = config.to_json()  # a schedule setting may change: it only says when to stop
-        model = new_model(config, state["learning_rate"], averaging=averages_weights(config, state.get("phase")))
+        model = new_model(config, state["learning_rate"], averaging=averages_weights(config, state.get("phase")),
+                          tuned=tuned_file(state, state["epoch"]), imagenet_head=False)
         model.load_weights(str(self.dir / state["model"]))  # with the moving average, if kept
         return model, state
 
@@ -103,6 +105,10 @@ class Checkpoint:
         except artifacts.ArtifactError as exc:
             raise TrainingError(str(exc)) from None
         manifest, history = trained.manifest, trained.history
+        from captioner.training.finetune import HEAD_WEIGHTS
+        if HEAD_WEIGHTS in manifest.get("files", {}):
+            raise TrainingError(f"{directory}: has a tuned exit flow; extending such a model is not "
+                                "supported yet (train it again with a larger --scst-max-epochs).")
         if trained.config.decoder != config.decoder:
             raise TrainingError(f"{directory}: is a {trained.config.decoder} model, not {config.decoder}.")
         if manifest.get("encoder", {}).get("weights_checksum") != encoder_checksum:
@@ -145,9 +151,16 @@ class Checkpoint:
         return state
 
 
-def resumable_settings(phase: str | None) -> frozenset:
-    """The settings a run may change when it resumes in `phase`."""
-    return SCHEDULE_SETTINGS | (SCST_SETTINGS if phase == "xe" else frozenset())
+def resumable_settings(phase: str | None, tuning_began: bool = False) -> frozenset:
+    """The settings a run may change when it resumes in `phase` (fine-tuning's, until it begins)."""
+    from captioner.training.finetune import FINETUNE_SETTINGS
+    return (SCHEDULE_SETTINGS | (SCST_SETTINGS if phase == "xe" else frozenset())
+            | (frozenset() if tuning_began else FINETUNE_SETTINGS))
+
+
+def tuned_file(state: dict, epoch: int) -> bool:
+    """Whether the weights saved after `epoch` include a tuned exit flow."""
+    return bool(state.get("finetune_from")) and epoch >= state["finetune_from"]
 
 
 def changed_settings(saved: dict, config: Config) -> set[str]:
@@ -171,14 +184,20 @@ def seed_epoch(model, seed: int) -> None:
         state.assign([seed * 1000 + i, 0])
 
 
-def new_model(config: Config, learning_rate: float, averaging: bool = False):
+def new_model(config: Config, learning_rate: float, averaging: bool = False, tuned: bool = False,
+              imagenet_head: bool = True):
     """A decoder with its optimiser built, so saved weights include (and restore) its moments
-    and, with `averaging`, Keras's moving average of the weights (momentum `scst_ema`)."""
+    and, with `averaging`, Keras's moving average of the weights (momentum `scst_ema`).
+    `tuned`: the decoder with Xception's exit flow and its own optimiser (training/finetune.py),
+    the exit flow at ImageNet weights (or random ones, to load over, without `imagenet_head`)."""
     import keras
-    model = build_decoder(config)
+    from captioner.training.finetune import add_encoder_optimizer, build_tuned_model, new_head
+    model = build_tuned_model(config, new_head(config, imagenet_head)) if tuned else build_decoder(config)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=5.0, use_ema=averaging,
                                                   ema_momentum=config.scst_ema))
-    model.optimizer.build(model.trainable_variables)
+    model.optimizer.build(model.caption_decoder.trainable_variables if tuned else model.trainable_variables)
+    if tuned:
+        add_encoder_optimizer(model, config)
     return model
 
 
@@ -204,10 +223,16 @@ def averaged_weights(model):
             variable.assign(value)
 
 
-def load_decoder_only(model, path: Path, config: Config) -> None:
-    """Load a checkpoint's decoder weights into `model`, leaving its optimiser as it is."""
-    donor = new_model(config, config.learning_rate)
+def load_decoder_only(model, path: Path, config: Config, tuned_file: bool = False) -> None:
+    """Load a checkpoint's weights into `model`, leaving its optimiser as it is. A file saved
+    before fine-tuning began (not `tuned_file`) holds a decoder alone: loaded into a tuned
+    model, the exit flow keeps the weights it has."""
+    from captioner.training.finetune import decoder_part, is_tuned
+    donor = new_model(config, config.learning_rate, tuned=tuned_file, imagenet_head=False)
     with warnings.catch_warnings():  # its optimiser may differ (a moving average); only layers are taken
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         donor.load_weights(str(path))
-    model.set_weights(donor.get_weights())
+    if tuned_file and not is_tuned(model):
+        raise TrainingError(f"{path}: holds a tuned exit flow, which this model has no place for.")
+    target = model if tuned_file == is_tuned(model) else decoder_part(model)
+    target.set_weights(donor.get_weights())

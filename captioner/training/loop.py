@@ -28,10 +28,12 @@ import numpy as np
 
 from captioner.model_dirs import artifacts
 from captioner.training.checkpoint import (Checkpoint, TrainingError, averaged_weights,
-                                           averages_weights, load_decoder_only, new_model, seed_epoch)
+                                           averages_weights, load_decoder_only, new_model, seed_epoch,
+                                           tuned_file)
+from captioner.training.finetune import decoder_part, is_tuned, split_layer, to_tuned, tunes_at
 from captioner.decoders.config import Config
 from captioner.training.cross_entropy import xe_epoch
-from captioner.decoders.registry import build_decoder, numpy_decoder
+from captioner.decoders.registry import numpy_decoder
 from captioner.training.distillation import check_same_teacher
 from captioner.vision.encoder import Encoder
 from captioner.evaluation.metrics import caption_statistics
@@ -61,7 +63,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
           checkpoint_dir: str | os.PathLike | None = None, encoder=None,
           evaluate_test: bool = True, progress: bool = True, stop_after_epochs: int | None = None,
           max_images: int | None = None, keep_checkpoint: bool = False,
-          extend: str | os.PathLike | None = None) -> dict:
+          extend: str | os.PathLike | None = None, trunk_encoder=None) -> dict:
     """Run (or resume) a whole training run and write `out_dir`. Returns the test metrics.
 
     With `keep_checkpoint` the checkpoint outlives the finished run, so running again with a
@@ -78,7 +80,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
     started = time.time()
     encoder = encoder or Encoder()
     reporter = ProgressReporter(checkpoint.dir, config.decoder)
-    run = Run(data_dir, config, encoder, progress, max_images, reporter)
+    run = Run(data_dir, config, encoder, progress, max_images, reporter, trunk_encoder)
     config = run.config
 
     if extend and checkpoint.exists():
@@ -103,6 +105,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         state = {"phase": "xe", "epoch": 0, "phase_epoch": 0, "best_cider": -1.0, "best_epoch": 0,
                  "stale_epochs": 0, "learning_rate": config.learning_rate, "history": [],
                  "config": config.to_json(), "encoder_checksum": encoder.checksum}
+    run.tune(model)
     train_step, nll_sum = make_train_step(model, config.label_smoothing if state["phase"] == "xe" else 0.0)
     cider = None
     teacher = load_teacher(config, run, encoder, out_dir) if config.scst_teacher_weight else None
@@ -115,8 +118,10 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
             # fresh optimiser at its own (much smaller) learning rate.
             log(f"Cross-entropy done: best val CIDEr {state['best_cider']:.4f} at epoch {state['best_epoch']}")
             best = checkpoint.best_path(state)
-            model = new_model(config, config.scst_learning_rate, averaging=averages_weights(config, "scst"))
-            load_decoder_only(model, best, config)
+            model = new_model(config, config.scst_learning_rate, averaging=averages_weights(config, "scst"),
+                              tuned=is_tuned(model))
+            load_decoder_only(model, best, config, tuned_file(state, state["best_epoch"]))
+            run.tune(model)
             train_step, nll_sum = make_train_step(model)
             state.update(phase="scst" if config.scst_max_epochs else "done", phase_epoch=0,
                          stale_epochs=0, learning_rate=config.scst_learning_rate)
@@ -131,6 +136,13 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
             continue
 
         epoch = state["epoch"] + 1
+        if tunes_at(config, epoch) and not is_tuned(model):
+            model = to_tuned(model, config, state["learning_rate"])
+            state["finetune_from"] = epoch
+            run.tune(model)
+            train_step, nll_sum = make_train_step(model, config.label_smoothing if state["phase"] == "xe" else 0.0)
+            log(f"Epoch {epoch}: fine-tuning Xception's {config.finetune_encoder} from here on, at learning "
+                f"rate {config.encoder_learning_rate} (the decoder's optimiser starts afresh)")
         reporter.report(phase=state["phase"], epoch=epoch, phase_epoch=state["phase_epoch"] + 1,
                         max_phase_epochs=config.max_epochs if state["phase"] == "xe" else config.scst_max_epochs,
                         epoch_started=time.time(), step="training", done=0, total=0, force=True)
@@ -146,6 +158,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
             if teacher is not None:
                 check_same_teacher(state, teacher, config.scst_teacher)
             row = scst_epoch(run, model, train_step, cider, rng, epoch, teacher)
+        run.refresh_maps()  # a tuned exit flow has changed: val reads its new maps
         with averaged_weights(model):  # this epoch's weights (or their average), for every val pass
             decoder = numpy_decoder(model, config)
         scores, greedy = run.val_scores(decoder)
@@ -191,8 +204,10 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
                else "greedy")
     log(f"Training done: best val CIDEr {state['best_cider']:.4f} ({measure}) at epoch {state['best_epoch']}")
     reporter.report(phase="evaluation", force=True)
-    model = build_decoder(config)
-    load_decoder_only(model, checkpoint.best_path(state), config)
+    best_tuned = tuned_file(state, state["best_epoch"])
+    model = new_model(config, config.learning_rate, tuned=best_tuned, imagenet_head=False)
+    load_decoder_only(model, checkpoint.best_path(state), config, best_tuned)
+    run.tune(model, splits=("val", "test"))
     decoder = numpy_decoder(model, config)
     config = choose_length_alpha(decoder, run.vocab, config, run.features["val"], run.splits["val"],
                                  run.references["val"])
@@ -211,7 +226,9 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         **({"extended_from": state["extended_from"]} if "extended_from" in state else {}),
         **({"scst_teacher": {"directory": config.scst_teacher, "manifest_sha256": state["teacher_manifest_sha256"]}}
            if "teacher_manifest_sha256" in state else {}),
-        "parameters": int(model.count_params()),
+        "parameters": int(decoder_part(model).count_params()),
+        **({"exit_flow": {"layer": split_layer(config), "tuned_from_epoch": state["finetune_from"],
+                          "parameters": int(model.exit_flow.count_params())}} if best_tuned else {}),
         "training_seconds": round(sum(h["seconds"] for h in state["history"]), 1),
         "phase_seconds": {p: round(sum(h["seconds"] for h in state["history"] if h["phase"] == p), 1)
                           for p in ("xe", "scst")},

@@ -15,6 +15,7 @@ from captioner.decoding.search import beam_search, greedy_search
 from captioner.evaluation.metrics import caption_statistics, quick_scores
 from captioner.training.caption_set import CaptionSet
 from captioner.training.features import split_features
+from captioner.training.finetune import head_maps, is_tuned, trunk_features
 from captioner.training.progress import ProgressReporter, log
 from captioner.training.scores import ALPHA_CHOICES, best_alpha
 from captioner.training.similar import similar_photos
@@ -26,7 +27,7 @@ class Run:
     """Everything one training run needs, loaded once: data, features, vocabulary, model."""
 
     def __init__(self, data_dir, config: Config, encoder, progress: bool, max_images: int | None,
-                 reporter: ProgressReporter):
+                 reporter: ProgressReporter, trunk_encoder=None):
         self.progress = progress
         self.reporter = reporter
         self.encoder = encoder
@@ -37,6 +38,12 @@ class Run:
         log(f"Dataset {self.dataset.root} ({self.dataset.layout} layout): "
             + ", ".join(f"{s} {len(n)}" for s, n in self.splits.items()))
         self.features = split_features(self.dataset, self.splits, encoder, progress, config, reporter)
+        # Fine-tuning the exit flow: its cached inputs, and (once tuning begins, see `tune`) the
+        # model whose exit flow turns them into the maps batches, samples and validation read.
+        self.trunk = (trunk_features(self.dataset, self.splits, config, progress, trunk_encoder)
+                      if config.finetune_encoder else {})
+        self.tuned_model = None
+        self._frozen = {}   # the frozen features of splits tuned maps have replaced
         train_captions = [c for n in self.splits["train"] for c in self.dataset.captions[n]]
         self.vocab = Vocabulary.build(train_captions, config.min_word_count)
         self.config = dataclasses.replace(config, vocab_size=len(self.vocab))
@@ -49,7 +56,33 @@ class Run:
         self.photos_per_batch = max(1, round(config.batch_size / max(per_photo, 1)))
 
     def inputs(self, split: str, photos, tokens) -> dict:
-        return keras_inputs(self.config, self.features[split], photos, tokens)
+        if self.tuned_model is None:
+            return keras_inputs(self.config, self.features[split], photos, tokens)
+        unique, index = np.unique(photos, return_inverse=True)  # each photo's exit flow runs once
+        return {"trunk": self.trunk[split][unique].astype(np.float32),
+                "photo_index": index.astype(np.int32), "tokens": tokens.astype(np.int32)}
+
+    def tune(self, model, splits=("val",)) -> None:
+        """Read `splits` (and from now on the training photos' samples) through `model`'s exit
+        flow, if it has one: its current maps replace the frozen features."""
+        self.tuned_model = model if is_tuned(model) else None
+        if self.tuned_model is not None:
+            self.refresh_maps(splits)
+        else:  # a frozen model again (the kept epoch came before tuning began): frozen features
+            self.features.update(self._frozen)
+
+    def refresh_maps(self, splits=("val",)) -> None:
+        """The tuned exit flow's maps of `splits`, after its weights changed."""
+        for split in splits:
+            if split in self.trunk and self.tuned_model is not None:
+                self._frozen.setdefault(split, self.features[split])
+                self.features[split] = head_maps(self.tuned_model, self.trunk[split])
+
+    def sampling_features(self, photos: np.ndarray) -> np.ndarray:
+        """What self-critical sampling reads for training photos `photos`: the current maps."""
+        if self.tuned_model is None:
+            return self.features["train"][photos]
+        return head_maps(self.tuned_model, self.trunk["train"][photos])
 
     def val_scores(self, decoder) -> tuple[dict, list]:
         """Greedy captions of the val photos and their BLEU-4 and CIDEr (our tokens, no Java)."""

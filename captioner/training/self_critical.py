@@ -49,7 +49,7 @@ def scst_epoch(run: Run, model, train_step, cider: CiderD, rng, epoch: int, teac
                disable=not run.progress, file=sys.stderr, dynamic_ncols=True)
     for chunk in chunks:
         decoder = numpy_decoder(model, config)  # the current weights, for this chunk's samples
-        ids, ended = sample_captions(decoder, run.features["train"][chunk], samples,
+        ids, ended = sample_captions(decoder, run.sampling_features(chunk), samples,
                                      config.max_decode_length, rng)
         texts = [(vocab.decode(row) + (f" {END_WORD}" if done else "")).strip() for row, done in zip(ids, ended)]
         keys = [names[p] for p in np.repeat(chunk, samples)]

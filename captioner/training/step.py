@@ -18,6 +18,8 @@ def make_train_step(model, label_smoothing: float = 0.0):
     teacher): how far the student is from its teacher, which the loss (holding q's entropy)
     does not show."""
     import tensorflow as tf
+    from captioner.training.finetune import optimiser_groups
+    groups = optimiser_groups(model)
 
     @tf.function(reduce_retracing=True)
     def train_step(inputs, targets, weights, normaliser, soft_targets=None, soft_weights=None):
@@ -34,8 +36,11 @@ def make_train_step(model, label_smoothing: float = 0.0):
                 loss += tf.reduce_sum(soft_nll * soft_weights) / normaliser
                 kl = soft_nll + tf.reduce_sum(tf.math.xlogy(soft_targets, soft_targets), axis=-1)
                 teacher_kl = tf.reduce_sum(kl * soft_weights) / tf.maximum(tf.reduce_sum(soft_weights), 1e-9)
-        grads = tape.gradient(loss, model.trainable_variables)
-        model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        grads = tape.gradient(loss, [v for _, variables in groups for v in variables])
+        start = 0
+        for optimizer, variables in groups:  # a tuned exit flow has its own (training/finetune.py)
+            optimizer.apply_gradients(zip(grads[start:start + len(variables)], variables))
+            start += len(variables)
         return loss, teacher_kl
 
     @tf.function(reduce_retracing=True)

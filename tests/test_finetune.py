@@ -1,0 +1,127 @@
+"""Fine-tuning Xception's exit flow with the attention decoder, on tiny generated data
+(training/finetune.py). The exit flow starts from a seeded random Xception here (the
+ImageNet weights are not in the tests' private cache); the integration tests read the real one."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from captioner.model_dirs.artifacts import load_trained
+from captioner.training import finetune
+
+
+class PixelTrunk:
+    """A stand-in for Xception's trunk: the photo's 19x19 grid of mean colours, tiled to the
+    middle flow's 728 channels (float16, like the cache)."""
+    checksum = "pixel-trunk-for-tests"
+
+    def feature_maps(self, batch):
+        batch = np.asarray(batch, dtype=np.float32)
+        n, h, w, _ = batch.shape
+        k = 19
+        cells = batch[:, : h // k * k, : w // k * k].reshape(n, k, h // k, k, w // k, 3).mean(axis=(2, 4))
+        return np.tile(cells, (1, 1, 1, 728 // 3 + 1))[..., :728].astype(np.float16)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAPTIONER_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def seeded_xception(monkeypatch):
+    """The same random Xception every time the exit flow starts afresh."""
+    from captioner.vision.encoder import build_xception
+    import keras
+    keras.utils.set_random_seed(7)
+    weights = build_xception().get_weights()
+
+    def fresh():
+        model = build_xception()
+        model.set_weights(weights)
+        return model
+    monkeypatch.setattr(finetune, "imagenet_xception", fresh)
+
+
+def tiny_config(**changes):
+    from train_helper import TINY
+    return dataclasses.replace(TINY, decoder="attention", finetune_encoder="exit_flow",
+                               encoder_learning_rate=1e-4, **changes)
+
+
+def quick(**extra):
+    from conftest import PixelEncoder
+    return dict(encoder=PixelEncoder(), trunk_encoder=PixelTrunk(), progress=False, **extra)
+
+
+def test_settings_are_checked():
+    from captioner.decoders.config import Config
+    with pytest.raises(ValueError, match="needs the attention decoder"):
+        Config(decoder="merge", finetune_encoder="exit_flow")
+    with pytest.raises(ValueError, match="finetune_encoder must be one of"):
+        Config(decoder="attention", finetune_encoder="everything")
+    with pytest.raises(ValueError, match="scst_ema"):
+        Config(decoder="attention", finetune_encoder="block14", scst_ema=0.9)
+
+
+def test_a_step_moves_the_exit_flow_and_lowers_the_loss(seeded_xception):
+    from captioner.training.checkpoint import new_model
+    from captioner.training.step import make_train_step
+    config = tiny_config(vocab_size=12)
+    model = new_model(config, 1e-3, tuned=True)
+    train_step, _ = make_train_step(model)
+    rng = np.random.default_rng(0)
+    inputs = {"trunk": rng.standard_normal((2, 19, 19, 728)).astype(np.float32),
+              "photo_index": np.array([0, 0, 1, 1], np.int32),
+              "tokens": rng.integers(1, 12, (4, 5)).astype(np.int32)}
+    targets = rng.integers(1, 12, (4, 5)).astype(np.int32)
+    mask = np.ones((4, 5), np.float32)
+    head_before = [w.copy() for w in model.exit_flow.get_weights()]
+    losses = [float(train_step(inputs, targets, mask, np.float32(20))[0]) for _ in range(5)]
+    assert losses[-1] < losses[0]
+    moved = [not np.array_equal(a, b) for a, b in zip(head_before, model.exit_flow.get_weights())]
+    assert sum(moved) > len(moved) // 2   # the kernels move (BatchNorm's moving statistics do not)
+    assert int(model.encoder_optimizer.iterations.numpy()) == 5
+
+
+def test_the_trunk_cache_round_trips(tmp_path, original_dataset):
+    from captioner.data.dataset import load_flickr8k
+    data = load_flickr8k(original_dataset)
+    splits = {"val": data.images("val")[:3]}
+    first = finetune.trunk_features(data, splits, tiny_config(), False, PixelTrunk())["val"]
+    assert first.shape == (3, 19, 19, 728) and first.dtype == np.float16
+
+    class Refuses(PixelTrunk):
+        def feature_maps(self, batch):
+            raise AssertionError("cached: the trunk must not run again")
+    again = finetune.trunk_features(data, splits, tiny_config(), False, Refuses())["val"]
+    np.testing.assert_array_equal(first, again)
+
+
+@pytest.mark.slow
+def test_a_tuned_run_resumed_after_kills_repeats_an_unbroken_one_and_ships_its_exit_flow(
+        tmp_path, original_dataset, seeded_xception):
+    """Tuning begins at epoch 2 (cross-entropy) and goes on through self-critical training;
+    stopping after epochs 1 (before it began), 3 and 4 (the first self-critical one) changes nothing."""
+    from captioner.training.loop import train
+    config = tiny_config(max_epochs=3, patience=9, scst_max_epochs=2, scst_patience=9,
+                         finetune_start_epoch=2, scst_min_distinct=0.0)
+    train(original_dataset, tmp_path / "unbroken", config, tmp_path / "ckpt-a", **quick(evaluate_test=True))
+    for stop in (1, 2, 1, None):  # epochs 1, 2-3, 4, 5
+        train(original_dataset, tmp_path / "resumed", config, tmp_path / "ckpt-b",
+              stop_after_epochs=stop, **quick(evaluate_test=True))
+    unbroken, resumed = load_trained(tmp_path / "unbroken"), load_trained(tmp_path / "resumed")
+
+    def measured(history):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+    assert measured(resumed.history) == measured(unbroken.history)
+    assert [r["phase"] for r in resumed.history] == ["xe"] * 3 + ["scst"] * 2
+    for a, b in zip(unbroken.model.get_weights(), resumed.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    tuned = unbroken.manifest.get("exit_flow")
+    if unbroken.manifest["best_epoch"] >= 2:
+        assert tuned == {"layer": "add_10", "tuned_from_epoch": 2, "parameters": 6_801_104}
+        assert finetune.HEAD_WEIGHTS in unbroken.manifest["files"]
+        assert unbroken.metrics == resumed.metrics
+    else:
+        assert tuned is None and finetune.HEAD_WEIGHTS not in unbroken.manifest["files"]
