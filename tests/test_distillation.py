@@ -120,6 +120,7 @@ def test_a_self_critical_epoch_gives_the_step_the_teacher_on_each_sampled_word()
     run = SimpleNamespace(config=config, vocab=vocab, splits={"train": names}, features={"train": features},
                           photos_per_batch=2, progress=False, captions={"train": captions},
                           reporter=SimpleNamespace(report=lambda **_: None),
+                          sampling_features=lambda photos: features[photos],
                           inputs=lambda split, photos, tokens: keras_inputs(config, features, photos, tokens))
     cider = CiderD({n: ["w1 w2 w3", "w4 w5"] for n in names})
     calls = []

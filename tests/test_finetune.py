@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from captioner.model_dirs import artifacts
 from captioner.model_dirs.artifacts import load_trained
 from captioner.training import finetune
 
@@ -121,7 +122,7 @@ def test_a_tuned_run_resumed_after_kills_repeats_an_unbroken_one_and_ships_its_e
     tuned = unbroken.manifest.get("exit_flow")
     if unbroken.manifest["best_epoch"] >= 2:
         assert tuned == {"layer": "add_10", "tuned_from_epoch": 2, "parameters": 6_801_104}
-        assert finetune.HEAD_WEIGHTS in unbroken.manifest["files"]
+        assert artifacts.HEAD_WEIGHTS in unbroken.manifest["files"]
         assert unbroken.metrics == resumed.metrics
     else:
-        assert tuned is None and finetune.HEAD_WEIGHTS not in unbroken.manifest["files"]
+        assert tuned is None and artifacts.HEAD_WEIGHTS not in unbroken.manifest["files"]

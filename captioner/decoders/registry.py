@@ -16,10 +16,20 @@ def build_decoder(config: Config, vocab_size: int | None = None):
     return build_merge_decoder(config, vocab_size)
 
 
+def is_tuned(model) -> bool:
+    """Whether a Keras model is a decoder with its own exit flow (training/finetune.py)."""
+    return hasattr(model, "exit_flow")
+
+
+def decoder_part(model):
+    """The caption decoder of a model, tuned or not."""
+    return model.caption_decoder if is_tuned(model) else model
+
+
 def numpy_decoder(model, config: Config):
     """The NumPy decoding step on a Keras decoder's current weights (a tuned model's decoder
     part: it reads the maps its exit flow makes, training/finetune.head_maps)."""
-    model = getattr(model, "caption_decoder", model)
+    model = decoder_part(model)
     if config.decoder == "attention":
         from captioner.decoders.attention import AttentionDecoder
         return AttentionDecoder.from_keras(model)

@@ -21,6 +21,7 @@ from captioner.decoders.config import Config
 from captioner.data.text import Vocabulary
 
 WEIGHTS = "decoder.weights.h5"
+HEAD_WEIGHTS = "exit_flow.weights.h5"   # a tuned model's own exit flow, which reads the shared trunk
 VOCAB = "vocab.json"
 CONFIG = "config.json"
 HISTORY = "history.json"
@@ -81,7 +82,7 @@ def save_trained(out_dir: Path, model, vocab: Vocabulary, config: Config,
         # A compiled model's save_weights also stores the optimiser's moments (3x the size);
         # the app needs only the decoder, so save an uncompiled copy.
         from captioner.decoders.registry import build_decoder
-        from captioner.training.finetune import HEAD_WEIGHTS, decoder_part, is_tuned
+        from captioner.decoders.registry import decoder_part, is_tuned
         decoder = build_decoder(config)
         decoder.set_weights(decoder_part(model).get_weights())
         decoder.save_weights(str(staging / WEIGHTS))

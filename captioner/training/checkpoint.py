@@ -14,7 +14,7 @@ from pathlib import Path
 
 from captioner.model_dirs import artifacts
 from captioner.decoders.config import Config
-from captioner.decoders.registry import build_decoder
+from captioner.decoders.registry import build_decoder, decoder_part, is_tuned
 from captioner.training.progress import PROGRESS_FILE
 
 # Settings a resumed run may change: they decide how long each phase goes on, not what the
@@ -105,8 +105,7 @@ class Checkpoint:
         except artifacts.ArtifactError as exc:
             raise TrainingError(str(exc)) from None
         manifest, history = trained.manifest, trained.history
-        from captioner.training.finetune import HEAD_WEIGHTS
-        if HEAD_WEIGHTS in manifest.get("files", {}):
+        if artifacts.HEAD_WEIGHTS in manifest.get("files", {}):
             raise TrainingError(f"{directory}: has a tuned exit flow; extending such a model is not "
                                 "supported yet (train it again with a larger --scst-max-epochs).")
         if trained.config.decoder != config.decoder:
@@ -227,7 +226,6 @@ def load_decoder_only(model, path: Path, config: Config, tuned_file: bool = Fals
     """Load a checkpoint's weights into `model`, leaving its optimiser as it is. A file saved
     before fine-tuning began (not `tuned_file`) holds a decoder alone: loaded into a tuned
     model, the exit flow keeps the weights it has."""
-    from captioner.training.finetune import decoder_part, is_tuned
     donor = new_model(config, config.learning_rate, tuned=tuned_file, imagenet_head=False)
     with warnings.catch_warnings():  # its optimiser may differ (a moving average); only layers are taken
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
@@ -236,3 +234,11 @@ def load_decoder_only(model, path: Path, config: Config, tuned_file: bool = Fals
         raise TrainingError(f"{path}: holds a tuned exit flow, which this model has no place for.")
     target = model if tuned_file == is_tuned(model) else decoder_part(model)
     target.set_weights(donor.get_weights())
+
+
+def to_tuned(model, config: Config, learning_rate: float):
+    """A frozen-encoder decoder's weights in a tuned model with the ImageNet exit flow and
+    fresh optimisers (the decoder's at `learning_rate`)."""
+    tuned = new_model(config, learning_rate, tuned=True)
+    tuned.caption_decoder.set_weights(decoder_part(model).get_weights())
+    return tuned

@@ -20,10 +20,10 @@ from __future__ import annotations
 import numpy as np
 
 from captioner.decoders.config import Config
+from captioner.decoders.registry import is_tuned
 
 # Settings that may change when a run resumes, until its fine-tuning has begun.
 FINETUNE_SETTINGS = frozenset({"finetune_encoder", "encoder_learning_rate", "finetune_start_epoch"})
-HEAD_WEIGHTS = "exit_flow.weights.h5"   # a tuned model directory's encoder part
 MAP_BATCH = 32
 
 
@@ -35,15 +35,6 @@ def split_layer(config: Config) -> str:
 def tunes_at(config: Config, epoch: int) -> bool:
     """Whether `epoch` (1-based, over both phases) trains the exit flow."""
     return bool(config.finetune_encoder) and epoch >= config.finetune_start_epoch
-
-
-def is_tuned(model) -> bool:
-    return hasattr(model, "exit_flow")
-
-
-def decoder_part(model):
-    """The caption decoder of a model, tuned or not."""
-    return model.caption_decoder if is_tuned(model) else model
 
 
 def new_head(config: Config, imagenet: bool = True):
@@ -144,12 +135,3 @@ def trunk_features(dataset, splits: dict, config: Config, progress: bool, trunk_
     return {split: extract_feature_maps([dataset.image_path(n) for n in names], encoder, cache,
                                         progress=progress, desc=f"Exit-flow inputs ({split})")
             for split, names in splits.items() if names}
-
-
-def to_tuned(model, config: Config, learning_rate: float):
-    """A frozen-encoder decoder's weights in a tuned model with the ImageNet exit flow and
-    fresh optimisers (the decoder's at `learning_rate`)."""
-    from captioner.training.checkpoint import new_model
-    tuned = new_model(config, learning_rate, tuned=True)
-    tuned.caption_decoder.set_weights(decoder_part(model).get_weights())
-    return tuned

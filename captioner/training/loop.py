@@ -29,8 +29,9 @@ import numpy as np
 from captioner.model_dirs import artifacts
 from captioner.training.checkpoint import (Checkpoint, TrainingError, averaged_weights,
                                            averages_weights, load_decoder_only, new_model, seed_epoch,
-                                           tuned_file)
-from captioner.training.finetune import decoder_part, is_tuned, split_layer, to_tuned, tunes_at
+                                           to_tuned, tuned_file)
+from captioner.decoders.registry import decoder_part, is_tuned
+from captioner.training.finetune import split_layer, tunes_at
 from captioner.decoders.config import Config
 from captioner.training.cross_entropy import xe_epoch
 from captioner.decoders.registry import numpy_decoder

@@ -15,7 +15,8 @@ from captioner.decoding.search import beam_search, greedy_search
 from captioner.evaluation.metrics import caption_statistics, quick_scores
 from captioner.training.caption_set import CaptionSet
 from captioner.training.features import split_features
-from captioner.training.finetune import head_maps, is_tuned, trunk_features
+from captioner.decoders.registry import is_tuned
+from captioner.training.finetune import head_maps, trunk_features
 from captioner.training.progress import ProgressReporter, log
 from captioner.training.scores import ALPHA_CHOICES, best_alpha
 from captioner.training.similar import similar_photos
