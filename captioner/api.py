@@ -113,8 +113,25 @@ class Captioner:
         if self._encoder is None:
             with self._encoder_lock:
                 if self._encoder is None:
-                    self._encoder = open_encoder(self._encoder_kind, self._encoder_weights)
+                    self._encoder = self._open_encoder()
         return self._encoder
+
+    @property
+    def exit_flow(self):
+        """The model's own tuned exit flow (artifacts.ExitFlow), or None: the frozen encoder."""
+        return model_exit_flow(self.trained)
+
+    def _open_encoder(self):
+        exit_flow = self.exit_flow
+        if exit_flow is None:
+            return open_encoder(self._encoder_kind, self._encoder_weights)
+        if self._encoder_weights:
+            raise EncoderWeightsError(f"{self.trained.directory}: has its own exit flow, so it encodes with "
+                                      "the cached ImageNet trunk and its exit_flow.weights.h5, not "
+                                      f"{self._encoder_weights}.")
+        from captioner.vision.tuned_encoder import open_tuned_encoder
+        return open_tuned_encoder(encoder_kind(self._encoder_kind), exit_flow.weights,
+                                  exit_flow.sha256, exit_flow.layer)
 
     @property
     def encoder_kind(self) -> str:
@@ -126,9 +143,17 @@ class Captioner:
     def check_encoder(self) -> None:
         """Build the encoder now and refuse one whose weights differ from training's."""
         expected = (self.trained.manifest.get("encoder") or {}).get("weights_checksum")
-        if expected and self.encoder.checksum != expected:
-            raise EncoderWeightsError(f"Encoder weights {self.encoder.checksum[:12]} differ from the "
+        base = getattr(self.encoder, "base_checksum", self.encoder.checksum)  # a tuned encoder's trunk
+        if expected and base != expected:
+            raise EncoderWeightsError(f"Encoder weights {base[:12]} differ from the "
                                f"ones this model was trained with ({expected[:12]}).")
+        exit_flow = self.exit_flow
+        head = getattr(self.encoder, "head_checksum", None)
+        if (exit_flow.sha256 if exit_flow else None) != head:
+            raise EncoderWeightsError(
+                f"{self.trained.directory}: " + (f"reads its own exit flow ({exit_flow.sha256[:12]}), which "
+                                                 "this encoder does not run." if exit_flow else
+                                                 "reads the frozen encoder, not a tuned exit flow."))
 
     def features(self, image: ImageSource, name: str | None = None) -> np.ndarray:
         """Xception's (10, 10, 2048) float16 map of one photo (path, bytes or PIL image)."""
@@ -287,6 +312,18 @@ class Captioner:
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
+
+
+def model_exit_flow(trained):
+    """The tuned exit flow a model (or every member of an ensemble) reads, or None."""
+    members = getattr(trained, "members", None)
+    if not members:
+        return trained.exit_flow
+    flows = {m.exit_flow for m in members}
+    if len(flows) > 1:
+        raise ArtifactError(f"{trained.directory}: its members read different exit flows; an ensemble "
+                            "must share one encoder.")
+    return flows.pop()
 
 
 def load_captioner(model: str | None = None, **kwargs) -> Captioner:

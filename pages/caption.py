@@ -61,7 +61,10 @@ beams = sorted(beams)
 # The width the trust evidence searches at goes first: its search is then that evidence,
 # which the other widths reuse (captioner.api keeps it per photo).
 first = sorted(beams, key=lambda beam: beam != EVIDENCE_BEAM)
-results = {m.name: sorted(((beam, *app.timed_captions(m, encoded["features"], beam)) for beam in first), key=lambda r: r[0])
+# Models that share the default's encoder reuse its features; one with its own exit flow encodes once more.
+encodings = {m.name: encoded if m is default else app.encode_photo(m, photo, filename) for m in shown}
+results = {m.name: sorted(((beam, *app.timed_captions(m, encodings[m.name]["features"], beam)) for beam in first),
+                          key=lambda r: r[0])
            for m in shown}
 
 photo_col, timing_col = st.columns([2, 1], gap="large")
@@ -115,14 +118,14 @@ places = {m.name: st.container() if m in shown else st.empty() for m in models.v
 for m in shown:
     if m.has_attention:
         with places[m.name]:
-            explain.show_attention(m, encoded, {beam: captions[0] for beam, captions, _ in results[m.name]})
+            explain.show_attention(m, encodings[m.name], {beam: captions[0] for beam, captions, _ in results[m.name]})
 # and the beam-tree model chooser, shown side by side only, keeps its place when it is not.
 tree_model = shown[0]
 if len(shown) > 1:
     tree_model = models[st.selectbox("Search tree of", [m.name for m in shown], key="tree_model")]
 else:
     st.empty()
-explain.show_beam_trees(tree_model, encoded, beams)
+explain.show_beam_trees(tree_model, encodings[tree_model.name], beams)
 
 with st.expander("How to read this"):
     st.markdown(

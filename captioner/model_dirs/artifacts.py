@@ -154,6 +154,14 @@ def _rename_exchange(a: Path, b: Path) -> bool:
     return result == 0
 
 
+@dataclass(frozen=True)
+class ExitFlow:
+    """A model's tuned exit flow: its weights file, that file's sha256 and the trunk layer it reads."""
+    weights: Path
+    sha256: str
+    layer: str
+
+
 @dataclass
 class TrainedModel:
     """One trained decoder: its files read and checked. `numpy_decoder()` decodes with the
@@ -176,6 +184,18 @@ class TrainedModel:
             from captioner.decoders.registry import numpy_decoder_from_layers
             self._decoder = numpy_decoder_from_layers(self.layers, self.config)
         return self._decoder
+
+    @property
+    def exit_flow(self) -> ExitFlow | None:
+        """The model's own tuned exit flow (issue 24), or None: it reads the frozen encoder."""
+        sha = self.manifest.get("files", {}).get(HEAD_WEIGHTS)
+        if sha is None:
+            return None
+        layer = (self.manifest.get("exit_flow") or {}).get("layer")
+        if layer not in ("add_10", "add_11"):
+            raise ArtifactError(f"{self.directory / MANIFEST}: lists {HEAD_WEIGHTS} without the "
+                                f"layer it reads (exit_flow.layer add_10 or add_11).")
+        return ExitFlow(self.directory / HEAD_WEIGHTS, sha, layer)
 
     @property
     def model(self):

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from captioner.data.files import sha256_file
-from captioner.data.images import ENCODER_SIZE
 from captioner.vision.tf_setup import silenced
 from captioner.vision.encoder import (EXPECTED_CHECKSUM, EncoderWeightsError, cache_dir,
                                       pool)
@@ -64,12 +63,13 @@ def convert(keras_model, weights_checksum: str, target: Path | None = None, int8
     return target
 
 
-def verified_record(path: Path, verify_source: bool = True) -> dict:
-    """The conversion record of `path`, once the file's sha256 matches it."""
+def verified_record(path: Path, verify_source: bool = True, source: str = EXPECTED_CHECKSUM) -> dict:
+    """The conversion record of `path`, once the file's sha256 matches it (and, with
+    `verify_source`, once it says the file was converted from the weights `source`)."""
     record_path = _record_path(path)
     try:
         record = json.loads(record_path.read_text())
-        expected, source = record["sha256"], record["weights_checksum"]
+        expected, _ = record["sha256"], record["weights_checksum"]
     except (OSError, ValueError, KeyError, TypeError):
         raise EncoderWeightsError(f"{record_path}: missing or unreadable, so {path.name} cannot be "
                                   f"checked; {SETUP_HINT}.") from None
@@ -77,9 +77,10 @@ def verified_record(path: Path, verify_source: bool = True) -> dict:
     if actual != expected:
         raise EncoderWeightsError(f"{path}: sha256 {actual[:12]} is not the {expected[:12]} recorded when it "
                                   f"was converted (damaged or replaced); delete it and {SETUP_HINT}.")
-    if verify_source and source != EXPECTED_CHECKSUM:
-        raise EncoderWeightsError(f"{path}: converted from weights {source[:12]}, not the ImageNet "
-                                  f"weights {EXPECTED_CHECKSUM[:12]}; delete it and {SETUP_HINT}.")
+    if verify_source and record["weights_checksum"] != source:
+        what = "the ImageNet weights" if source == EXPECTED_CHECKSUM else "the weights expected"
+        raise EncoderWeightsError(f"{path}: converted from weights {record['weights_checksum'][:12]}, not "
+                                  f"{what} {source[:12]}; delete it and {SETUP_HINT}.")
     return record
 
 
@@ -97,14 +98,18 @@ class LiteEncoder:
     photo are interchangeable (they agree to about 1e-5, below float16's resolution)."""
     kind = "litert"
 
-    def __init__(self, path: str | os.PathLike | None = None, threads: int | None = None):
+    def __init__(self, path: str | os.PathLike | None = None, threads: int | None = None,
+                 source: str | None = None):
+        """`source`: the checksum the file must have been converted from (by default the
+        ImageNet weights', unless the file was named explicitly)."""
         explicit = path or os.environ.get("CAPTIONER_LITE_ENCODER") or None
         self.path = Path(explicit).expanduser() if explicit else cached_lite_path()
         if not self.path.is_file():
             raise EncoderWeightsError(f"No LiteRT encoder: {self.path} does not exist; {SETUP_HINT}, "
                                       "or copy the .tflite file and its .json record there from a "
                                       "machine that has run it.")
-        record = verified_record(self.path, verify_source=not explicit)
+        record = verified_record(self.path, verify_source=bool(source) or not explicit,
+                                 source=source or EXPECTED_CHECKSUM)
         self.checksum, self.source = record["weights_checksum"], f"{self.path} (LiteRT)"
         try:
             from ai_edge_litert.interpreter import Interpreter
@@ -117,6 +122,8 @@ class LiteEncoder:
                                                 num_threads=threads or default_threads())
                 self._input = self._interpreter.get_input_details()[0]["index"]
                 self._output = self._interpreter.get_output_details()[0]["index"]
+                # A photo (299, 299, 3) for the whole encoder or its trunk; a trunk's output for an exit flow.
+                self.input_shape = tuple(int(d) for d in self._interpreter.get_input_details()[0]["shape"][1:])
                 self._batch = 0
                 self._resize(1)
         except (RuntimeError, ValueError) as exc:
@@ -125,20 +132,20 @@ class LiteEncoder:
         self._lock = threading.Lock()
 
     def warm_up(self) -> None:
-        self.feature_maps(np.zeros((1, ENCODER_SIZE, ENCODER_SIZE, 3), dtype=np.float32))
+        self.feature_maps(np.zeros((1, *self.input_shape), dtype=np.float32))
 
     def _resize(self, batch: int) -> None:
         if batch != self._batch:
-            self._interpreter.resize_tensor_input(self._input, [batch, ENCODER_SIZE, ENCODER_SIZE, 3])
+            self._interpreter.resize_tensor_input(self._input, [batch, *self.input_shape])
             self._interpreter.allocate_tensors()
             self._batch = batch
 
     def feature_maps(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if batch.ndim == 3:
+        if batch.ndim == len(self.input_shape):
             batch = batch[None]
-        if batch.shape[1:] != (ENCODER_SIZE, ENCODER_SIZE, 3):
-            raise ValueError(f"expected photos of shape (n, {ENCODER_SIZE}, {ENCODER_SIZE}, 3), got {batch.shape}")
+        if batch.shape[1:] != self.input_shape:
+            raise ValueError(f"expected inputs of shape (n, {', '.join(map(str, self.input_shape))}), got {batch.shape}")
         with self._lock:
             self._resize(len(batch))
             self._interpreter.set_tensor(self._input, batch)

@@ -1,0 +1,152 @@
+"""A model directory that carries its own exit flow (issue 24): it loads, and encodes a photo
+as the Keras model it came from does, on TensorFlow and on LiteRT; a model without one reads
+the frozen encoder; and an encoder that does not run the model's exit flow is refused.
+
+Integration: the real ImageNet weights, with the exit flow moved off them by seeded noise so
+that a frozen map could not pass for a tuned one."""
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from captioner.vision.encoder import EXPECTED_CHECKSUM, EncoderWeightsError
+from conftest import require
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def real_cache():
+    """The real cache, with the trunk converted once (what `fetch-weights` does for tuned models)."""
+    from captioner.vision.encoder import cache_dir, cached_weights_path
+    from captioner.vision.exit_flow import trunk_encoder
+    require(cached_weights_path(), "Xception weights (run `make setup`)")
+    trunk_encoder("add_10")
+    return cache_dir()
+
+
+@pytest.fixture(scope="module")
+def cache(real_cache, tmp_path_factory):
+    """A cache of the tests' own, holding links to the real weights and trunk: the heads the
+    tests convert stay out of the real one."""
+    private = tmp_path_factory.mktemp("cache")
+    for path in real_cache.iterdir():
+        if path.is_file():
+            os.symlink(path, private / path.name)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CAPTIONER_CACHE_DIR", str(private))
+        patch.delenv("CAPTIONER_LITE_ENCODER", raising=False)
+        yield private
+
+
+@pytest.fixture(scope="module")
+def tuned(cache, tmp_path_factory):
+    """(model directory, the Keras model it was saved from) for a tiny tuned attention model."""
+    import keras
+    from captioner.data.text import Vocabulary
+    from captioner.model_dirs import artifacts
+    from captioner.training.checkpoint import new_model
+    from train_helper import TINY
+    vocab = Vocabulary.build(["a dog runs on the grass", "a man rides a bike"], 1)
+    config = dataclasses.replace(TINY, decoder="attention", finetune_encoder="exit_flow",
+                                 vocab_size=len(vocab))
+    keras.utils.set_random_seed(3)
+    model = new_model(config, 1e-3, tuned=True)
+    rng = np.random.default_rng(3)
+    model.exit_flow.set_weights([w * (1 + 0.2 * rng.standard_normal(w.shape)).astype(w.dtype) if w.ndim > 1 else w
+                                 for w in model.exit_flow.get_weights()])
+    info = {"decoder": "attention", "encoder": {"name": "xception", "weights_checksum": EXPECTED_CHECKSUM},
+            "exit_flow": {"layer": "add_10", "tuned_from_epoch": 1,
+                          "parameters": int(model.exit_flow.count_params())}}
+    out = artifacts.save_trained(tmp_path_factory.mktemp("models") / "attention", model, vocab, config,
+                                 [{"epoch": 1}], None, info)
+    return out, model
+
+
+@pytest.fixture(scope="module")
+def photos(shared_data):
+    from captioner.data.dataset import load_flickr8k
+    from captioner.data.images import load_image, prepare_for_encoder
+    data = load_flickr8k(shared_data)
+    return np.stack([prepare_for_encoder(load_image(data.image_path(n))) for n in data.images("test")[:3]])
+
+
+def keras_maps(model, photos):
+    """What training gives: the trunk's output as the cache holds it (float16), then the exit flow."""
+    from captioner.vision.encoder import load_cached_weights
+    from captioner.vision.exit_flow import trunk_and_head
+    trunk = trunk_and_head(load_cached_weights()[0])[0]
+    inner = np.asarray(trunk(photos, training=False)).astype(np.float16).astype(np.float32)
+    return np.asarray(model.exit_flow(inner, training=False)).astype(np.float16)
+
+
+def test_a_tuned_model_directory_encodes_as_its_keras_model(tuned, photos):
+    from captioner import Captioner
+    from captioner.model_dirs import artifacts
+    from captioner.model_dirs.catalog import convert_exit_flows
+    directory, model = tuned
+    trained = artifacts.load_trained(directory)
+    assert trained.exit_flow.layer == "add_10" and trained.exit_flow.weights.name == artifacts.HEAD_WEIGHTS
+    expected = keras_maps(model, photos)
+
+    on_tf = Captioner(trained, encoder_kind="tensorflow")
+    on_tf.check_encoder()
+    np.testing.assert_allclose(on_tf.encoder.feature_maps(photos).astype(np.float32),
+                               expected.astype(np.float32), atol=2e-3, rtol=2e-3)
+
+    with pytest.raises(EncoderWeightsError, match="LiteRT conversion .* is missing"):
+        Captioner(trained, encoder_kind="litert").encoder
+    assert convert_exit_flows(directory.parent)   # what `make setup` runs for trained/
+    on_lite = Captioner(trained, encoder_kind="litert")
+    on_lite.check_encoder()
+    lite = on_lite.encoder.feature_maps(photos).astype(np.float32)
+    # LiteRT and Keras agree to ~1e-5 in float32 per half (tests/test_litert.py); a value that
+    # sits on a float16 rounding boundary of the trunk's output may move one step, which the
+    # exit flow carries on (measured: at most 0.002, one float16 step, on values up to 5.8).
+    np.testing.assert_allclose(lite, expected.astype(np.float32), atol=0.01, rtol=2e-3)
+    assert np.corrcoef(lite.ravel(), expected.astype(np.float32).ravel())[0, 1] > 0.9999
+    from captioner.vision.litert import LiteEncoder
+    assert not np.allclose(LiteEncoder().feature_maps(photos[:1]).astype(np.float32), lite[:1], atol=0.05)
+    # Its maps are keyed apart from the frozen encoder's, so no cache mixes them.
+    assert on_lite.encoder.checksum not in (EXPECTED_CHECKSUM, on_lite.encoder.base_checksum)
+    assert on_lite.encoder.checksum == on_tf.encoder.checksum
+
+
+def test_an_encoder_without_the_models_exit_flow_is_refused(tuned, encoder):
+    from captioner import Captioner
+    from captioner.model_dirs import artifacts
+    trained = artifacts.load_trained(tuned[0])
+    with pytest.raises(EncoderWeightsError, match="reads its own exit flow"):
+        Captioner(trained, encoder=encoder).check_encoder()
+    with pytest.raises(EncoderWeightsError, match="has its own exit flow"):
+        Captioner(trained, encoder_weights="/somewhere/xception.weights.h5").encoder
+
+
+def test_a_head_converted_from_other_weights_is_refused(tuned, cache):
+    from captioner import Captioner
+    from captioner.model_dirs import artifacts
+    from captioner.model_dirs.catalog import convert_exit_flows
+    from captioner.vision.tuned_encoder import head_lite_path
+    trained = artifacts.load_trained(tuned[0])
+    convert_exit_flows(tuned[0].parent)
+    record = Path(str(head_lite_path(trained.exit_flow.sha256)) + ".json")
+    original = record.read_text()
+    try:
+        record.write_text(original.replace(trained.exit_flow.sha256, "0" * 64))
+        with pytest.raises(EncoderWeightsError, match="converted from weights 000000"):
+            Captioner(trained, encoder_kind="litert").encoder
+    finally:
+        record.write_text(original)
+
+
+def test_a_model_without_an_exit_flow_reads_the_frozen_encoder(encoder):
+    from captioner import Captioner
+    from conftest import trained_models
+    for name, directory in trained_models().items():
+        captioner = Captioner.load(directory, encoder=encoder)
+        assert captioner.exit_flow is None, name
+        captioner.check_encoder()   # the shared frozen encoder is the right one
+    fresh = Captioner.load(trained_models()["attention"])
+    assert fresh.encoder.checksum == EXPECTED_CHECKSUM and not hasattr(fresh.encoder, "head_checksum")
