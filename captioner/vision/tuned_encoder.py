@@ -115,3 +115,21 @@ def open_tuned_encoder(kind: str, head_weights: Path, head_sha256: str, split: s
         return lambda batch: run(tf.constant(batch)).numpy().astype(np.float16)
     return TunedEncoder(function(trunk_model), function(head_model), base.checksum, head_sha256,
                         "tensorflow", f"{base.source} + {head_weights} (TensorFlow)")
+
+
+def imagenet_split_encoder(split: str = "add_10") -> TunedEncoder:
+    """The trunk and the ImageNet exit flow as two LiteRT files: what a tuned model's encoder
+    costs (the same layers at other weights), for benchmarks/bench_decode.py. Converted once
+    into the cache (needs TensorFlow)."""
+    from captioner.vision.encoder import EXPECTED_CHECKSUM, load_cached_weights
+    from captioner.vision.exit_flow import trunk_and_head, trunk_encoder
+    from captioner.vision.litert import LiteEncoder, convert, verified_record
+    trunk = trunk_encoder(split)
+    path = cache_dir() / HEADS_DIR / f"imagenet-{split}.tflite"
+    try:
+        verified_record(path)
+    except EncoderWeightsError:
+        convert(trunk_and_head(load_cached_weights()[0], split)[1], EXPECTED_CHECKSUM, path)
+    head = LiteEncoder(path, source=EXPECTED_CHECKSUM)
+    return TunedEncoder(trunk.feature_maps, head.feature_maps, trunk.checksum, EXPECTED_CHECKSUM,
+                        "litert", f"{trunk.path} + {path} (LiteRT)")
