@@ -45,11 +45,16 @@ def show_caption_with_trust(caption) -> None:
     st.caption(trust.meaning + (" Why not higher: " + "; ".join(trust.reasons) + "." if trust.reasons else ""))
 
 
-def show_trust_problem(captioner) -> None:
-    """Say when captions come without trust (a model retrained since its estimate was fitted)."""
+def show_trust_problem(captioner, notes_shown: set | None = None) -> None:
+    """Say when captions come without trust (a model retrained since its estimate was fitted),
+    and otherwise which estimate reads them (with the training photos' captions or without)."""
     if captioner.trust_model is None:
         st.warning(f"**No trust estimate for the {captioner.name} model**: {captioner.trust_problem} "
                    "Judge its captions by the signals below.", icon="⚠️")
+    elif captioner.trust_note and captioner.trust_note not in (notes_shown or set()):
+        st.caption(f"Trust: {captioner.trust_note}")  # fixed text and paths: st.caption, no HTML
+        if notes_shown is not None:
+            notes_shown.add(captioner.trust_note)
 
 
 # -- "unlike the training photos" ------------------------------------------------------

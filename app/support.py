@@ -78,7 +78,8 @@ def _model_stamp(directory: Path) -> tuple:
 
 @st.cache_resource(show_spinner="Loading the caption model…", max_entries=1)
 def _load_captioner(directory: str, stamp: tuple) -> Captioner:
-    return Captioner.load(directory)
+    # Flickr8k's captions sharpen the trust estimate where the dataset and its index are here
+    return Captioner.load(directory, data_dir=default_data_dir())
 
 
 def load_captioner() -> tuple[Captioner | None, str | None]:
@@ -110,10 +111,10 @@ def _load_other(directory: str, stamp: tuple, name: str) -> Captioner:
     # The same Xception object as the default model's: one encoder pass serves both, unless
     # one of them has its own exit flow (issue 24).
     default = _load_captioner(directory, stamp)
-    other = (Captioner(default.members[name]) if name in default.members  # loaded already
-             else Captioner.load(directory, name=name))
+    other = (Captioner(default.members[name], data_dir=default.data_dir) if name in default.members  # loaded already
+             else Captioner.load(directory, name=name, data_dir=default.data_dir))
     if other.exit_flow == default.exit_flow:
-        other = Captioner(other.trained, encoder=default.encoder)
+        other = Captioner(other.trained, encoder=default.encoder, data_dir=default.data_dir)
     return other
 
 

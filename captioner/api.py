@@ -43,7 +43,8 @@ RECENT_SEARCHES = 16   # photos whose trust-evidence searches are kept (a few KB
 
 class Captioner:
     def __init__(self, trained: TrainedModel | TrainedEnsemble, encoder: Encoder | None = None,
-                 encoder_weights: str | os.PathLike | None = None, encoder_kind: str | None = None):
+                 encoder_weights: str | os.PathLike | None = None, encoder_kind: str | None = None,
+                 data_dir: str | os.PathLike | None = None):
         self.trained = trained
         self.config = trained.config
         self.vocab = trained.vocab
@@ -58,17 +59,23 @@ class Captioner:
         self._centroids: np.ndarray | None = None
         self.trust_problem: str | None = None   # why captions carry no trust estimate
         self._trust_loaded = False
+        # Flickr8k, whose training captions sharpen the trust estimate (trust/consensus.py)
+        self.data_dir = data_dir if data_dir is not None else os.environ.get("CAPTIONER_DATA_DIR") or None
+        self._consensus = None
+        self.trust_note: str | None = None      # which estimate is in use, and how to sharpen it
         self._recent_searches: OrderedDict = OrderedDict()   # photo digest -> its evidence searches
         self._evidence_lock = threading.Lock()
 
     @classmethod
     def load(cls, directory: str | os.PathLike | None = None, name: str | None = None,
              encoder: Encoder | None = None, encoder_weights: str | os.PathLike | None = None,
-             encoder_kind: str | None = None) -> "Captioner":
+             encoder_kind: str | None = None, data_dir: str | os.PathLike | None = None) -> "Captioner":
         """Model `name` ("merge", "attention", "ensemble") from `directory` (default trained/),
         or the one with the best test CIDEr; `directory` may also be one model's own directory.
         `encoder_kind` is "litert" (the default, no TensorFlow) or "tensorflow"
-        (vision/engines.py); `encoder` is an encoder already built.
+        (vision/engines.py); `encoder` is an encoder already built. `data_dir` (default
+        $CAPTIONER_DATA_DIR) is Flickr8k: with it and its nearest-photo index (`index-dataset`)
+        the trust estimate also reads the nearest training photos' captions.
         Without a name, a best model that cannot be loaded (a damaged member of the ensemble)
         gives way to the next best, and `passed_over` says why; if none loads, the best's
         error is raised."""
@@ -81,7 +88,7 @@ class Captioner:
                     raise
                 errors.append(exc)
                 continue
-            captioner = cls(trained, encoder, encoder_weights, encoder_kind)
+            captioner = cls(trained, encoder, encoder_weights, encoder_kind, data_dir)
             captioner.passed_over = [str(e) for e in errors]
             return captioner
         raise errors[0]
@@ -226,17 +233,44 @@ class Captioner:
 
     @property
     def trust_model(self) -> TrustModel | None:
-        """This model's trust estimate (trained/trust.json), or None with `trust_problem` set."""
+        """This model's trust estimate (trained/trust.json), or None with `trust_problem` set:
+        the one that reads the nearest training photos' captions where Flickr8k and its index
+        are at hand, else the one every install can use (`trust_note` says which, and why)."""
         if not self._trust_loaded:
-            try:
-                path = self._familiarity_path()
-                self._trust = load_estimate(self.model_root, self.name, model_weights(self.trained),
-                                            sha256_file(path))
-                self._trust_centroids()
-            except (TrustError, ArtifactError, OSError, KeyError, ValueError) as exc:
-                self._trust, self.trust_problem = None, str(exc)
-            self._trust_loaded = True
+            with self._evidence_lock:
+                if not self._trust_loaded:
+                    self._load_trust()
         return self._trust
+
+    def _load_trust(self) -> None:
+        try:
+            path = self._familiarity_path()
+            args = (self.model_root, self.name, model_weights(self.trained), sha256_file(path))
+            self._trust = self._trust_with_consensus(args) or load_estimate(*args)
+            self._trust_centroids()
+        except (TrustError, ArtifactError, OSError, KeyError, ValueError) as exc:
+            self._trust, self.trust_problem = None, str(exc)
+        self._trust_loaded = True
+
+    def _trust_with_consensus(self, args: tuple) -> TrustModel | None:
+        """The estimate that reads consensus, with the Consensus it reads; None (and why, in
+        `trust_note`) when Flickr8k, its index or that estimate is missing."""
+        from captioner.trust.consensus import Consensus
+        how = "set CAPTIONER_DATA_DIR to Flickr8k and run `python -m captioner index-dataset`"
+        if not self.data_dir:
+            self.trust_note = f"Read without the training photos' captions (no Flickr8k here: {how} to sharpen it)."
+            return None
+        try:
+            consensus = Consensus.from_dataset(self.encoder.checksum, self.data_dir)
+            estimate = load_estimate(*args, consensus_names_sha256=consensus.digest)
+        except Exception as exc:  # no index, no dataset, an estimate fitted over other photos
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self.trust_note = f"Read without the training photos' captions ({first}; {how} to sharpen it)."
+            return None
+        self._consensus = consensus
+        self.trust_note = (f"Read with the captions of the {consensus.neighbours} most similar training "
+                           "photos, too.")
+        return estimate
 
     def _trust_centroids(self) -> np.ndarray:
         """The training-photo centroids the evidence reads (loaded once; fit_trust.py reads
@@ -258,7 +292,9 @@ class Captioner:
                  searched: list[list[Caption]] | None = None) -> list[list]:
         """What each shown caption's trust is read from (captioner.trust.signals.Evidence), one
         list per photo of `features`."""
-        return trust_evidence.gather(self._trust_centroids(), features, shown, self._searches(features, searched))
+        consensus = self._consensus if self.trust_model is not None and "consensus" in self.trust_model.signals else None
+        return trust_evidence.gather(self._trust_centroids(), features, shown, self._searches(features, searched),
+                                     consensus)
 
     def _searches(self, features: np.ndarray, searched: list[list[Caption]] | None) -> list:
         """Each photo's evidence searches, from the last few photos' when they are among them:

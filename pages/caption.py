@@ -76,8 +76,9 @@ with timing_col:
     st.caption("Features reused, not encoded again." if encoded["reused"] else "Encoded just now.")
     st.metric("Decoding, all widths", f"{sum(ms for r in results.values() for _, _, ms in r):.0f} ms")
     st.caption(f"Photo: {width}×{height} px")
+notes_shown: set = set()  # the models usually share one note: say it once
 for m in shown:
-    explain.show_trust_problem(m)
+    explain.show_trust_problem(m, notes_shown)
 explain.show_familiarity(default, encoded)
 
 

@@ -60,6 +60,8 @@ st.dataframe(table, hide_index=True, row_height=90, column_config={
 })
 if model.trust_model is None:
     st.warning(f"These captions carry no trust estimate: {model.trust_problem}", icon="⚠️")
+elif model.trust_note:
+    st.caption(f"Trust: {model.trust_note}")
 
 records = to_records(results, model.name, beam)
 left, right = st.columns(2)

@@ -102,7 +102,7 @@ def test_a_self_critical_epoch_gives_the_step_the_teacher_on_each_sampled_word()
     from types import SimpleNamespace
 
     from captioner.training.caption_set import CaptionSet
-    from captioner.training.cider import CiderD
+    from captioner.evaluation.cider import CiderD
     from captioner.decoders.registry import keras_inputs
     from captioner.training.distillation import Teacher
     from captioner.training.self_critical import scst_epoch

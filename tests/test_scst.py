@@ -3,7 +3,7 @@ moves probability toward samples that beat their baseline."""
 import numpy as np
 import pytest
 
-from captioner.training.cider import CiderD
+from captioner.evaluation.cider import CiderD
 
 
 def corpus(seed: int, n_images: int = 30):

@@ -128,3 +128,63 @@ def test_min_trust_keeps_what_reaches_it_and_says_why_it_withheld_the_rest():
     kept, why = keep_trusted([guess], 0.5)
     assert kept == [] and why == ("withheld: trust 0.05 (likely wrong: the photo is unlike the training "
                                   "photos), below --min-trust 0.5")
+
+
+# -- consensus: the nearest training photos' captions ---------------------------------------
+def tiny_consensus(neighbours: int = 2):
+    """Four 'training photos' along two directions: dogs on grass, and people in a city."""
+    from captioner.explain.neighbours import NeighbourIndex
+    from captioner.trust.consensus import Consensus
+    vectors = np.array([[1, 0.1, 0], [1, 0, 0.1], [0, 1, 0.1], [0.1, 1, 0]], np.float32)
+    captions = {"dog1.jpg": ["A dog runs on the grass .", "a brown dog running on grass"],
+                "dog2.jpg": ["a dog plays in the green grass", "The dog runs across a field"],
+                "city1.jpg": ["people walk down a busy city street", "a crowd on a street"],
+                "city2.jpg": ["a man walks on a city street", "people crossing the street"]}
+    return Consensus(NeighbourIndex.from_vectors(list(captions), vectors), captions, neighbours)
+
+
+def maps_along(*directions) -> np.ndarray:
+    """(n, 10, 10, 3) maps whose pooled vectors point along `directions`."""
+    return np.stack([np.broadcast_to(np.asarray(d, np.float32), (10, 10, 3)) for d in directions])
+
+
+def test_consensus_is_how_well_a_caption_agrees_with_the_nearest_photos_captions():
+    consensus = tiny_consensus()
+    dog, city = maps_along([1, 0, 0]), maps_along([0, 1, 0])
+    [[right, wrong]] = consensus.scores(dog, [["a dog runs on the grass", "people walk down a city street"]])
+    assert right > 0.5 > wrong >= 0.0
+    # the same caption agrees with a city photo's neighbours, not with a dog photo's
+    assert consensus.scores(city, [["people walk down a city street"]])[0][0] > wrong
+    assert set(consensus.names[i] for i in consensus.nearest(dog)[0]) == {"dog1.jpg", "dog2.jpg"}
+    shown = caption("a dog runs on the grass")
+    assert signals(Evidence(shown, [shown], [], np.array([0.5]), right))["consensus"] == right
+    assert "consensus" not in signals(Evidence(shown, [shown], [], np.array([0.5])))
+
+
+def test_consensus_refuses_an_index_of_photos_the_dataset_does_not_caption():
+    from captioner.explain.neighbours import NeighbourIndex
+    from captioner.trust.consensus import Consensus
+    with pytest.raises(ValueError, match="no captions for 1 of the index's 2 photos"):
+        Consensus(NeighbourIndex.from_vectors(["a.jpg", "b.jpg"], np.eye(2, dtype=np.float32)),
+                  {"a.jpg": ["a dog"]})
+
+
+def test_the_estimate_that_reads_consensus_is_kept_apart_and_refused_over_other_photos(tmp_path):
+    rng = np.random.default_rng(6)
+    photos = synthetic_photos(2000, rng)
+    for v in photos.values:
+        v["consensus"] = v["log_prob"] + rng.normal(scale=0.5)
+    basic = fitted(rng, photos)
+    sharper = fit.fit("merge", {"merge": "w" * 64}, "f" * 64, photos, np.ones(len(photos)),
+                      basic.signals + ["consensus"], 0.6, "test", CUTOFFS)
+    consensus = tiny_consensus()
+    sharper.consensus = {"neighbours": 2, "photos": 4, "names_sha256": consensus.digest}
+    save_estimates(tmp_path, {"merge": basic}, with_consensus={"merge": sharper})
+    args = (tmp_path, "merge", {"merge": "w" * 64}, "f" * 64)
+    assert load_estimate(*args) == basic
+    assert load_estimate(*args, consensus_names_sha256=consensus.digest) == sharper
+    with pytest.raises(TrustError, match="fitted over 4 other training photos"):
+        load_estimate(*args, consensus_names_sha256="0" * 64)
+    save_estimates(tmp_path, {"merge": basic})
+    with pytest.raises(TrustError, match="no trust estimate that reads the training photos' captions"):
+        load_estimate(*args, consensus_names_sha256=consensus.digest)

@@ -7,7 +7,10 @@ For each model (merge, attention, ensemble), at the app's beam width:
   1. caption the Flickr8k validation and test photos and the everyday photos, and read each
      caption's signals (captioner/trust/signals.py) and its per-photo CIDEr-D;
   2. fit on Flickr8k validation and one fixed half of the everyday photos (by a hash of the
-     file name), each source weighing the same;
+     file name), each source weighing the same, two estimates: one from the signals every
+     install has, and a sharper one that also reads consensus, the caption's agreement with
+     the captions of the most similar training photos (captioner/trust/consensus.py), which
+     serving reads where Flickr8k and its nearest-photo index are at hand;
   3. measure on the Flickr8k test split and the other, held-out half, and on synthetic images
      (blank, black, one colour, noise, one pixel), which must come out "likely wrong";
   4. write trained/trust.json atomically: the estimates, what "right" means, every held-out
@@ -84,6 +87,15 @@ def collect(captioner, maps: np.ndarray, names: list[str], references: dict | No
     return photos, captions
 
 
+def with_consensus(photos, captions: list[str], maps: np.ndarray, consensus):
+    """`photos` with each caption's consensus among its signals (a few seconds a split)."""
+    from captioner.trust.fit import Photos
+    agreement = [a[0] for start in range(0, len(captions), BATCH)
+                 for a in consensus.scores(maps[start:start + BATCH], [[c] for c in captions[start:start + BATCH]])]
+    values = [dict(v, consensus=a) for v, a in zip(photos.values, agreement)]
+    return Photos(photos.names, values, photos.similarity, photos.cider, photos.group)
+
+
 def held_out(name: str) -> bool:
     """The fixed half of the everyday photos that no estimate is fitted on."""
     return hashlib.sha256(name.encode()).digest()[0] % 2 == 1
@@ -112,6 +124,8 @@ def main(argv=None) -> int:
         from captioner.data.images import prepare_for_encoder
         from captioner.evaluation.metrics import coco_scores
         from captioner.explain.familiarity import find
+        from captioner.explain.index import neighbour_index
+        from captioner.trust.consensus import Consensus
         from captioner.data.files import sha256_file
         from captioner.model_dirs.catalog import available_models
         from captioner.training.progress import log
@@ -140,6 +154,7 @@ def main(argv=None) -> int:
         synthetic = synthetic_images()
         maps["synthetic"] = encoder.feature_maps(np.stack([prepare_for_encoder(i) for i in synthetic.values()]))
         names = {**sets, "coco": coco_names, "synthetic": list(synthetic)}
+        consensus = Consensus(neighbour_index(data, encoder), data.captions)
         references = {"val": {n: data.captions[n] for n in sets["val"]},
                       "test": {n: data.captions[n] for n in sets["test"]},
                       "coco": {n: everyday.captions[n] for n in coco_names}, "synthetic": None}
@@ -155,44 +170,52 @@ def main(argv=None) -> int:
         log(f"right: per-photo CIDEr-D >= {threshold} ({why})")
 
         cutoffs = {LIKELY_RIGHT: args.likely_right, UNSURE: args.unsure}
-        estimates, report = {}, {}
+        estimates, sharper, report = {}, {}, {}
         evidence_dir = cache_dir() / "trust"
         for name in available_models(root):
-            captioner = Captioner.load(root, name, encoder=encoder)
-            found = {split: collect(captioner, maps[split], names[split], references[split], split,
-                                    familiarity_sha, evidence_dir)[0] for split in names}
+            captioner = Captioner.load(root, name, encoder=encoder, data_dir="")
+            found = {}
+            for split in names:
+                photos, captions = collect(captioner, maps[split], names[split], references[split], split,
+                                           familiarity_sha, evidence_dir)
+                found[split] = with_consensus(photos, captions, maps[split], consensus)
             coco_held = np.array([held_out(n) for n in found["coco"].names])
             fit_on, row_weights = fit.join(found["val"], found["coco"].take(~coco_held))
             chosen = ["log_prob", "weakest_word", "beam_agreement", "familiarity", "photo_kind"]
             if captioner.members:
                 chosen.insert(3, "member_agreement")
-            estimate = fit.fit(captioner.name, model_weights(captioner.trained), familiarity_sha, fit_on, row_weights,
-                               chosen, threshold, why, cutoffs)
-            figures = {"flickr8k_test": fit.measure(estimate, found["test"]),
-                       "everyday_held_out": fit.measure(estimate, found["coco"].take(coco_held))}
-            trust, _ = fit.scores_of(estimate, found["synthetic"])
-            figures["synthetic"] = {n: {"trust": round(float(t), 3), "verdict": estimate.verdict(t)}
-                                    for n, t in zip(names["synthetic"], trust)}
-            estimate.fitted.update({"fitted_on": {"flickr8k_val": len(found["val"]),
-                                                  "everyday_fit_half": int((~coco_held).sum())},
-                                    "everyday_folder": str(args.everyday), "beam": captioner.config.default_beam,
-                                    "held_out": figures})
-            # keyed as the Captioner looks it up: by what the model is, not its folder's name
-            estimates[captioner.name], report[captioner.name] = estimate, (found, coco_held)
-            for where, f in figures.items():
-                if where != "synthetic":
-                    e = f["estimate"]
-                    log(f"{name} {where}: Spearman {e['spearman']:.3f}, top 30% CIDEr {e['top30_cider']:.3f}, "
-                        f"bottom 40% {e['bottom40_cider']:.3f}; verdicts {f['verdicts']}")
-            log(f"{name} synthetic: {figures['synthetic']}")
+            for variant, signals, into in (("without", chosen, estimates), ("with consensus", chosen + ["consensus"], sharper)):
+                estimate = fit.fit(captioner.name, model_weights(captioner.trained), familiarity_sha, fit_on,
+                                   row_weights, signals, threshold, why, cutoffs)
+                if "consensus" in signals:
+                    estimate.consensus = {"neighbours": consensus.neighbours, "photos": len(consensus.names),
+                                          "names_sha256": consensus.digest}
+                figures = {"flickr8k_test": fit.measure(estimate, found["test"]),
+                           "everyday_held_out": fit.measure(estimate, found["coco"].take(coco_held))}
+                trust, _ = fit.scores_of(estimate, found["synthetic"])
+                figures["synthetic"] = {n: {"trust": round(float(t), 3), "verdict": estimate.verdict(t)}
+                                        for n, t in zip(names["synthetic"], trust)}
+                estimate.fitted.update({"fitted_on": {"flickr8k_val": len(found["val"]),
+                                                      "everyday_fit_half": int((~coco_held).sum())},
+                                        "everyday_folder": str(args.everyday), "beam": captioner.config.default_beam,
+                                        "held_out": figures})
+                # keyed as the Captioner looks it up: by what the model is, not its folder's name
+                into[captioner.name] = estimate
+                for where, f in figures.items():
+                    if where != "synthetic":
+                        e = f["estimate"]
+                        log(f"{name} ({variant}) {where}: Spearman {e['spearman']:.3f}, top 30% CIDEr "
+                            f"{e['top30_cider']:.3f}, bottom 40% {e['bottom40_cider']:.3f}; verdicts {f['verdicts']}")
+                log(f"{name} ({variant}) synthetic: {figures['synthetic']}")
+            report[captioner.name] = (found, coco_held)
         path = save_estimates(root, estimates, {"right": {"metric": "per-photo CIDEr-D at or above",
-                                                          "threshold": threshold, "why": why}})
+                                                          "threshold": threshold, "why": why}}, sharper)
         log(f"wrote {path}")
         if args.figure:
             from captioner.trust.figures import trust_figure
             default = Captioner.load(root, encoder=encoder).name
             found, coco_held = report[default]
-            out = trust_figure(estimates[default], {"Flickr8k test": found["test"],
+            out = trust_figure(sharper[default], {"Flickr8k test": found["test"],
                                                     f"{everyday.name}, held-out half": found["coco"].take(coco_held)},
                                args.figure)
             log(f"wrote {out}")

@@ -174,35 +174,37 @@ def everyday_table(models: list[Model]) -> str:
 TRUST_SETS = (("flickr8k_test", "Flickr8k test"), ("everyday_held_out", "everyday, held-out half"))
 
 
-def _trust_estimates(models: list[Model]) -> dict:
+# trust.json's two estimates per model (trust/estimate.py), as the tables name them
+TRUST_VARIANTS = (("with_consensus", "with the training captions"), ("models", "without"))
+
+
+def _trust_estimates(models: list[Model], variant: str = "models") -> dict:
     path = models[0].directory.parent / "trust.json"
-    return (read_json(path).get("models") or {}) if path.is_file() else {}
+    return (read_json(path).get(variant) or {}) if path.is_file() else {}
 
 
 def trust_table(models: list[Model]) -> str:
-    """How well each model's trust estimate ranks and sorts captions on photos it was not fitted on."""
-    estimates = _trust_estimates(models)
-    if not estimates:
-        return "(not measured: run `make trust`)"
-    rows = ["| model | photos | Spearman with per-photo CIDEr | mean CIDEr of the 30% most trusted | "
-            "of the 40% least trusted | all | likely right | unsure | likely wrong |", "|" + "---|" * 9]
+    """How well each model's trust estimates rank and sort captions on photos they were not fitted on."""
+    rows = ["| model | estimate | photos | Spearman with per-photo CIDEr | mean CIDEr of the 30% most trusted | "
+            "of the 40% least trusted | all | likely right | unsure | likely wrong |", "|" + "---|" * 10]
     for m in models:
-        held = (estimates.get(m.name) or {}).get("fitted", {}).get("held_out")
-        if not held:
-            continue
-        for key, label in TRUST_SETS:
-            f = held[key]
-            e, v = f["estimate"], f["verdicts"]
-            name = f"**{m.name}**" if m.default else m.name
-            rows.append(f"| {name}, {label} | {f['photos']} | **{e['spearman']:.2f}** | **{e['top30_cider']:.3f}** | "
-                        f"**{e['bottom40_cider']:.3f}** | {f['mean_cider']:.3f} | {_share(v['likely right'])} | "
-                        f"{_share(v['unsure'])} | {_share(v['likely wrong'])} |")
-    return "\n".join(rows)
+        for variant, variant_label in TRUST_VARIANTS:
+            held = (_trust_estimates(models, variant).get(m.name) or {}).get("fitted", {}).get("held_out")
+            if not held:
+                continue
+            for key, label in TRUST_SETS:
+                f = held[key]
+                e, v = f["estimate"], f["verdicts"]
+                name = f"**{m.name}**" if m.default else m.name
+                rows.append(f"| {name}, {label} | {variant_label} | {f['photos']} | **{e['spearman']:.2f}** | "
+                            f"**{e['top30_cider']:.3f}** | **{e['bottom40_cider']:.3f}** | {f['mean_cider']:.3f} | "
+                            f"{_share(v['likely right'])} | {_share(v['unsure'])} | {_share(v['likely wrong'])} |")
+    return "\n".join(rows) if len(rows) > 2 else "(not measured: run `make trust`)"
 
 
 def trust_signals_table(models: list[Model]) -> str:
-    """What each signal of the default model's estimate does alone, and the synthetic images."""
-    estimates = _trust_estimates(models)
+    """What each signal of the default model's sharper estimate does alone, and the synthetic images."""
+    estimates = _trust_estimates(models, "with_consensus") or _trust_estimates(models)
     default = next((m for m in models if m.default and m.name in estimates), None)
     if default is None:
         return "(not measured: run `make trust`)"

@@ -43,6 +43,24 @@ def split_vectors(paths: list[Path], encoder, bar) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 2048), np.float32)
 
 
+def neighbour_index(dataset, encoder, progress: bool = True, cache_root: Path | None = None) -> NeighbourIndex:
+    """The nearest-photo index of the training split, from the cache when it holds exactly
+    those photos, else built from the feature cache and saved there (the trust estimate's
+    consensus reads it; `index_dataset` below rebuilds it with the centroids)."""
+    names = dataset.images("train")
+    path = index_path(encoder.checksum, cache_root)
+    if path.is_file():
+        found = NeighbourIndex.load(path)
+        if found.names == list(names):
+            return found
+    from tqdm import tqdm
+    with tqdm(total=len(names), desc="Reading training photo features", unit="img", disable=not progress,
+              file=sys.stderr, dynamic_ncols=True) as bar:
+        index = NeighbourIndex.from_vectors(names, split_vectors([dataset.image_path(n) for n in names], encoder, bar))
+    index.save(path)
+    return index
+
+
 def index_dataset(data_dir, out_dir, encoder, clusters: int = fam.DEFAULT_CLUSTERS,
                   percentile: float = fam.DEFAULT_PERCENTILE, progress: bool = True,
                   cache_root: Path | None = None) -> IndexSummary:

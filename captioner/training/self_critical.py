@@ -18,7 +18,7 @@ import numpy as np
 
 from captioner.training.run import SIMILAR_PHOTOS, Run
 from captioner.training.caption_set import CaptionSet
-from captioner.training.cider import CiderD
+from captioner.evaluation.cider import CiderD
 from captioner.decoders.registry import numpy_decoder
 from captioner.decoding.search import sample_captions
 from captioner.data.text import Vocabulary, clean_caption

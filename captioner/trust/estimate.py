@@ -34,7 +34,12 @@ REASONS = {
     "member_agreement": "the ensemble's two decoders disagree",
     "familiarity": "the photo is unlike the training photos",
     "photo_kind": "the model often gets photos like this one wrong",
+    "consensus": "people described the most similar training photos differently",
 }
+# trust.json holds two estimates per model: "models", from signals every install has, and
+# "with_consensus", which also reads the nearest training photos' captions (consensus.py) and
+# is used where Flickr8k and its nearest-photo index are at hand.
+BASIC, WITH_CONSENSUS = "models", "with_consensus"
 
 
 class TrustError(ArtifactError):
@@ -75,6 +80,7 @@ class TrustModel:
     cutoffs: dict                           # {"likely right": p, "unsure": p}: p at or above each
     fitted: dict = field(default_factory=dict)     # what it was fitted on, and held-out figures
     format: int = FORMAT
+    consensus: dict = field(default_factory=dict)  # {"neighbours", "photos", "names_sha256"} if it reads it
 
     def values(self, evidence: Evidence) -> dict[str, float]:
         found = signals(evidence)
@@ -142,24 +148,34 @@ def weights_on_disk(model_root: Path, names: list[str]) -> dict[str, str | None]
     return found
 
 
-def save_estimates(model_root: str | os.PathLike, estimates: dict[str, TrustModel], extra: dict | None = None) -> Path:
+def save_estimates(model_root: str | os.PathLike, estimates: dict[str, TrustModel], extra: dict | None = None,
+                   with_consensus: dict[str, TrustModel] | None = None) -> Path:
     path = Path(model_root) / FILE
-    write_json_atomic(path, {"format": FORMAT, "models": {n: e.to_json() for n, e in estimates.items()},
+    write_json_atomic(path, {"format": FORMAT, BASIC: {n: e.to_json() for n, e in estimates.items()},
+                             WITH_CONSENSUS: {n: e.to_json() for n, e in (with_consensus or {}).items()},
                              **(extra or {})})
     return path
 
 
 def load_estimate(model_root: str | os.PathLike, name: str, weights: dict[str, str],
-                  familiarity_sha256: str | None) -> TrustModel:
-    """The estimate fitted for model `name` with exactly these weights; TrustError otherwise."""
+                  familiarity_sha256: str | None, consensus_names_sha256: str | None = None) -> TrustModel:
+    """The estimate fitted for model `name` with exactly these weights; TrustError otherwise.
+    With `consensus_names_sha256` (the training photos a Consensus reads), the estimate that
+    reads consensus, fitted over exactly those photos."""
     path = Path(model_root) / FILE
     if not path.is_file():
         raise TrustError(f"{path}: no trust estimate; fit one with `make trust`.")
     data = read_json(path)
-    entry = (data.get("models") or {}).get(name) if isinstance(data, dict) else None
+    variant = WITH_CONSENSUS if consensus_names_sha256 else BASIC
+    entry = (data.get(variant) or {}).get(name) if isinstance(data, dict) else None
     if entry is None:
-        raise TrustError(f"{path}: no trust estimate for the {name} model; {REFIT}.")
+        what = "that reads the training photos' captions " if consensus_names_sha256 else ""
+        raise TrustError(f"{path}: no trust estimate {what}for the {name} model; {REFIT}.")
     estimate = TrustModel.from_json(entry, str(path))
+    if consensus_names_sha256 and estimate.consensus.get("names_sha256") != consensus_names_sha256:
+        raise TrustError(f"{path}: the estimate that reads the training photos' captions was fitted over "
+                         f"{estimate.consensus.get('photos', '?')} other training photos than the "
+                         f"nearest-photo index holds; {REFIT}.")
     changed = sorted(n for n in set(weights) | set(estimate.weights_sha256)
                      if weights.get(n) != estimate.weights_sha256.get(n))
     if changed:

@@ -36,8 +36,13 @@ def search(decoder, vocab, max_length: int, alpha: float, members: list[tuple[ob
 
 
 def gather(centroids: np.ndarray, features: np.ndarray, shown: list[list[Caption]],
-           searches: list[Searched]) -> list[list[Evidence]]:
-    """Evidence for every caption of `shown` (one list per photo of `features`)."""
+           searches: list[Searched], consensus=None) -> list[list[Evidence]]:
+    """Evidence for every caption of `shown` (one list per photo of `features`); with
+    `consensus` (a trust.consensus.Consensus), each caption's agreement with the nearest
+    training photos' captions too."""
     similarity = unit_rows(pooled(features)) @ centroids.T
-    return [[Evidence(caption, searches[i].alternatives, searches[i].members, similarity[i]) for caption in captions]
+    agreement = (consensus.scores(features, [[c.text for c in captions] for captions in shown])
+                 if consensus is not None else [[None] * len(captions) for captions in shown])
+    return [[Evidence(caption, searches[i].alternatives, searches[i].members, similarity[i], agreement[i][j])
+             for j, caption in enumerate(captions)]
             for i, captions in enumerate(shown)]

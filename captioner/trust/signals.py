@@ -2,9 +2,10 @@
 
 Every signal is oriented so that higher means "more likely right". They are cheap: the
 caption's own word probabilities, the other captions of a beam-3 search of the same photo,
-an ensemble's members' own captions, and the photo's similarity to the training photos'
-centroids (explain/familiarity.py), all of which captioning has at hand or gets in a few
-milliseconds.
+an ensemble's members' own captions, the photo's similarity to the training photos'
+centroids (explain/familiarity.py), and, where Flickr8k is at hand, the caption's agreement
+with the captions of the most similar training photos (consensus.py), all of which
+captioning has at hand or gets in a few milliseconds.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ SIGNALS = {
     "member_agreement": "how many of its content words the ensemble's members' own captions share",
     "familiarity": "the photo's cosine similarity to the nearest training-photo centroid",
     "photo_kind": "how well the model captions photos that resemble the same training photos",
+    "consensus": "its CIDEr-D against the captions of the 10 most similar training photos",
 }
 EVIDENCE_BEAM = 3  # the alternatives and the members' captions come from a beam-3 search
 
@@ -35,6 +37,7 @@ class Evidence:
     alternatives: list[Caption]                # the beam-3 search's finished captions of the photo
     member_captions: list[Caption] = field(default_factory=list)   # an ensemble's members' own
     centroid_similarity: np.ndarray | None = None                  # (k,) cosine to each centroid
+    consensus: float | None = None   # agreement with the nearest training photos' captions (consensus.py)
 
 
 def content_words(text: str) -> set[str]:
@@ -84,4 +87,6 @@ def signals(evidence: Evidence) -> dict[str, float]:
         out["member_agreement"] = word_agreement(text, [c.text for c in evidence.member_captions])
     if evidence.centroid_similarity is not None:
         out["familiarity"] = float(np.max(evidence.centroid_similarity))
+    if evidence.consensus is not None:
+        out["consensus"] = float(evidence.consensus)
     return {k: (v if math.isfinite(v) else -50.0) for k, v in out.items()}

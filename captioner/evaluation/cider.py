@@ -5,7 +5,9 @@ length penalty with sigma 6, x10), including its quirk of measuring length in bi
 reward here means what a reported CIDEr means; tests check the two agree. pycocoevalcap
 recomputes the n-gram statistics of every reference on every call; self-critical training
 scores about 30,000 sampled captions an epoch against the same references, so here the
-document frequencies and each reference's tf-idf vector are computed once.
+document frequencies are computed once, and each reference's tf-idf vector once, when first
+scored against (the trust estimate's consensus reads ten photos' references per caption,
+never all 6,000).
 """
 from __future__ import annotations
 
@@ -27,12 +29,19 @@ class CiderD:
         """`references`: space-separated token strings per key, the corpus whose document
         frequencies weigh n-grams (for training rewards: the training references)."""
         self.n, self.sigma = n, sigma
-        cooked = {key: [ngram_counts(r.split(), n) for r in refs] for key, refs in references.items()}
+        self.references = references
         self.document_frequency: Counter = Counter()
-        for refs in cooked.values():
-            self.document_frequency.update({g for ref in refs for g in ref})
-        self.ref_len = math.log(float(len(cooked)))
-        self.reference_vectors = {key: [self._vector(ref) for ref in refs] for key, refs in cooked.items()}
+        for refs in references.values():
+            self.document_frequency.update({g for ref in refs for g in ngram_counts(ref.split(), n)})
+        self.ref_len = math.log(float(len(references)))
+        self._reference_vectors: dict = {}
+
+    def reference_vectors(self, key: str) -> list:
+        found = self._reference_vectors.get(key)
+        if found is None:
+            found = self._reference_vectors[key] = [self._vector(ngram_counts(r.split(), self.n))
+                                                     for r in self.references[key]]
+        return found
 
     def _vector(self, counts: Counter):
         vec = [{} for _ in range(self.n)]
@@ -50,7 +59,7 @@ class CiderD:
     def score(self, key: str, candidate: str) -> float:
         """CIDEr-D of one candidate against the references of `key`."""
         vec, norm, length = self._vector(ngram_counts(candidate.split(), self.n))
-        refs = self.reference_vectors[key]
+        refs = self.reference_vectors(key)
         total = 0.0
         for ref_vec, ref_norm, ref_length in refs:
             penalty = math.exp(-((length - ref_length) ** 2) / (2 * self.sigma ** 2))
