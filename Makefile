@@ -6,7 +6,7 @@ DATA ?= $(abspath ../shared/flickr8k)
 PORT ?= 8501
 export CAPTIONER_DATA_DIR ?= $(DATA)
 
-.PHONY: setup venv system-packages weights run serve dev app caption train ensemble everyday trust report index test test-unit bench bench-batch clean-venv
+.PHONY: setup venv system-packages weights run serve dev app caption train ensemble everyday trust report index neighbours test test-unit bench bench-batch clean-venv
 
 setup: venv system-packages weights
 
@@ -111,6 +111,11 @@ report: venv
 # nearest-photo index in ~/.cache/captioner; reads the feature cache that training filled.
 index: setup
 	$(PY) -m captioner index-dataset --data $(DATA) --out trained
+
+# Only the nearest-photo index (about 15 minutes on a cold feature cache): the app's nearest
+# training photos and the trust estimate's consensus; trained/ is left as committed.
+neighbours: setup
+	$(PY) -m captioner index-dataset --data $(DATA) --neighbours-only
 
 test: setup
 	$(PY) -m pytest -q tests

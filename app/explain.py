@@ -91,7 +91,7 @@ def show_neighbours(captioner, encoded: dict) -> None:
     data, _ = app.dataset_index(app.default_data_dir())
     if index is None or data is None:
         st.info("This needs Flickr8k and its nearest-photo index: set `CAPTIONER_DATA_DIR` (see "
-                "the Flickr8k dataset page) and run `python -m captioner index-dataset`.")
+                "the Flickr8k dataset page) and run `python -m captioner index-dataset --neighbours-only`.")
         return
     st.caption("What the model learned from when it wrote captions for photos like this one: "
                "the nearest training photos by cosine similarity of their Xception vectors.")

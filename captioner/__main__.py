@@ -190,6 +190,15 @@ def cmd_index_dataset(args) -> int:
         print("error: --clusters must be at least 1 and --percentile between 0 and 50.", file=sys.stderr)
         return 2
     data = data_dir_from_env(args.data)
+    if args.neighbours_only:  # trained/training_photos.h5 stays as committed (trust.json reads its sha256)
+        from captioner.data.dataset import load_flickr8k
+        from captioner.explain.index import neighbour_index
+        from captioner.explain.neighbours import index_path
+        encoder = Encoder(args.xception_weights)
+        index = neighbour_index(load_flickr8k(data), encoder, progress=not args.quiet)
+        print(f"{index_path(encoder.checksum)}: nearest-photo index of {len(index.names)} training photos",
+              file=sys.stderr)
+        return 0
     summary = index_dataset(data, args.out, Encoder(args.xception_weights), args.clusters,
                             args.percentile, progress=not args.quiet)
     print(describe(summary), file=sys.stderr)
@@ -320,6 +329,9 @@ def main(argv=None) -> int:
                        "of the validation photos' similarity (default 2)")
     index.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")
     index.add_argument("--quiet", action="store_true", help="no progress bar")
+    index.add_argument("--neighbours-only", action="store_true", help="write only the nearest-photo index "
+                       "(the app's nearest training photos, the trust estimate's consensus), keeping "
+                       "trained/training_photos.h5 as it is")
     index.set_defaults(func=cmd_index_dataset)
 
     fetch = sub.add_parser("fetch-weights", help="download and cache ImageNet Xception weights")

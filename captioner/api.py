@@ -256,7 +256,7 @@ class Captioner:
         """The estimate that reads consensus, with the Consensus it reads; None (and why, in
         `trust_note`) when Flickr8k, its index or that estimate is missing."""
         from captioner.trust.consensus import Consensus
-        how = "set CAPTIONER_DATA_DIR to Flickr8k and run `python -m captioner index-dataset`"
+        how = "set CAPTIONER_DATA_DIR to Flickr8k and run `python -m captioner index-dataset --neighbours-only`"
         if not self.data_dir:
             self.trust_note = f"Read without the training photos' captions (no Flickr8k here: {how} to sharpen it)."
             return None

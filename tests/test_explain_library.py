@@ -133,6 +133,23 @@ def test_index_dataset_on_a_tiny_dataset(tmp_path, monkeypatch):
     assert len(NeighbourIndex.load(summary.neighbour_file).names) == 30
 
 
+def test_the_nearest_photo_index_alone_is_built_once_and_rebuilt_for_other_photos(tmp_path, monkeypatch):
+    from captioner.data.dataset import load_flickr8k
+    from captioner.explain.index import neighbour_index
+    from captioner.explain.neighbours import index_path
+    monkeypatch.setenv("CAPTIONER_CACHE_DIR", str(tmp_path / "cache"))
+    dataset = load_flickr8k(write_original_layout(tmp_path / "flickr", n_images=40))
+    index = neighbour_index(dataset, PixelEncoder(), progress=False)
+    path = index_path(PixelEncoder.checksum)
+    assert index.names == dataset.images("train") and path.is_file()
+    built = path.stat().st_mtime_ns
+    assert neighbour_index(dataset, PixelEncoder(), progress=False).names == index.names
+    assert path.stat().st_mtime_ns == built  # read back, not rebuilt
+    NeighbourIndex(index.names[:3], index.vectors[:3]).save(path)   # an index of other photos
+    assert neighbour_index(dataset, PixelEncoder(), progress=False).names == index.names
+    assert not (tmp_path / "trained").exists()   # the centroids are not touched
+
+
 # -- with the real encoder, centroids and Flickr8k -----------------------------------------
 def _odd_images() -> dict:
     import skimage.data
