@@ -188,3 +188,12 @@ def test_the_estimate_that_reads_consensus_is_kept_apart_and_refused_over_other_
     save_estimates(tmp_path, {"merge": basic})
     with pytest.raises(TrustError, match="no trust estimate that reads the training photos' captions"):
         load_estimate(*args, consensus_names_sha256=consensus.digest)
+
+
+def test_cider_keeps_only_the_most_recent_reference_vectors_when_asked():
+    from captioner.evaluation.cider import CiderD
+    refs = {f"p{i}": [f"a dog number {i} runs", "a dog runs on grass"] for i in range(5)}
+    capped, full = CiderD(refs, max_cached=2), CiderD(refs)
+    keys = ["p0", "p1", "p2", "p0", "p4"]
+    assert np.allclose(capped.score_many(keys, ["a dog runs"] * 5), full.score_many(keys, ["a dog runs"] * 5))
+    assert list(capped._reference_vectors) == ["p0", "p4"] and len(full._reference_vectors) == 4

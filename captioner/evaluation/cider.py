@@ -12,7 +12,7 @@ never all 6,000).
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, OrderedDict
 
 import numpy as np
 
@@ -25,22 +25,28 @@ def ngram_counts(words: list[str], n: int = N) -> Counter:
 
 
 class CiderD:
-    def __init__(self, references: dict[str, list[str]], n: int = N, sigma: float = SIGMA):
+    def __init__(self, references: dict[str, list[str]], n: int = N, sigma: float = SIGMA,
+                 max_cached: int | None = None):
         """`references`: space-separated token strings per key, the corpus whose document
-        frequencies weigh n-grams (for training rewards: the training references)."""
+        frequencies weigh n-grams (for training rewards: the training references);
+        `max_cached`: how many keys' reference vectors to keep (all by default; a server
+        scoring against a few keys per request keeps the most recent)."""
         self.n, self.sigma = n, sigma
         self.references = references
         self.document_frequency: Counter = Counter()
         for refs in references.values():
             self.document_frequency.update({g for ref in refs for g in ngram_counts(ref.split(), n)})
         self.ref_len = math.log(float(len(references)))
-        self._reference_vectors: dict = {}
+        self._reference_vectors: OrderedDict = OrderedDict()
+        self.max_cached = max_cached
 
     def reference_vectors(self, key: str) -> list:
         found = self._reference_vectors.get(key)
         if found is None:
             found = self._reference_vectors[key] = [self._vector(ngram_counts(r.split(), self.n))
                                                      for r in self.references[key]]
+            if self.max_cached is not None and len(self._reference_vectors) > self.max_cached:
+                self._reference_vectors.popitem(last=False)
         return found
 
     def _vector(self, counts: Counter):

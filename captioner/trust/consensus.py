@@ -26,6 +26,7 @@ from captioner.explain.familiarity import pooled, unit_rows
 from captioner.explain.neighbours import NeighbourIndex, index_path
 
 NEIGHBOURS = 10
+KEPT_REFERENCES = 2000   # training photos whose tf-idf vectors stay computed (about 10 MB)
 _LOADED: dict = {}     # (index file, its mtime, dataset) -> Consensus: models in one process share one
 _LOADING = threading.Lock()
 
@@ -45,7 +46,9 @@ class Consensus:
         self.names, self.neighbours = list(index.names), min(neighbours, len(index.names))
         self.vectors = index.vectors.astype(np.float32)  # the float16 original is not kept
         self.digest = names_digest(index.names)
-        self.cider = CiderD({n: [" ".join(clean_caption(c)) for c in captions[n]] for n in index.names})
+        # the reference vectors of the last few hundred photos' neighbours are kept, not all 6,000
+        self.cider = CiderD({n: [" ".join(clean_caption(c)) for c in captions[n]] for n in index.names},
+                            max_cached=KEPT_REFERENCES)
 
     @classmethod
     def from_dataset(cls, encoder_checksum: str, data_dir: str | Path) -> "Consensus":
