@@ -302,6 +302,9 @@ def test_without_the_index_the_page_still_warns_and_says_how_to_build_it(app_env
     assert any("(unlike them)" in c.value for c in at.main.caption)
     assert any("index-dataset" in i.value for i in at.main.info)
     assert not any(c.value.startswith("similarity ") for c in at.main.caption)
+    # the page says which trust estimate read the captions (with the nearest photos' captions
+    # or without: the server's Captioner, cached, decided when it loaded)
+    assert any(c.value.startswith("Trust: Read with") for c in at.main.caption)
 
 
 def test_without_the_centroids_the_page_says_how_to_get_them(monkeypatch, tmp_path, trained_dir,
