@@ -53,7 +53,7 @@ class Consensus:
     @classmethod
     def from_dataset(cls, encoder_checksum: str, data_dir: str | Path) -> "Consensus":
         """The index in the cache for this encoder, with the captions of the dataset at `data_dir`
-        (loaded once per process: about 1 s and 110 MB); FileNotFoundError (index) or
+        (loaded once per process: about 1 s and 100 MB); FileNotFoundError (index) or
         DatasetError (dataset) when either is missing."""
         from captioner.data.dataset import load_flickr8k
         path = index_path(encoder_checksum)
