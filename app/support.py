@@ -157,7 +157,7 @@ def familiarity():
 @st.cache_resource(show_spinner="Loading the nearest-photo index…", max_entries=1)
 def _neighbours(path: str, mtime: int):
     from captioner.explain.neighbours import NeighbourIndex
-    return NeighbourIndex.load(Path(path))
+    return NeighbourIndex.shared(Path(path))   # the same arrays as the trust estimate's consensus
 
 
 def neighbour_index(encoder_checksum: str):

@@ -44,7 +44,7 @@ class Consensus:
             raise ValueError(f"no captions for {len(missing)} of the index's {len(index.names)} photos "
                              f"(e.g. {missing[0]}): the index and the dataset differ")
         self.names, self.neighbours = list(index.names), min(neighbours, len(index.names))
-        self.vectors = index.vectors.astype(np.float32)  # the float16 original is not kept
+        self.vectors = index.vectors.astype(np.float32, copy=False)  # shared with the app's nearest photos
         self.digest = names_digest(index.names)
         # the reference vectors of the last few hundred photos' neighbours are kept, not all 6,000
         self.cider = CiderD({n: [" ".join(clean_caption(c)) for c in captions[n]] for n in index.names},
@@ -53,7 +53,8 @@ class Consensus:
     @classmethod
     def from_dataset(cls, encoder_checksum: str, data_dir: str | Path) -> "Consensus":
         """The index in the cache for this encoder, with the captions of the dataset at `data_dir`
-        (loaded once per process: about 1 s and 100 MB); FileNotFoundError (index) or
+        (loaded once per process: about 1 s and 100 MB, the index's 49 MB shared with the app's
+        nearest photos); FileNotFoundError (index) or
         DatasetError (dataset) when either is missing."""
         from captioner.data.dataset import load_flickr8k
         path = index_path(encoder_checksum)
@@ -63,7 +64,7 @@ class Consensus:
         with _LOADING:
             if key not in _LOADED:
                 _LOADED.clear()  # an index rebuilt since: the old one goes
-                _LOADED[key] = cls(NeighbourIndex.load(path), load_flickr8k(Path(data_dir)).captions)
+                _LOADED[key] = cls(NeighbourIndex.shared(path), load_flickr8k(Path(data_dir)).captions)
             return _LOADED[key]
 
     def nearest(self, features: np.ndarray) -> np.ndarray:
