@@ -74,7 +74,7 @@ class Captioner:
         or the one with the best test CIDEr; `directory` may also be one model's own directory.
         `encoder_kind` is "litert" (the default, no TensorFlow) or "tensorflow"
         (vision/engines.py); `encoder` is an encoder already built. `data_dir` (default
-        $CAPTIONER_DATA_DIR) is Flickr8k: with it and its nearest-photo index (`index-dataset`)
+        $CAPTIONER_DATA_DIR) is Flickr8k: with it and its nearest-photo index (`make neighbours`)
         the trust estimate also reads the nearest training photos' captions.
         Without a name, a best model that cannot be loaded (a damaged member of the ensemble)
         gives way to the next best, and `passed_over` says why; if none loads, the best's
@@ -250,22 +250,35 @@ class Captioner:
             self._trust_centroids()
         except (TrustError, ArtifactError, OSError, KeyError, ValueError) as exc:
             self._trust, self.trust_problem = None, str(exc)
+            self._consensus, self.trust_note = None, None
         self._trust_loaded = True
 
     def _trust_with_consensus(self, args: tuple) -> TrustModel | None:
         """The estimate that reads consensus, with the Consensus it reads; None (and why, in
         `trust_note`) when Flickr8k, its index or that estimate is missing."""
+        from captioner.data.dataset import DatasetError
         from captioner.trust.consensus import Consensus
-        how = "set CAPTIONER_DATA_DIR to Flickr8k and run `python -m captioner index-dataset --neighbours-only`"
+        how = ("set CAPTIONER_DATA_DIR to Flickr8k and run `make neighbours` (`python -m captioner "
+               "index-dataset --neighbours-only`) to sharpen it")
+        without = "Read without the training photos' captions"
         if not self.data_dir:
-            self.trust_note = f"Read without the training photos' captions (no Flickr8k here: {how} to sharpen it)."
+            self.trust_note = f"{without} (no Flickr8k here: {how})."
+            return None
+        if self.exit_flow is not None:  # the index holds frozen-encoder vectors, not this model's maps
+            self.trust_note = f"{without} (this model's own exit flow has no nearest-photo index)."
+            return None
+        # The index is keyed by the encoder's weights, which the manifest names: no need to build it.
+        checksum = (self._encoder.checksum if self._encoder is not None
+                    else (self.trained.manifest.get("encoder") or {}).get("weights_checksum", ""))
+        try:
+            consensus = Consensus.from_dataset(checksum, self.data_dir)
+        except (OSError, DatasetError, ValueError) as exc:  # no index, no dataset, the two differ
+            self.trust_note = f"{without} ({_first_line(exc)}; {how})."
             return None
         try:
-            consensus = Consensus.from_dataset(self.encoder.checksum, self.data_dir)
-            estimate = load_estimate(*args, consensus_names_sha256=consensus.digest)
-        except Exception as exc:  # no index, no dataset, an estimate fitted over other photos
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            self.trust_note = f"Read without the training photos' captions ({first}; {how} to sharpen it)."
+            estimate = load_estimate(*args, consensus=consensus)
+        except TrustError as exc:  # none fitted, fitted over other photos or captions: a refit
+            self.trust_note = f"{without} ({_first_line(exc)})"
             return None
         self._consensus = consensus
         self.trust_note = (f"Read with the captions of the {consensus.neighbours} most similar training "
@@ -348,6 +361,10 @@ class Captioner:
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def model_exit_flow(trained):

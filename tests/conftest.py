@@ -78,7 +78,9 @@ def each_captioner(request, trained_dir, encoder):
     directory = trained_models().get(request.param)
     if directory is None:
         pytest.skip(f"no trained/{request.param} committed")
-    return Captioner.load(directory, encoder=encoder)
+    # data_dir "": the trust estimate every install has, wherever the tests run (a developer's
+    # cache may hold the nearest-photo index; tests/test_trust_models.py covers the other one)
+    return Captioner.load(directory, encoder=encoder, data_dir="")
 
 
 # -- tiny datasets -----------------------------------------------------------------------

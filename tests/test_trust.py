@@ -178,16 +178,38 @@ def test_the_estimate_that_reads_consensus_is_kept_apart_and_refused_over_other_
     sharper = fit.fit("merge", {"merge": "w" * 64}, "f" * 64, photos, np.ones(len(photos)),
                       basic.signals + ["consensus"], 0.6, "test", CUTOFFS)
     consensus = tiny_consensus()
-    sharper.consensus = {"neighbours": 2, "photos": 4, "names_sha256": consensus.digest}
+    sharper.consensus = dict(consensus.fingerprint)
     save_estimates(tmp_path, {"merge": basic}, with_consensus={"merge": sharper})
     args = (tmp_path, "merge", {"merge": "w" * 64}, "f" * 64)
     assert load_estimate(*args) == basic
-    assert load_estimate(*args, consensus_names_sha256=consensus.digest) == sharper
-    with pytest.raises(TrustError, match="fitted over 4 other training photos"):
-        load_estimate(*args, consensus_names_sha256="0" * 64)
+    assert load_estimate(*args, consensus=consensus) == sharper
+    # other neighbours, other photos, other reference captions: each refused, with the fix
+    for other in (tiny_consensus(neighbours=1), tiny_consensus_of(["dog1.jpg", "city1.jpg"]),
+                  tiny_consensus_of(None, extra="a cat")):
+        with pytest.raises(TrustError, match="fitted over other photos, neighbours or captions.*make trust"):
+            load_estimate(*args, consensus=other)
+    # an entry that lists the wrong signals for its place is refused, not crashed on per caption
+    save_estimates(tmp_path, {"merge": sharper}, with_consensus={"merge": basic})
+    with pytest.raises(TrustError, match="models estimate reads consensus"):
+        load_estimate(*args)
+    with pytest.raises(TrustError, match="with_consensus estimate does not read consensus"):
+        load_estimate(*args, consensus=consensus)
     save_estimates(tmp_path, {"merge": basic})
     with pytest.raises(TrustError, match="no trust estimate that reads the training photos' captions"):
-        load_estimate(*args, consensus_names_sha256=consensus.digest)
+        load_estimate(*args, consensus=consensus)
+
+
+def tiny_consensus_of(names=None, extra=None):
+    """tiny_consensus() over fewer photos, or with one more caption of the first photo."""
+    from captioner.explain.neighbours import NeighbourIndex
+    from captioner.trust.consensus import Consensus
+    full = tiny_consensus()
+    captions = {n: list(refs) for n, refs in full.cider.references.items()}
+    if extra:
+        captions[full.names[0]].append(extra)
+    keep = [full.names.index(n) for n in (names or full.names)]
+    return Consensus(NeighbourIndex([full.names[i] for i in keep], full.vectors[keep]),
+                     {full.names[i]: captions[full.names[i]] for i in keep}, 2)
 
 
 def test_cider_keeps_only_the_most_recent_reference_vectors_when_asked():

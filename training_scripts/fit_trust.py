@@ -188,8 +188,7 @@ def main(argv=None) -> int:
                 estimate = fit.fit(captioner.name, model_weights(captioner.trained), familiarity_sha, fit_on,
                                    row_weights, signals, threshold, why, cutoffs)
                 if "consensus" in signals:
-                    estimate.consensus = {"neighbours": consensus.neighbours, "photos": len(consensus.names),
-                                          "names_sha256": consensus.digest}
+                    estimate.consensus = dict(consensus.fingerprint)
                 figures = {"flickr8k_test": fit.measure(estimate, found["test"]),
                            "everyday_held_out": fit.measure(estimate, found["coco"].take(coco_held))}
                 trust, _ = fit.scores_of(estimate, found["synthetic"])

@@ -30,7 +30,7 @@ class CiderD:
         """`references`: space-separated token strings per key, the corpus whose document
         frequencies weigh n-grams (for training rewards: the training references);
         `max_cached`: how many keys' reference vectors to keep (all by default; a server
-        scoring against a few keys per request keeps the most recent)."""
+        scoring against a few keys per request keeps the most recently computed)."""
         self.n, self.sigma = n, sigma
         self.references = references
         counts: Counter = Counter()

@@ -25,6 +25,11 @@ def index_path(encoder_checksum: str, root: Path | None = None) -> Path:
 
 
 _SHARED: dict = {}     # (path, mtime) -> NeighbourIndex
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)  # shared between the app's sessions and the trust estimate
+    return array
 _SHARING = threading.Lock()
 
 
@@ -68,8 +73,8 @@ class NeighbourIndex:
         import h5py
         with h5py.File(path, "r") as data:
             names = [n.decode() if isinstance(n, bytes) else str(n) for n in data["names"][()]]
-            return cls(names, data["vectors"][()].astype(np.float32))
+            return cls(names, _read_only(data["vectors"][()].astype(np.float32)))
 
     @classmethod
     def from_vectors(cls, names: list[str], vectors: np.ndarray) -> "NeighbourIndex":
-        return cls(list(names), unit_rows(vectors).astype(np.float16))
+        return cls(list(names), _read_only(unit_rows(vectors).astype(np.float32)))  # saved as float16

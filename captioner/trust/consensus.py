@@ -15,6 +15,7 @@ available only where the dataset is; the trust estimate then has a sharper varia
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from captioner.explain.familiarity import pooled, unit_rows
 from captioner.explain.neighbours import NeighbourIndex, index_path
 
 NEIGHBOURS = 10
-KEPT_REFERENCES = 2000   # training photos whose tf-idf vectors stay computed (about 10 MB)
+KEPT_REFERENCES = 500    # training photos whose tf-idf vectors stay computed (about 13 MB)
 _LOADED: dict = {}     # (index file, its mtime, dataset) -> Consensus: models in one process share one
 _LOADING = threading.Lock()
 
@@ -45,21 +46,24 @@ class Consensus:
                              f"(e.g. {missing[0]}): the index and the dataset differ")
         self.names, self.neighbours = list(index.names), min(neighbours, len(index.names))
         self.vectors = index.vectors.astype(np.float32, copy=False)  # shared with the app's nearest photos
-        self.digest = names_digest(index.names)
-        # the reference vectors of the last few hundred photos' neighbours are kept, not all 6,000
-        self.cider = CiderD({n: [" ".join(clean_caption(c)) for c in captions[n]] for n in index.names},
-                            max_cached=KEPT_REFERENCES)
+        references = {n: [" ".join(clean_caption(c)) for c in captions[n]] for n in index.names}
+        # what an estimate fitted with consensus must have read the same (estimate.load_estimate)
+        self.fingerprint = {"neighbours": self.neighbours, "photos": len(self.names),
+                            "names_sha256": names_digest(self.names),
+                            "references_sha256": hashlib.sha256(json.dumps(references, sort_keys=True).encode()).hexdigest()}
+        # the reference vectors of the last few dozen photos' neighbours are kept, not all 6,000
+        self.cider = CiderD(references, max_cached=KEPT_REFERENCES)
 
     @classmethod
     def from_dataset(cls, encoder_checksum: str, data_dir: str | Path) -> "Consensus":
         """The index in the cache for this encoder, with the captions of the dataset at `data_dir`
         (loaded once per process: about 1 s and 100 MB, the index's 49 MB shared with the app's
-        nearest photos); FileNotFoundError (index) or
+        nearest photos, and up to 13 MB of reference vectors as captions are scored); FileNotFoundError (index) or
         DatasetError (dataset) when either is missing."""
         from captioner.data.dataset import load_flickr8k
         path = index_path(encoder_checksum)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no nearest-photo index (`python -m captioner index-dataset`)")
+            raise FileNotFoundError(f"{path}: no nearest-photo index")
         key = (str(path), path.stat().st_mtime_ns, str(Path(data_dir).resolve()))
         with _LOADING:
             if key not in _LOADED:

@@ -80,7 +80,7 @@ class TrustModel:
     cutoffs: dict                           # {"likely right": p, "unsure": p}: p at or above each
     fitted: dict = field(default_factory=dict)     # what it was fitted on, and held-out figures
     format: int = FORMAT
-    consensus: dict = field(default_factory=dict)  # {"neighbours", "photos", "names_sha256"} if it reads it
+    consensus: dict = field(default_factory=dict)  # Consensus.fingerprint, if it reads consensus
 
     def values(self, evidence: Evidence) -> dict[str, float]:
         found = signals(evidence)
@@ -158,24 +158,27 @@ def save_estimates(model_root: str | os.PathLike, estimates: dict[str, TrustMode
 
 
 def load_estimate(model_root: str | os.PathLike, name: str, weights: dict[str, str],
-                  familiarity_sha256: str | None, consensus_names_sha256: str | None = None) -> TrustModel:
+                  familiarity_sha256: str | None, consensus=None) -> TrustModel:
     """The estimate fitted for model `name` with exactly these weights; TrustError otherwise.
-    With `consensus_names_sha256` (the training photos a Consensus reads), the estimate that
-    reads consensus, fitted over exactly those photos."""
+    With `consensus` (a trust.consensus.Consensus), the estimate that reads it, fitted over
+    exactly its training photos, neighbour count and reference captions."""
     path = Path(model_root) / FILE
     if not path.is_file():
         raise TrustError(f"{path}: no trust estimate; fit one with `make trust`.")
     data = read_json(path)
-    variant = WITH_CONSENSUS if consensus_names_sha256 else BASIC
+    variant = WITH_CONSENSUS if consensus is not None else BASIC
     entry = (data.get(variant) or {}).get(name) if isinstance(data, dict) else None
     if entry is None:
-        what = "that reads the training photos' captions " if consensus_names_sha256 else ""
+        what = "that reads the training photos' captions " if consensus is not None else ""
         raise TrustError(f"{path}: no trust estimate {what}for the {name} model; {REFIT}.")
     estimate = TrustModel.from_json(entry, str(path))
-    if consensus_names_sha256 and estimate.consensus.get("names_sha256") != consensus_names_sha256:
+    if ("consensus" in estimate.signals) != (consensus is not None):
+        raise TrustError(f"{path}: the {name} model's {variant} estimate "
+                         f"{'reads' if consensus is None else 'does not read'} consensus; {REFIT}.")
+    if consensus is not None and estimate.consensus != consensus.fingerprint:
         raise TrustError(f"{path}: the estimate that reads the training photos' captions was fitted over "
-                         f"{estimate.consensus.get('photos', '?')} other training photos than the "
-                         f"nearest-photo index holds; {REFIT}.")
+                         f"other photos, neighbours or captions ({estimate.consensus.get('photos', '?')} photos, "
+                         f"{estimate.consensus.get('neighbours', '?')} neighbours) than it would read now; {REFIT}.")
     changed = sorted(n for n in set(weights) | set(estimate.weights_sha256)
                      if weights.get(n) != estimate.weights_sha256.get(n))
     if changed:
