@@ -87,8 +87,8 @@ def show_familiarity(captioner, encoded: dict) -> None:
 
 
 def show_neighbours(captioner, encoded: dict) -> None:
-    index = app.neighbour_index(captioner.encoder.checksum)
     data, _ = app.dataset_index(app.default_data_dir())
+    index = app.neighbour_index(captioner.encoder.checksum) if data is not None else None  # 49 MB: only if shown
     if index is None or data is None:
         st.info("This needs Flickr8k and its nearest-photo index: set `CAPTIONER_DATA_DIR` (see "
                 "the Flickr8k dataset page) and run `python -m captioner index-dataset --neighbours-only`.")

@@ -51,8 +51,9 @@ def preload() -> float:
         for captioner in captioners.values():
             captioner.trust_model  # noqa: B018  (loads it)
         support.familiarity()
-        support.neighbour_index(default.encoder.checksum)
-        support.dataset_index(support.default_data_dir())
+        data, _ = support.dataset_index(support.default_data_dir())
+        if data is not None:  # the nearest photos need Flickr8k to show: no index without it
+            support.neighbour_index(default.encoder.checksum)
     return time.perf_counter() - started
 
 

@@ -2,7 +2,7 @@
 """The served app as its visitors meet it, on LiteRT against TensorFlow in the same run.
 
     python benchmarks/bench_serve.py [--runs 3] [--encoders litert,tensorflow] [--json]
-                                     [--python build/venv-serve-*/bin/python]
+                                     [--python build/venv-serve-*/bin/python] [--without-flickr8k]
 
 For each encoder, in turn (the order alternates between runs), it starts `streamlit run`,
 then reports:
@@ -69,8 +69,11 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM in /proc (not Linux?)")
 
 
+SERVER_ENV: dict = {}   # what the command line adds to the server's environment
+
+
 def start_server(python: str, encoder: str, port: int, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, CAPTIONER_ENCODER=encoder, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, CAPTIONER_ENCODER=encoder, PYTHONUNBUFFERED="1", **SERVER_ENV)
     env.pop("VIRTUAL_ENV", None)
     with open(log, "wb") as out:
         return subprocess.Popen(server_command(python, port), cwd=ROOT, env=env, stdout=out,
@@ -138,7 +141,11 @@ def main(argv=None) -> int:
                         help="the interpreter that serves the app, e.g. a serving-only venv's (default: this one)")
     parser.add_argument("--chromium", default=os.environ.get("CHROMIUM", "/usr/bin/chromium"))
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--without-flickr8k", action="store_true", help="serve as a host holding only the "
+                        "models would (a 1 GB host): no dataset, so no nearest photos and trust without consensus")
     args = parser.parse_args(argv)
+    if args.without_flickr8k:
+        SERVER_ENV["CAPTIONER_DATA_DIR"] = str(ROOT / "build" / "no-flickr8k-here")
     encoders = args.encoders.split(",")
     runs: dict[str, list[dict]] = {e: [] for e in encoders}
     with tempfile.TemporaryDirectory() as tmp:

@@ -68,7 +68,8 @@ class Consensus:
         with _LOADING:
             if key not in _LOADED:
                 _LOADED.clear()  # an index rebuilt since: the old one goes
-                _LOADED[key] = cls(NeighbourIndex.shared(path), load_flickr8k(Path(data_dir)).captions)
+                captions = load_flickr8k(Path(data_dir)).captions  # first: without it the index is not loaded
+                _LOADED[key] = cls(NeighbourIndex.shared(path), captions)
             return _LOADED[key]
 
     def nearest(self, features: np.ndarray) -> np.ndarray:
