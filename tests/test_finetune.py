@@ -146,3 +146,22 @@ def test_a_tuned_run_resumed_after_kills_repeats_an_unbroken_one_and_ships_its_e
     for a, b in zip(h5_arrays(unbroken.exit_flow.weights), h5_arrays(resumed.exit_flow.weights), strict=True):
         np.testing.assert_array_equal(a, b)   # the same tuned exit flow
     assert unbroken.metrics == resumed.metrics
+    # A tuned model extends as a frozen one does: one more self-critical epoch, from its own
+    # decoder and exit flow (seeded exactly), its optimisers afresh.
+    from captioner.training.checkpoint import Checkpoint
+    longer = tiny_config(max_epochs=3, patience=9, scst_max_epochs=3, scst_patience=9,
+                         finetune_start_epoch=1, scst_min_distinct=0.0)
+    seeded = Checkpoint(tmp_path / "ckpt-c")
+    as_run = tiny_config(max_epochs=3, patience=9, scst_max_epochs=3, scst_patience=9, finetune_start_epoch=1,
+                         scst_min_distinct=0.0, vocab_size=unbroken.config.vocab_size)   # as train() fills it in
+    seeded.seed_from_model(tmp_path / "unbroken", as_run, unbroken.vocab, unbroken.manifest["encoder"]["weights_checksum"])
+    model, state = seeded.load(as_run)
+    assert state["finetune_from"] == 1 and state["epoch"] == 5
+    for a, b in zip(unbroken.model.get_weights(), model.caption_decoder.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    model.exit_flow.save_weights(str(tmp_path / "seeded.weights.h5"))
+    for a, b in zip(h5_arrays(unbroken.exit_flow.weights), h5_arrays(tmp_path / "seeded.weights.h5"), strict=True):
+        np.testing.assert_array_equal(a, b)
+    train(original_dataset, tmp_path / "extended", longer, tmp_path / "ckpt-d", extend=tmp_path / "unbroken", **quick())
+    extended = load_trained(tmp_path / "extended")
+    assert [r["phase"] for r in extended.history] == ["xe"] * 3 + ["scst"] * 3 and extended.exit_flow is not None

@@ -105,9 +105,7 @@ class Checkpoint:
         except artifacts.ArtifactError as exc:
             raise TrainingError(str(exc)) from None
         manifest, history = trained.manifest, trained.history
-        if artifacts.HEAD_WEIGHTS in manifest.get("files", {}):
-            raise TrainingError(f"{directory}: has a tuned exit flow; extending such a model is not "
-                                "supported yet (train it again with a larger --scst-max-epochs).")
+        tuned = trained.exit_flow is not None   # its own exit flow goes on training with its decoder
         if trained.config.decoder != config.decoder:
             raise TrainingError(f"{directory}: is a {trained.config.decoder} model, not {config.decoder}.")
         if manifest.get("encoder", {}).get("weights_checksum") != encoder_checksum:
@@ -144,8 +142,15 @@ class Checkpoint:
             state["xe_val_cider_beam"] = manifest["xe_val_cider_beam"]
         if "scst_teacher" in manifest:
             state["teacher_manifest_sha256"] = manifest["scst_teacher"]["manifest_sha256"]
-        model = new_model(config, state["learning_rate"], averaging=averages_weights(config, phase))
-        model.set_weights(trained.model.get_weights())
+        if tuned:
+            state["finetune_from"] = manifest["exit_flow"]["tuned_from_epoch"]
+        model = new_model(config, state["learning_rate"], averaging=averages_weights(config, phase),
+                          tuned=tuned, imagenet_head=False)
+        if tuned:
+            model.caption_decoder.set_weights(trained.model.get_weights())
+            model.exit_flow.load_weights(str(trained.exit_flow.weights))
+        else:
+            model.set_weights(trained.model.get_weights())
         self.save(model, state, is_best=True)  # the kept epoch is both the last and the best
         return state
 
