@@ -208,7 +208,7 @@ def tiny_consensus_of(names=None, extra=None):
     if extra:
         captions[full.names[0]].append(extra)
     keep = [full.names.index(n) for n in (names or full.names)]
-    return Consensus(NeighbourIndex([full.names[i] for i in keep], full.vectors[keep]),
+    return Consensus(NeighbourIndex([full.names[i] for i in keep], full.index.vectors[keep]),
                      {full.names[i]: captions[full.names[i]] for i in keep}, 2)
 
 

@@ -69,7 +69,15 @@ class CiderD:
 
     def score(self, key: str, candidate: str) -> float:
         """CIDEr-D of one candidate against the references of `key`."""
-        vec, norm, length = self._vector(ngram_counts(candidate.split(), self.n))
+        return self._score(self._vector(ngram_counts(candidate.split(), self.n)), key)
+
+    def mean_score(self, keys: list[str], candidate: str) -> float:
+        """The mean of `score(key, candidate)` over `keys`, the candidate's vector made once."""
+        cooked = self._vector(ngram_counts(candidate.split(), self.n))
+        return float(np.mean([self._score(cooked, key) for key in keys]))
+
+    def _score(self, cooked, key: str) -> float:
+        vec, norm, length = cooked
         refs = self.reference_vectors(key)
         total = 0.0
         for ref_vec, ref_norm, ref_length in refs:

@@ -25,12 +25,12 @@ def index_path(encoder_checksum: str, root: Path | None = None) -> Path:
 
 
 _SHARED: dict = {}     # (path, mtime) -> NeighbourIndex
+_SHARING = threading.Lock()
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
     array.setflags(write=False)  # shared between the app's sessions and the trust estimate
     return array
-_SHARING = threading.Lock()
 
 
 @dataclass
@@ -50,12 +50,19 @@ class NeighbourIndex:
 
     def nearest(self, features: np.ndarray, count: int = 4) -> list[tuple[str, float]]:
         """(name, cosine similarity) of the `count` most similar training photos, best first."""
-        query = unit_rows(pooled(features))[0]
-        sims = self.vectors @ query.astype(self.vectors.dtype)  # float32 once loaded
-        count = min(count, len(sims))
-        best = np.argpartition(-sims, count - 1)[:count]
-        best = best[np.argsort(-sims[best], kind="stable")]
-        return [(self.names[i], float(sims[i])) for i in best]
+        best, sims = self.nearest_rows(features, count)
+        return [(self.names[i], float(s)) for i, s in zip(best[0], sims[0])]
+
+    def nearest_rows(self, features: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """For each photo of `features` (maps, vectors or one of either), the rows of its `count`
+        most similar training photos, best first, and their cosine similarities."""
+        queries = unit_rows(pooled(features)).reshape(-1, self.vectors.shape[1])
+        sims = queries.astype(self.vectors.dtype) @ self.vectors.T   # float32 once loaded
+        count = min(count, sims.shape[1])
+        best = np.argpartition(-sims, count - 1, axis=1)[:, :count]
+        order = np.argsort(-np.take_along_axis(sims, best, axis=1), axis=1, kind="stable")
+        best = np.take_along_axis(best, order, axis=1)
+        return best, np.take_along_axis(sims, best, axis=1)
 
     def save(self, path: Path) -> Path:
         import h5py

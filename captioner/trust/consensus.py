@@ -23,7 +23,6 @@ import numpy as np
 
 from captioner.data.text import clean_caption
 from captioner.evaluation.cider import CiderD
-from captioner.explain.familiarity import pooled, unit_rows
 from captioner.explain.neighbours import NeighbourIndex, index_path
 
 NEIGHBOURS = 10
@@ -44,8 +43,8 @@ class Consensus:
         if missing:
             raise ValueError(f"no captions for {len(missing)} of the index's {len(index.names)} photos "
                              f"(e.g. {missing[0]}): the index and the dataset differ")
-        self.names, self.neighbours = list(index.names), min(neighbours, len(index.names))
-        self.vectors = index.vectors.astype(np.float32, copy=False)  # shared with the app's nearest photos
+        self.index, self.names = index, list(index.names)   # the index is shared with the app's nearest photos
+        self.neighbours = min(neighbours, len(index.names))
         references = {n: [" ".join(clean_caption(c)) for c in captions[n]] for n in index.names}
         # what an estimate fitted with consensus must have read the same (estimate.load_estimate)
         self.fingerprint = {"neighbours": self.neighbours, "photos": len(self.names),
@@ -74,14 +73,9 @@ class Consensus:
 
     def nearest(self, features: np.ndarray) -> np.ndarray:
         """(photos, NEIGHBOURS) indices of each photo's nearest training photos."""
-        sims = unit_rows(pooled(features)).astype(np.float32) @ self.vectors.T
-        k = self.neighbours
-        return np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        return self.index.nearest_rows(features, self.neighbours)[0]
 
     def scores(self, features: np.ndarray, texts: list[list[str]]) -> list[list[float]]:
         """Each caption's consensus: `texts[i]` are captions of photo i of `features`."""
-        out = []
-        for near, captions in zip(self.nearest(features), texts):
-            keys = [self.names[j] for j in near]
-            out.append([float(np.mean([self.cider.score(k, text) for k in keys])) for text in captions])
-        return out
+        return [[self.cider.mean_score([self.names[j] for j in near], text) for text in captions]
+                for near, captions in zip(self.nearest(features), texts)]
