@@ -90,8 +90,7 @@ def collect(captioner, maps: np.ndarray, names: list[str], references: dict | No
 def with_consensus(photos, captions: list[str], maps: np.ndarray, consensus):
     """`photos` with each caption's consensus among its signals (a few seconds a split)."""
     from captioner.trust.fit import Photos
-    agreement = [a[0] for start in range(0, len(captions), BATCH)
-                 for a in consensus.scores(maps[start:start + BATCH], [[c] for c in captions[start:start + BATCH]])]
+    agreement = [a[0] for a in consensus.scores(maps, [[c] for c in captions])]
     values = [dict(v, consensus=a) for v, a in zip(photos.values, agreement)]
     return Photos(photos.names, values, photos.similarity, photos.cider, photos.group)
 
