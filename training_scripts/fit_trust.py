@@ -20,7 +20,8 @@ For each model (merge, attention, ensemble), at the app's beam width:
 "Right" is a per-photo CIDEr-D at least that of a typical person's caption: the median, over
 the Flickr8k validation photos, of each photo's first reference scored against the other four.
 Decoded evidence is cached (~/.cache/captioner/trust/), so a refit after changing only the
-fit's settings takes seconds. Nothing here trains a decoder.
+fit's settings takes about a minute (consensus is recomputed for every photo). Nothing here
+trains a decoder.
 """
 from __future__ import annotations
 
