@@ -87,7 +87,7 @@ def show_familiarity(captioner, encoded: dict) -> None:
 
 
 def show_neighbours(captioner, encoded: dict) -> None:
-    data, _ = app.dataset_index(app.default_data_dir())
+    data, _ = app.flickr8k(app.default_data_dir())
     index = app.neighbour_index(captioner.encoder.checksum) if data is not None else None  # 49 MB: only if shown
     if index is None or data is None:
         st.info("This needs Flickr8k and its nearest-photo index: set `CAPTIONER_DATA_DIR` (see "
@@ -97,11 +97,11 @@ def show_neighbours(captioner, encoded: dict) -> None:
                "the nearest training photos by cosine similarity of their Xception vectors.")
     for column, (name, similarity) in zip(st.columns(NEIGHBOURS), index.nearest(encoded["features"], NEIGHBOURS)):
         with column:
-            picture = app.thumbnail(str(data.dataset.image_path(name)))
+            picture = app.thumbnail(str(data.image_path(name)))
             if picture:
                 st.image(picture)
             st.caption(f"similarity {similarity:.2f}")
-            for caption in data.dataset.captions.get(name, [])[:2]:
+            for caption in data.captions.get(name, [])[:2]:
                 st.text(f"• {caption}")  # dataset text: st.text, never Markdown
 
 

@@ -51,7 +51,7 @@ def preload() -> float:
         for captioner in captioners.values():
             captioner.trust_model  # noqa: B018  (loads it)
         support.familiarity()
-        data, _ = support.dataset_index(support.default_data_dir())
+        data, _ = support.flickr8k(support.default_data_dir())
         if data is not None:  # the nearest photos need Flickr8k to show: no index without it
             support.neighbour_index(default.encoder.checksum)
     return time.perf_counter() - started

@@ -271,7 +271,7 @@ def photo_scores() -> tuple[dict[str, dict], list[str]]:
 
 @st.cache_data(show_spinner="Counting phrases…", max_entries=16)
 def phrase_table(root: str, model: str, n: int, stamp: tuple) -> dict:
-    captions = _dataset_index(str(Path(root.strip()).expanduser().resolve())).dataset.captions
+    captions = _flickr8k(_resolved(root)).captions
     scores = photo_scores()[0][model]
     return compare_phrases([c for image in scores for c in captions.get(image, ())],
                            [row["caption"] for row in scores.values()], n)
@@ -279,7 +279,7 @@ def phrase_table(root: str, model: str, n: int, stamp: tuple) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def missed_word_table(root: str, model: str, stamp: tuple) -> list[dict]:
-    captions = _dataset_index(str(Path(root.strip()).expanduser().resolve())).dataset.captions
+    captions = _flickr8k(_resolved(root)).captions
     scores = photo_scores()[0][model]
     return missed_words([c for image in scores for c in captions.get(image, ())],
                         [row["caption"] for row in scores.values()], model_vocabulary(models()[model]))
@@ -390,26 +390,46 @@ class DatasetIndex:
     search: dict[str, str]    # image -> normalised captions, for captioner.data.stats.search_captions
 
 
+@st.cache_resource(show_spinner="Reading the dataset…", max_entries=2)
+def _flickr8k(root: str) -> Flickr8k:
+    return load_flickr8k(root)
+
+
 @st.cache_resource(show_spinner="Indexing the dataset…", max_entries=2)
 def _dataset_index(root: str) -> DatasetIndex:
-    dataset = load_flickr8k(root)
+    dataset = _flickr8k(root)
     return DatasetIndex(dataset, load_annotations(dataset.text_dir),
                         build_search_index(dataset.captions))
+
+
+def _resolved(root: str) -> str:
+    return str(Path(root.strip()).expanduser().resolve())
+
+
+def flickr8k(root: str) -> tuple[Flickr8k | None, str | None]:
+    """The dataset alone (14 MB), for the caption page's nearest photos; `dataset_index` adds
+    the people's judgements and the search index (20 MB more) that only the dataset page reads."""
+    if not root.strip():
+        return None, "No dataset directory is set."
+    try:
+        return _flickr8k(_resolved(root)), None
+    except (DatasetError, OSError) as exc:
+        return None, str(exc)
 
 
 def dataset_index(root: str) -> tuple[DatasetIndex | None, str | None]:
     if not root.strip():
         return None, "No dataset directory is set."
     try:
-        return _dataset_index(str(Path(root.strip()).expanduser().resolve())), None
+        return _dataset_index(_resolved(root)), None
     except (DatasetError, OSError) as exc:
         return None, str(exc)
 
 
 @st.cache_data(show_spinner="Counting words…", max_entries=2)
 def dataset_summary(root: str) -> dict:
-    index = _dataset_index(str(Path(root.strip()).expanduser().resolve()))
-    return summary(index.dataset.captions, index.dataset.splits)
+    dataset = _flickr8k(_resolved(root))
+    return summary(dataset.captions, dataset.splits)
 
 
 @st.cache_data(show_spinner=False, max_entries=4000)

@@ -24,6 +24,7 @@ def index_path(encoder_checksum: str, root: Path | None = None) -> Path:
     return (root or cache_dir() / "dataset-index") / f"xception-{encoder_checksum[:16]}" / "train.h5"
 
 
+LOAD_ROWS = 500
 _SHARED: dict = {}     # (path, mtime) -> NeighbourIndex
 _SHARING = threading.Lock()
 
@@ -80,7 +81,13 @@ class NeighbourIndex:
         import h5py
         with h5py.File(path, "r") as data:
             names = [n.decode() if isinstance(n, bytes) else str(n) for n in data["names"][()]]
-            return cls(names, _read_only(data["vectors"][()].astype(np.float32)))
+            stored = data["vectors"]
+            # row blocks straight into float32: the whole float16 copy would add 24 MB to a
+            # server's peak memory for the moment it loads
+            vectors = np.empty(stored.shape, np.float32)
+            for start in range(0, len(vectors), LOAD_ROWS):
+                vectors[start:start + LOAD_ROWS] = stored[start:start + LOAD_ROWS]
+            return cls(names, _read_only(vectors))
 
     @classmethod
     def from_vectors(cls, names: list[str], vectors: np.ndarray) -> "NeighbourIndex":

@@ -26,7 +26,7 @@ from captioner.evaluation.cider import CiderD
 from captioner.explain.neighbours import NeighbourIndex, index_path
 
 NEIGHBOURS = 10
-KEPT_REFERENCES = 500    # training photos whose tf-idf vectors stay computed (about 13 MB)
+KEPT_REFERENCES = 500    # training photos whose tf-idf vectors stay computed (a few MB)
 _LOADED: dict = {}     # (index file, its mtime, dataset) -> Consensus: models in one process share one
 _LOADING = threading.Lock()
 
@@ -56,8 +56,9 @@ class Consensus:
     @classmethod
     def from_dataset(cls, encoder_checksum: str, data_dir: str | Path) -> "Consensus":
         """The index in the cache for this encoder, with the captions of the dataset at `data_dir`
-        (loaded once per process: about 1 s and 100 MB, the index's 49 MB shared with the app's
-        nearest photos, and up to 13 MB of reference vectors as captions are scored); FileNotFoundError (index) or
+        (loaded once per process: about 1 s and 65 MB, the index's 49 MB shared with the app's
+        nearest photos, the cleaned captions and n-gram table about 15 MB, and the reference
+        vectors of the photos scored since, up to KEPT_REFERENCES); FileNotFoundError (index) or
         DatasetError (dataset) when either is missing."""
         from captioner.data.dataset import load_flickr8k
         path = index_path(encoder_checksum)
