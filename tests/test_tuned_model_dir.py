@@ -48,6 +48,7 @@ def tuned(cache, tmp_path_factory):
     from captioner.data.text import Vocabulary
     from captioner.model_dirs import artifacts
     from captioner.training.checkpoint import new_model
+    from captioner.vision.exit_flow import round_to_float16
     from train_helper import TINY
     vocab = Vocabulary.build(["a dog runs on the grass", "a man rides a bike"], 1)
     config = dataclasses.replace(TINY, decoder="attention", finetune_encoder="exit_flow",
@@ -57,6 +58,7 @@ def tuned(cache, tmp_path_factory):
     rng = np.random.default_rng(3)
     model.exit_flow.set_weights([w * (1 + 0.2 * rng.standard_normal(w.shape)).astype(w.dtype) if w.ndim > 1 else w
                                  for w in model.exit_flow.get_weights()])
+    round_to_float16(model.exit_flow)   # as training does before it writes the model
     info = {"decoder": "attention", "encoder": {"name": "xception", "weights_checksum": EXPECTED_CHECKSUM},
             "exit_flow": {"layer": "add_10", "tuned_from_epoch": 1,
                           "parameters": int(model.exit_flow.count_params())}}
@@ -89,6 +91,14 @@ def test_a_tuned_model_directory_encodes_as_its_keras_model(tuned, photos):
     directory, model = tuned
     trained = artifacts.load_trained(directory)
     assert trained.exit_flow.layer == "add_10" and trained.exit_flow.weights.name == artifacts.HEAD_WEIGHTS
+    import h5py
+    with h5py.File(trained.exit_flow.weights) as stored:   # half the size, and loaded exactly
+        kinds = set()
+        stored.visititems(lambda _, item: kinds.add(item.dtype) if isinstance(item, h5py.Dataset) else None)
+    assert kinds == {np.dtype(np.float16)}
+    from captioner.vision.tuned_encoder import keras_head
+    for a, b in zip(keras_head(trained.exit_flow.weights, "add_10").get_weights(), model.exit_flow.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
     expected = keras_maps(model, photos)
 
     on_tf = Captioner(trained, encoder_kind="tensorflow")

@@ -87,8 +87,9 @@ def save_trained(out_dir: Path, model, vocab: Vocabulary, config: Config,
         decoder.set_weights(decoder_part(model).get_weights())
         decoder.save_weights(str(staging / WEIGHTS))
         tuned = [HEAD_WEIGHTS] if is_tuned(model) else []
-        if tuned:  # the model's own exit flow, which reads the shared trunk's output
-            model.exit_flow.save_weights(str(staging / HEAD_WEIGHTS))
+        if tuned:  # the model's own exit flow, which reads the shared trunk's output, in float16
+            from captioner.vision.exit_flow import save_float16_weights
+            save_float16_weights(model.exit_flow, staging / HEAD_WEIGHTS)
         vocab.save(staging / VOCAB)
         config.save(staging / CONFIG)
         write_json_atomic(staging / HISTORY, history)

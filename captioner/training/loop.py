@@ -40,6 +40,7 @@ from captioner.vision.encoder import Encoder
 from captioner.evaluation.metrics import caption_statistics
 from captioner.evaluation.report import write_model_card
 from captioner.training.scores import choose_length_alpha, evaluate_split
+from captioner.vision.exit_flow import round_to_float16
 from captioner.training.progress import ProgressReporter, log
 from captioner.training.run import Run
 from captioner.training.self_critical import reward_scorer, scst_epoch
@@ -208,6 +209,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
     best_tuned = tuned_file(state, state["best_epoch"])
     model = new_model(config, config.learning_rate, tuned=best_tuned, imagenet_head=False)
     load_decoder_only(model, checkpoint.best_path(state), config, best_tuned)
+    if best_tuned:  # the model directory stores it in float16: what is scored is what is written
+        round_to_float16(model.exit_flow)
     run.tune(model, splits=("val", "test"))
     decoder = numpy_decoder(model, config)
     config = choose_length_alpha(decoder, run.vocab, config, run.features["val"], run.splits["val"],
