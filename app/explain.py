@@ -64,7 +64,7 @@ def show_familiarity(captioner, encoded: dict) -> None:
         st.caption("No familiarity check: run `python -m captioner index-dataset` to write "
                    "`trained/training_photos.h5`.")
         return
-    similarity = float(familiarity.similarity(encoded["features"])[0])
+    similarity = float(familiarity.similarity(captioner.imagenet_map(encoded["features"]))[0])
     share = 100 - familiarity.percentile
     unlike = familiarity.is_unfamiliar(similarity)
     if captioner.trust_model is not None:
@@ -88,14 +88,14 @@ def show_familiarity(captioner, encoded: dict) -> None:
 
 def show_neighbours(captioner, encoded: dict) -> None:
     data, _ = app.flickr8k(app.default_data_dir())
-    index = app.neighbour_index(captioner.encoder.checksum) if data is not None else None  # 49 MB: only if shown
+    index = app.neighbour_index(captioner.imagenet_checksum) if data is not None else None  # 49 MB: only if shown
     if index is None or data is None:
         st.info("This needs Flickr8k and its nearest-photo index: set `CAPTIONER_DATA_DIR` (see "
                 "the Flickr8k dataset page) and run `python -m captioner index-dataset --neighbours-only`.")
         return
     st.caption("What the model learned from when it wrote captions for photos like this one: "
                "the nearest training photos by cosine similarity of their Xception vectors.")
-    for column, (name, similarity) in zip(st.columns(NEIGHBOURS), index.nearest(encoded["features"], NEIGHBOURS)):
+    for column, (name, similarity) in zip(st.columns(NEIGHBOURS), index.nearest(captioner.imagenet_map(encoded["features"]), NEIGHBOURS)):
         with column:
             picture = app.thumbnail(str(data.image_path(name)))
             if picture:

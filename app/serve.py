@@ -53,7 +53,7 @@ def preload() -> float:
         support.familiarity()
         data, _ = support.flickr8k(support.default_data_dir())
         if data is not None:  # the nearest photos need Flickr8k to show: no index without it
-            support.neighbour_index(default.encoder.checksum)
+            support.neighbour_index(default.imagenet_checksum)
     return time.perf_counter() - started
 
 

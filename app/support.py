@@ -108,13 +108,14 @@ def require_captioner() -> Captioner:
 
 @st.cache_resource(show_spinner="Loading the other caption model…", max_entries=4)
 def _load_other(directory: str, stamp: tuple, name: str) -> Captioner:
-    # The same Xception object as the default model's: one encoder pass serves both, unless
-    # one of them has its own exit flow (issue 24).
+    # The same encoder as the default model's, so one encoder pass serves both, wherever the
+    # default's encoding holds this model's exit flow (issue 24: a frozen model reads the
+    # ImageNet view every encoding has).
     default = _load_captioner(directory, stamp)
     other = (Captioner(default.members[name], data_dir=default.data_dir) if name in default.members  # loaded already
              else Captioner.load(directory, name=name, data_dir=default.data_dir))
-    if other.exit_flow == default.exit_flow:
-        other = Captioner(other.trained, encoder=default.encoder, data_dir=default.data_dir)
+    if {f.sha256 for f in other.flows} <= {f.sha256 for f in default.flows}:
+        other = Captioner(other.trained, encoder=default.encoder, data_dir=default.data_dir, flows=default.flows)
     return other
 
 

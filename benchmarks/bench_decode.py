@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     # Both runtimes of the same Xception, timed in turns within this run; serving uses LiteRT.
     encoders = {"litert": LiteEncoder(), "tf": Encoder(allow_download=False)}
     encoder = encoders["litert"]
-    captioner = Captioner.load(args.model, name="merge", encoder=encoder)
+    captioner = Captioner.load(args.model, name="merge", encoder=encoder, flows=[])
     arrays = np.stack([prepare_for_encoder(load_image(dataset.image_path(n))) for n in names])
     prepare_ms, _ = timed(lambda: prepare_for_encoder(load_image(dataset.image_path(names[0]))), 10)
 
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     from captioner.vision.tuned_encoder import imagenet_split_encoder
     split = {"whole": encoders["litert"], "split": imagenet_split_encoder()}
     default_model = Captioner.load(args.model)
-    if default_model.exit_flow is not None:
+    if default_model.flows:   # the trunk, ImageNet's exit flow and each model's own
         split["split"] = default_model.encoder
     split["split"].feature_maps(arrays[:1])
     split_ms = {kind: [] for kind in split}
@@ -135,14 +135,16 @@ def main(argv=None) -> int:
         results[f"{kind}_encoder_images_per_s_batch32"] = round(32000 / statistics.median(batch32[kind]), 2)
     results["encoder_ms_batch1"] = results["litert_encoder_ms_batch1"]   # the shares below: serving's
     results["split_encoder_ms_batch1"] = round(statistics.median(split_ms["split"]), 1)
-    results["split_encoder_head"] = "the default model's own" if default_model.exit_flow else "ImageNet's"
+    results["split_encoder_head"] = ("ImageNet's and the default model's own" if default_model.flows
+                                     else "ImageNet's")
     results["split_vs_whole_encoder_batch1"] = round(statistics.median(split_ms["split"])
                                                      / statistics.median(split_ms["whole"]), 3)
     results["litert_vs_tf_encoder_batch1"] = round(results["litert_encoder_ms_batch1"]
                                                    / results["tf_encoder_ms_batch1"], 3)
     # One photo end to end as the app and `caption` serve it: read and decode the file, encode,
     # the default model's beam-3 caption with its trust estimate; each runtime in turn.
-    default = {kind: Captioner.load(args.model, encoder=each) for kind, each in encoders.items()}
+    default = {kind: (Captioner.load(args.model, encoder_kind=kind) if default_model.flows   # its own views
+                      else Captioner.load(args.model, encoder=each)) for kind, each in encoders.items()}
     end_to_end = {kind: [] for kind in encoders}
     for kind, each in default.items():
         each.caption_image(dataset.image_path(names[0]), beam=3)   # warm-up: the trust estimate loads
@@ -165,7 +167,7 @@ def main(argv=None) -> int:
         if name not in available_models(args.model):
             continue
         try:
-            other = Captioner.load(args.model, name=name, encoder=encoder)
+            other = Captioner.load(args.model, name=name, encoder=encoder, flows=[])
         except ArtifactError as exc:  # a stale ensemble: time the rest
             print(f"skipped {name}: {exc}", file=sys.stderr)
             continue
@@ -184,7 +186,7 @@ def main(argv=None) -> int:
         if name not in available_models(args.model):
             continue
         for suffix, data_dir in (("", args.data), ("_without_consensus", "")):
-            judged = Captioner.load(args.model, name=name, encoder=encoder, data_dir=data_dir)
+            judged = Captioner.load(args.model, name=name, encoder=encoder, data_dir=data_dir, flows=[])
             if judged.trust_model is None:
                 print(f"no trust timing for {name}: {judged.trust_problem}", file=sys.stderr)
                 continue

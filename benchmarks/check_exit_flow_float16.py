@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     from captioner.vision.tuned_encoder import keras_head
 
     captioner = Captioner.load(args.model)
-    flow = captioner.exit_flow
+    flow = captioner.trained.exit_flow
     if flow is None:
         parser.error(f"{args.model}: has no tuned exit flow")
     data = load_flickr8k(args.data)
@@ -64,7 +64,8 @@ def main(argv=None) -> int:
     maps = {"float32": head_maps(Head(full), inputs).reshape(shape),
             "float16": head_maps(Head(rounded), inputs).reshape(shape)}
     references = {n: data.captions[n] for n in names}
-    captions = {kind: [c[0].text for c in captioner.caption_batch(m, beam=3, trust=False)]
+    plain = Captioner(captioner.trained, flows=[])   # decodes the maps given, not views of them
+    captions = {kind: [c[0].text for c in plain.caption_batch(m, beam=3, trust=False)]
                 for kind, m in maps.items()}
     cider = {kind: coco_scores(dict(zip(names, caps)), references, meteor=False)["CIDEr"]
              for kind, caps in captions.items()}

@@ -31,6 +31,7 @@ from captioner.decoding.search import Caption, beam_search, greedy_search
 from captioner.model_dirs.artifacts import ArtifactError, TrainedModel
 from captioner.model_dirs.catalog import MODEL_NAMES, load_model, ranked_models
 from captioner.model_dirs.ensemble_dir import TrainedEnsemble
+from captioner.model_dirs.views import exit_flows, views_decoder
 from captioner.trust import evidence as trust_evidence
 from captioner.trust.estimate import TrustError, TrustModel, load_estimate, model_weights
 from captioner.trust.signals import EVIDENCE_BEAM
@@ -44,12 +45,16 @@ RECENT_SEARCHES = 16   # photos whose trust-evidence searches are kept (a few KB
 class Captioner:
     def __init__(self, trained: TrainedModel | TrainedEnsemble, encoder: Encoder | None = None,
                  encoder_weights: str | os.PathLike | None = None, encoder_kind: str | None = None,
-                 data_dir: str | os.PathLike | None = None):
+                 data_dir: str | os.PathLike | None = None, flows: list | None = None):
+        """`flows`: the tuned exit flows whose views `features` hold (model_dirs/views.py), by
+        default the model's own; more may be given, so that models with fewer share one encoder."""
         self.trained = trained
         self.config = trained.config
         self.vocab = trained.vocab
         self.name = "ensemble" if isinstance(trained, TrainedEnsemble) else trained.config.decoder
-        self.decoder = trained.numpy_decoder()  # NumPy arrays read with h5py: no TensorFlow
+        self.flows = exit_flows(trained) if flows is None else list(flows)
+        # NumPy arrays read with h5py (no TensorFlow); each model reading its own view, if any
+        self.decoder = views_decoder(trained, self.flows)
         self._encoder = encoder
         self._encoder_weights = encoder_weights
         self._encoder_kind = encoder_kind
@@ -69,7 +74,8 @@ class Captioner:
     @classmethod
     def load(cls, directory: str | os.PathLike | None = None, name: str | None = None,
              encoder: Encoder | None = None, encoder_weights: str | os.PathLike | None = None,
-             encoder_kind: str | None = None, data_dir: str | os.PathLike | None = None) -> "Captioner":
+             encoder_kind: str | None = None, data_dir: str | os.PathLike | None = None,
+             flows: list | None = None) -> "Captioner":
         """Model `name` ("merge", "attention", "ensemble") from `directory` (default trained/),
         or the one with the best test CIDEr; `directory` may also be one model's own directory.
         `encoder_kind` is "litert" (the default, no TensorFlow) or "tensorflow"
@@ -78,7 +84,8 @@ class Captioner:
         the trust estimate also reads the nearest training photos' captions.
         Without a name, a best model that cannot be loaded (a damaged member of the ensemble)
         gives way to the next best, and `passed_over` says why; if none loads, the best's
-        error is raised."""
+        error is raised. `flows`: as for the constructor (`[]`: decode the frozen maps given, whatever
+        exit flows the model has, as benchmarks timing the decoders do)."""
         errors = []
         for candidate in ranked_models(directory, name):
             try:
@@ -88,7 +95,7 @@ class Captioner:
                     raise
                 errors.append(exc)
                 continue
-            captioner = cls(trained, encoder, encoder_weights, encoder_kind, data_dir)
+            captioner = cls(trained, encoder, encoder_weights, encoder_kind, data_dir, flows)
             captioner.passed_over = [str(e) for e in errors]
             return captioner
         raise errors[0]
@@ -124,21 +131,36 @@ class Captioner:
         return self._encoder
 
     @property
-    def exit_flow(self):
-        """The model's own tuned exit flow (artifacts.ExitFlow), or None: the frozen encoder."""
-        return model_exit_flow(self.trained)
+    def has_views(self) -> bool:
+        """Whether a photo's features are several exit flows' maps side by side, (views, 10, 10,
+        2048), ImageNet's first; else Xception's frozen map, (10, 10, 2048)."""
+        return bool(self.flows)
+
+    def imagenet_maps(self, features: np.ndarray) -> np.ndarray:
+        """The frozen ImageNet maps (n, 10, 10, 2048) of a batch of this model's features: what
+        familiarity, the nearest training photos and consensus compare with the training photos'."""
+        features = np.asarray(features)
+        return features[:, 0] if self.has_views else features
+
+    def imagenet_map(self, features: np.ndarray) -> np.ndarray:
+        """`imagenet_maps` of one photo's features."""
+        return self.imagenet_maps(np.asarray(features)[None])[0]
+
+    @property
+    def imagenet_checksum(self) -> str:
+        """The ImageNet weights' checksum, which the frozen maps (and the nearest-photo index
+        built from them) are keyed by, whatever exit flows this model reads."""
+        return getattr(self.encoder, "base_checksum", self.encoder.checksum)
 
     def _open_encoder(self):
-        exit_flow = self.exit_flow
-        if exit_flow is None:
+        if not self.flows:
             return open_encoder(self._encoder_kind, self._encoder_weights)
         if self._encoder_weights:
             raise EncoderWeightsError(f"{self.trained.directory}: has its own exit flow, so it encodes with "
                                       "the cached ImageNet trunk and its exit_flow.weights.h5, not "
                                       f"{self._encoder_weights}.")
-        from captioner.vision.tuned_encoder import open_tuned_encoder
-        return open_tuned_encoder(encoder_kind(self._encoder_kind), exit_flow.weights,
-                                  exit_flow.sha256, exit_flow.layer)
+        from captioner.vision.tuned_encoder import open_views_encoder
+        return open_views_encoder(encoder_kind(self._encoder_kind), self.flows)
 
     @property
     def encoder_kind(self) -> str:
@@ -150,17 +172,17 @@ class Captioner:
     def check_encoder(self) -> None:
         """Build the encoder now and refuse one whose weights differ from training's."""
         expected = (self.trained.manifest.get("encoder") or {}).get("weights_checksum")
-        base = getattr(self.encoder, "base_checksum", self.encoder.checksum)  # a tuned encoder's trunk
+        base = self.imagenet_checksum   # a tuned encoder's trunk
         if expected and base != expected:
             raise EncoderWeightsError(f"Encoder weights {base[:12]} differ from the "
                                f"ones this model was trained with ({expected[:12]}).")
-        exit_flow = self.exit_flow
-        head = getattr(self.encoder, "head_checksum", None)
-        if (exit_flow.sha256 if exit_flow else None) != head:
+        heads = getattr(self.encoder, "head_checksums", None)
+        wanted = [flow.sha256 for flow in self.flows]
+        if (heads is None and wanted) or (heads is not None and heads != wanted):
             raise EncoderWeightsError(
-                f"{self.trained.directory}: " + (f"reads its own exit flow ({exit_flow.sha256[:12]}), which "
-                                                 "this encoder does not run." if exit_flow else
-                                                 "reads the frozen encoder, not a tuned exit flow."))
+                f"{self.trained.directory}: " + (f"reads its own exit flow ({', '.join(w[:12] for w in wanted)}), "
+                                                 "which this encoder does not run." if wanted else
+                                                 "reads the frozen encoder, not tuned exit flows."))
 
     def features(self, image: ImageSource, name: str | None = None) -> np.ndarray:
         """Xception's (10, 10, 2048) float16 map of one photo (path, bytes or PIL image)."""
@@ -201,12 +223,18 @@ class Captioner:
         alpha = self.config.length_alpha if alpha is None else alpha
         max_length = max_length or self.config.max_decode_length
         features = np.asarray(features)
-        maps = features.ndim == 4 and features.shape[1:] == (10, 10, self.config.feature_dim)
-        vectors = features.ndim == 2 and features.shape[1] == self.config.feature_dim
-        if not (maps or (vectors and not self.has_attention)):
-            raise ValueError(f"expected Xception maps of shape (n, 10, 10, {self.config.feature_dim})"
-                             + ("" if self.has_attention else f" or vectors (n, {self.config.feature_dim})")
-                             + f", got {features.shape}")
+        if self.has_views:
+            views = (len(self.flows) + 1, 10, 10, self.config.feature_dim)
+            if features.ndim != 5 or features.shape[1:] != views:
+                raise ValueError(f"expected the maps of {views[0]} exit flows, shape (n, {', '.join(map(str, views))}), "
+                                 f"got {features.shape}")
+        else:
+            maps = features.ndim == 4 and features.shape[1:] == (10, 10, self.config.feature_dim)
+            vectors = features.ndim == 2 and features.shape[1] == self.config.feature_dim
+            if not (maps or (vectors and not self.has_attention)):
+                raise ValueError(f"expected Xception maps of shape (n, 10, 10, {self.config.feature_dim})"
+                                 + ("" if self.has_attention else f" or vectors (n, {self.config.feature_dim})")
+                                 + f", got {features.shape}")
         attention = attention and self.has_attention
         trust = trust and self.trust_model is not None
         # At the evidence's own width and length penalty the search's other captions are the
@@ -264,11 +292,8 @@ class Captioner:
         if not self.data_dir:
             self.trust_note = f"{without} (no Flickr8k here: {how})."
             return None
-        if self.exit_flow is not None:  # the index holds frozen-encoder vectors, not this model's maps
-            self.trust_note = f"{without} (this model's own exit flow has no nearest-photo index)."
-            return None
         # The index is keyed by the encoder's weights, which the manifest names: no need to build it.
-        checksum = (self._encoder.checksum if self._encoder is not None
+        checksum = (self.imagenet_checksum if self._encoder is not None
                     else (self.trained.manifest.get("encoder") or {}).get("weights_checksum", ""))
         try:
             consensus = Consensus.from_dataset(checksum, self.data_dir)
@@ -306,8 +331,9 @@ class Captioner:
         """What each shown caption's trust is read from (captioner.trust.signals.Evidence), one
         list per photo of `features`."""
         consensus = self._consensus if self.trust_model is not None and "consensus" in self.trust_model.signals else None
-        return trust_evidence.gather(self._trust_centroids(), features, shown, self._searches(features, searched),
-                                     consensus)
+        # The photo's likeness to the training photos is read on the ImageNet map they were indexed by.
+        return trust_evidence.gather(self._trust_centroids(), self.imagenet_maps(features), shown,
+                                     self._searches(features, searched), consensus)
 
     def _searches(self, features: np.ndarray, searched: list[list[Caption]] | None) -> list:
         """Each photo's evidence searches, from the last few photos' when they are among them:
@@ -365,18 +391,6 @@ class Captioner:
 
 def _first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
-def model_exit_flow(trained):
-    """The tuned exit flow a model (or every member of an ensemble) reads, or None."""
-    members = getattr(trained, "members", None)
-    if not members:
-        return trained.exit_flow
-    flows = {m.exit_flow for m in members}
-    if len(flows) > 1:
-        raise ArtifactError(f"{trained.directory}: its members read different exit flows; an ensemble "
-                            "must share one encoder.")
-    return flows.pop()
 
 
 def load_captioner(model: str | None = None, **kwargs) -> Captioner:

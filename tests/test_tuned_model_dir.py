@@ -100,18 +100,26 @@ def test_a_tuned_model_directory_encodes_as_its_keras_model(tuned, photos):
     for a, b in zip(keras_head(trained.exit_flow.weights, "add_10").get_weights(), model.exit_flow.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     expected = keras_maps(model, photos)
+    from captioner.vision.encoder import Encoder
+    frozen = Encoder(allow_download=False).feature_maps(photos).astype(np.float32)
 
     on_tf = Captioner(trained, encoder_kind="tensorflow")
     on_tf.check_encoder()
-    np.testing.assert_allclose(on_tf.encoder.feature_maps(photos).astype(np.float32),
-                               expected.astype(np.float32), atol=2e-3, rtol=2e-3)
+    views = on_tf.encoder.feature_maps(photos).astype(np.float32)
+    assert views.shape == (3, 2, 10, 10, 2048)   # ImageNet's exit flow's map, then the model's own
+    np.testing.assert_allclose(views[:, 1], expected.astype(np.float32), atol=2e-3, rtol=2e-3)
+    # view 0 is the frozen encoder's map, up to the trunk's float16 rounding carried through the exit flow
+    np.testing.assert_allclose(views[:, 0], frozen, atol=0.01, rtol=2e-3)
+    np.testing.assert_array_equal(on_tf.imagenet_maps(views), views[:, 0])
 
     with pytest.raises(EncoderWeightsError, match="LiteRT conversion .* is missing"):
         Captioner(trained, encoder_kind="litert").encoder
     assert convert_exit_flows(directory.parent)   # what `make setup` runs for trained/
     on_lite = Captioner(trained, encoder_kind="litert")
     on_lite.check_encoder()
-    lite = on_lite.encoder.feature_maps(photos).astype(np.float32)
+    lite_views = on_lite.encoder.feature_maps(photos).astype(np.float32)
+    lite = lite_views[:, 1]
+    np.testing.assert_allclose(lite_views[:, 0], frozen, atol=0.01, rtol=2e-3)
     # LiteRT and Keras agree to ~1e-5 in float32 per half (tests/test_litert.py); a value that
     # sits on a float16 rounding boundary of the trunk's output may move one step, which the
     # exit flow carries on (measured: at most 0.002, one float16 step, on values up to 5.8).
@@ -156,7 +164,95 @@ def test_a_model_without_an_exit_flow_reads_the_frozen_encoder(encoder):
     from conftest import trained_models
     for name, directory in trained_models().items():
         captioner = Captioner.load(directory, encoder=encoder)
-        assert captioner.exit_flow is None, name
+        assert captioner.flows == [] and not captioner.has_views, name
         captioner.check_encoder()   # the shared frozen encoder is the right one
     fresh = Captioner.load(trained_models()["attention"])
-    assert fresh.encoder.checksum == EXPECTED_CHECKSUM and not hasattr(fresh.encoder, "head_checksum")
+    assert fresh.encoder.checksum == EXPECTED_CHECKSUM and not hasattr(fresh.encoder, "head_checksums")
+
+
+@pytest.fixture(scope="module")
+def mixed(tuned):
+    """trained/ of the tuned attention model, a frozen merge model on its vocabulary and their
+    ensemble: members that read different exit flows."""
+    from captioner.model_dirs import artifacts
+    from captioner.model_dirs.ensemble_dir import save_ensemble
+    from captioner.training.checkpoint import new_model
+    from train_helper import TINY
+    import keras
+    root = tuned[0].parent
+    attention = artifacts.load_trained(tuned[0])
+    config = dataclasses.replace(TINY, decoder="merge", vocab_size=len(attention.vocab))
+    keras.utils.set_random_seed(4)
+    info = {"decoder": "merge", "encoder": {"name": "xception", "weights_checksum": EXPECTED_CHECKSUM}}
+    artifacts.save_trained(root / "merge", new_model(config, 1e-3), attention.vocab, config, [{"epoch": 1}], None, info)
+    members = [root / "attention", root / "merge"]
+    fingerprints = [artifacts.weights_fingerprint(artifacts.load_trained(d).manifest["files"]) for d in members]
+    save_ensemble(root / "ensemble", members, fingerprints, attention.vocab, [0.5, 0.5], 0.0, None, None, {})
+    return root
+
+
+class Fed:
+    """A decoder fed the maps given here, whatever the search hands it."""
+    def __init__(self, decoder, maps):
+        self.decoder, self.maps = decoder, maps
+
+    def prepare(self, _):
+        return self.decoder.prepare(self.maps)
+
+    def __getattr__(self, name):
+        return getattr(self.decoder, name)
+
+
+def test_an_ensemble_of_a_tuned_and_a_frozen_model_decodes_each_on_its_own_exit_flow(mixed, photos):
+    """Issue 24: the trunk runs once, then ImageNet's exit flow and the tuned one; the tuned member
+    reads its own map and the frozen member ImageNet's, in the app, the CLI and caption-dir alike."""
+    from captioner import Captioner
+    from captioner.decoders.ensemble import EnsembleDecoder
+    from captioner.decoding.search import beam_search
+    from captioner.model_dirs import artifacts
+    from captioner.model_dirs.catalog import convert_exit_flows
+    from captioner.model_dirs.ensemble_dir import stale_members
+    convert_exit_flows(mixed)
+    ensemble = Captioner.load(mixed, name="ensemble")
+    assert [f.sha256 for f in ensemble.flows] == [artifacts.load_trained(mixed / "attention").exit_flow.sha256]
+    ensemble.check_encoder()
+    views = ensemble.encoder.feature_maps(photos)
+    assert views.shape == (3, 2, 10, 10, 2048)
+    attention, merge = (artifacts.load_trained(mixed / n) for n in ("attention", "merge"))
+
+    def expected(attention_maps, merge_maps):
+        decoder = EnsembleDecoder([Fed(attention.numpy_decoder(), attention_maps),
+                                   Fed(merge.numpy_decoder(), merge_maps)], [0.5, 0.5])
+        return [c[0] for c in beam_search(decoder, ensemble.vocab, views[:, 0], 3, 1, 8, 0.0)]
+    found = [c[0] for c in ensemble.caption_batch(views, beam=3, max_length=8, alpha=0.0, trust=False)]
+    right = expected(views[:, 1], views[:, 0])
+    assert [(c.text, round(c.log_prob, 4)) for c in found] == [(c.text, round(c.log_prob, 4)) for c in right]
+    swapped = expected(views[:, 0], views[:, 1])   # so the comparison above could fail
+    assert [round(c.log_prob, 4) for c in swapped] != [round(c.log_prob, 4) for c in right]
+    with pytest.raises(ValueError, match="maps of 2 exit flows"):
+        ensemble.caption_batch(views[:, 0], trust=False)
+
+    # A frozen model shown beside it shares its encoder and reads view 0, as the app does.
+    beside = Captioner(merge, encoder=ensemble.encoder, flows=ensemble.flows)
+    beside.check_encoder()
+    alone = Captioner(merge, flows=[])
+    assert ([c[0].log_prob for c in beside.caption_batch(views, beam=3, trust=False)]
+            == [c[0].log_prob for c in alone.caption_batch(views[:, 0], beam=3, trust=False)])
+    # An ensemble scored with these members is stale once the exit flow changes, even if the decoder does not.
+    assert stale_members(mixed / "ensemble") == []
+    files = dict(attention.manifest["files"])
+    assert artifacts.weights_fingerprint(files) != files[artifacts.WEIGHTS]
+    files[artifacts.HEAD_WEIGHTS] = "0" * 64
+    assert artifacts.weights_fingerprint(files) != artifacts.weights_fingerprint(attention.manifest["files"])
+
+
+def test_rescoring_a_tuned_model_keeps_its_exit_flow(tuned, tmp_path):
+    """What evaluate.py's re-score writes: the decoder from its Keras model, the exit flow as it was."""
+    from captioner.model_dirs import artifacts
+    trained = artifacts.load_trained(tuned[0])
+    out = artifacts.save_trained(tmp_path / "attention", trained.model, trained.vocab, trained.config,
+                                 trained.history, None, {k: v for k, v in trained.manifest.items() if k != "files"},
+                                 exit_flow=trained.exit_flow)
+    again = artifacts.load_trained(out)
+    assert again.exit_flow is not None and again.exit_flow.sha256 == trained.exit_flow.sha256
+    assert again.manifest["files"][artifacts.WEIGHTS] == trained.manifest["files"][artifacts.WEIGHTS]

@@ -172,13 +172,32 @@ def main(argv=None) -> int:
         cutoffs = {LIKELY_RIGHT: args.likely_right, UNSURE: args.unsure}
         estimates, sharper, report = {}, {}, {}
         evidence_dir = cache_dir() / "trust"
+        views = {}
+
+        def maps_for(flows: list) -> dict:
+            """The features a model reading `flows` decodes: the frozen maps, or views (issue 24)."""
+            if not flows:
+                return maps
+            key = tuple(flow.sha256 for flow in flows)
+            if key not in views:
+                from captioner.training.features import views_maps
+                from captioner.vision.tuned_encoder import open_views_encoder
+                paths = {**{split: [data.image_path(n) for n in sets[split]] for split in sets},
+                         "coco": [everyday.image_path(n) for n in coco_names]}
+                views[key] = {split: views_maps(p, flows, desc=f"Views ({split})") for split, p in paths.items()}
+                views[key]["synthetic"] = open_views_encoder("litert", flows).feature_maps(
+                    np.stack([prepare_for_encoder(i) for i in synthetic.values()]))
+            return views[key]
+
         for name in available_models(root):
             captioner = Captioner.load(root, name, encoder=encoder, data_dir="")
+            model_maps = maps_for(captioner.flows)
             found = {}
             for split in names:
-                photos, captions = collect(captioner, maps[split], names[split], references[split], split,
+                photos, captions = collect(captioner, model_maps[split], names[split], references[split], split,
                                            familiarity_sha, evidence_dir)
-                found[split] = with_consensus(photos, captions, maps[split], consensus)
+                # consensus, like familiarity, reads the photo's ImageNet map
+                found[split] = with_consensus(photos, captions, captioner.imagenet_maps(model_maps[split]), consensus)
             coco_held = np.array([held_out(n) for n in found["coco"].names])
             fit_on, row_weights = fit.join(found["val"], found["coco"].take(~coco_held))
             chosen = ["log_prob", "weakest_word", "beam_agreement", "familiarity", "photo_kind"]

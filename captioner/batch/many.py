@@ -59,7 +59,7 @@ def caption_files(captioner, files: list[tuple[str, bytes]], beam: int = 3, batc
     for start in range(0, len(good), batch_size):
         batch = good[start:start + batch_size]
         maps = captioner.encoder.feature_maps(np.stack(arrays[start:start + batch_size]))
-        similarity = familiarity.similarity(maps) if familiarity is not None else [None] * len(batch)
+        similarity = familiarity.similarity(captioner.imagenet_maps(maps)) if familiarity is not None else [None] * len(batch)
         for i, captions, sim in zip(batch, captioner.caption_batch(maps, beam=beam, top=1), similarity):
             best = captions[0]
             results[i].caption = best.text

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
 import json
 import os
 import shutil
@@ -61,6 +62,15 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def weights_fingerprint(files: dict) -> str:
+    """What a model's learnt weights are, from its manifest's file list: the decoder's sha256, or
+    for a model with its own exit flow (issue 24) a sha256 over both, so an ensemble scored with
+    it, or a trust estimate fitted for it, goes stale when either changes."""
+    if HEAD_WEIGHTS not in files:
+        return files[WEIGHTS]
+    return hashlib.sha256(f"{files[WEIGHTS]}+{files[HEAD_WEIGHTS]}".encode()).hexdigest()
+
+
 def write_json_atomic(path: Path, data) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
@@ -76,8 +86,10 @@ def read_json(path: Path):
 
 def save_trained(out_dir: Path, model, vocab: Vocabulary, config: Config,
                  history: list[dict], metrics: dict | None, info: dict,
-                 photo_scores: list[dict] | None = None) -> Path:
-    """Write a complete model directory and swap it in for `out_dir` atomically."""
+                 photo_scores: list[dict] | None = None, exit_flow: "ExitFlow | None" = None) -> Path:
+    """Write a complete model directory and swap it in for `out_dir` atomically. `exit_flow`:
+    a model directory's tuned exit flow to carry over as it is (re-scoring a model whose Keras
+    `model` is its decoder alone)."""
     def write(staging: Path) -> list[str]:
         # A compiled model's save_weights also stores the optimiser's moments (3x the size);
         # the app needs only the decoder, so save an uncompiled copy.
@@ -86,10 +98,12 @@ def save_trained(out_dir: Path, model, vocab: Vocabulary, config: Config,
         decoder = build_decoder(config)
         decoder.set_weights(decoder_part(model).get_weights())
         decoder.save_weights(str(staging / WEIGHTS))
-        tuned = [HEAD_WEIGHTS] if is_tuned(model) else []
-        if tuned:  # the model's own exit flow, which reads the shared trunk's output, in float16
+        tuned = [HEAD_WEIGHTS] if is_tuned(model) or exit_flow is not None else []
+        if is_tuned(model):  # the model's own exit flow, which reads the shared trunk's output, in float16
             from captioner.vision.exit_flow import save_float16_weights
             save_float16_weights(model.exit_flow, staging / HEAD_WEIGHTS)
+        elif exit_flow is not None:
+            shutil.copyfile(exit_flow.weights, staging / HEAD_WEIGHTS)
         vocab.save(staging / VOCAB)
         config.save(staging / CONFIG)
         write_json_atomic(staging / HISTORY, history)

@@ -96,17 +96,16 @@ def read_records(directory: str | os.PathLike) -> dict:
 
 def convert_exit_flows(root: str | os.PathLike | None = None) -> list[Path]:
     """The LiteRT files serving needs for every model in `root` with its own exit flow: the
-    shared trunk and each model's head, converted where missing (needs TensorFlow; `make
+    shared trunk, ImageNet's exit flow from the same layer and each model's head, converted where missing (needs TensorFlow; `make
     setup` runs it). Returns the heads' paths."""
-    from captioner.vision.exit_flow import trunk_encoder
-    from captioner.vision.tuned_encoder import convert_head
+    from captioner.vision.tuned_encoder import convert_views, head_lite_path
     heads = []
     for directory in available_models(root).values():
         if is_ensemble(directory):
             continue   # its members are converted as models of their own
         flow = load_trained(directory).exit_flow
         if flow is not None:
-            trunk_encoder(flow.layer)   # converts the trunk up to flow.layer once
-            heads.append(convert_head(flow.weights, flow.sha256, flow.layer))
+            convert_views([flow])   # the trunk up to flow.layer and ImageNet's head once, then its own
+            heads.append(head_lite_path(flow.sha256))
             print(f"{directory.name}: its exit flow for LiteRT at {heads[-1]}")
     return heads

@@ -17,9 +17,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from captioner.model_dirs.artifacts import (MANIFEST, METRICS, VOCAB, WEIGHTS, ArtifactError,
+from captioner.model_dirs.artifacts import (MANIFEST, METRICS, VOCAB, ArtifactError,
                                             TrainedModel, load_trained, read_json, verified_manifest,
-                                            write_json_atomic, write_model_dir, write_scores)
+                                            weights_fingerprint, write_json_atomic, write_model_dir,
+                                            write_scores)
 from captioner.decoders.config import Config
 from captioner.data.text import Vocabulary
 
@@ -67,7 +68,7 @@ def stale_members(directory: str | os.PathLike) -> list[str]:
     stale = []
     for name, scored in zip(description["members"], description["members_weights_sha256"]):
         try:
-            now = read_json(directory.parent / name / MANIFEST)["files"][WEIGHTS]
+            now = weights_fingerprint(read_json(directory.parent / name / MANIFEST)["files"])
         except (ArtifactError, KeyError, TypeError):
             now = None
         if now != scored:

@@ -26,3 +26,23 @@ def split_features(dataset: Flickr8k, splits: dict[str, list[str]], encoder, pro
                                         on_progress=on_progress)
             out[split] = maps if pooled else training_features(config, maps)
     return out
+
+
+def views_maps(paths: list, flows: list, progress: bool = True, desc: str = "Features"):
+    """(n, views, 10, 10, 2048) float16: each photo of `paths` encoded for models reading the
+    tuned exit flows `flows` (model_dirs/views.py; view 0 is ImageNet's), on LiteRT, through
+    the on-disk cache keyed by every exit flow. Converts what LiteRT needs first (TensorFlow)."""
+    from captioner.vision.encoder import FEATURE_MAP_SHAPE
+    from captioner.vision.tuned_encoder import convert_views, open_views_encoder
+    convert_views(flows)
+    encoder = open_views_encoder("litert", flows)
+    cache = FeatureCache(encoder.checksum, shape=(len(flows) + 1, *FEATURE_MAP_SHAPE), part="views")
+    return extract_feature_maps(paths, encoder, cache, progress=progress, desc=desc)
+
+
+def model_maps(paths: list, flows: list, encoder, progress: bool = True, desc: str = "Features"):
+    """What a Captioner reading `flows` takes as features for `paths`: the frozen maps of
+    `encoder` without tuned exit flows, else `views_maps`."""
+    if flows:
+        return views_maps(paths, flows, progress, desc)
+    return extract_feature_maps(paths, encoder, FeatureCache(encoder.checksum), progress=progress, desc=desc)

@@ -15,7 +15,8 @@ from captioner.decoding.search import beam_search
 from captioner.vision.encoder import Encoder
 from captioner.evaluation.metrics import caption_statistics, coco_scores, human_ceiling
 from captioner.evaluation.report import write_model_card
-from captioner.training.features import split_features
+from captioner.model_dirs.views import exit_flows, views_decoder
+from captioner.training.features import split_features, views_maps
 from captioner.training.progress import log
 from captioner.vision.features import FeatureCache, extract_feature_maps
 
@@ -84,8 +85,13 @@ def rescore(data_dir: str | os.PathLike, model_dir: str | os.PathLike, encoder=N
     dataset = load_flickr8k(data_dir)
     encoder = encoder or Encoder()
     names = {s: dataset.images(s) for s in ("val", "test")}
-    features = split_features(dataset, names, encoder, progress, trained.config)
-    decoder = trained.numpy_decoder()
+    flows = exit_flows(trained)   # a model with its own exit flow is scored on its own maps
+    if flows:
+        features = {s: views_maps([dataset.image_path(n) for n in names[s]], flows, progress, f"Features ({s})")
+                    for s in names}
+    else:
+        features = split_features(dataset, names, encoder, progress, trained.config)
+    decoder = views_decoder(trained, flows)
     config = choose_length_alpha(decoder, trained.vocab, trained.config, features["val"], names["val"],
                                  {n: dataset.captions[n] for n in names["val"]})
     photo_scores = []
@@ -95,7 +101,7 @@ def rescore(data_dir: str | os.PathLike, model_dir: str | os.PathLike, encoder=N
     info = {k: v for k, v in trained.manifest.items() if k != "files"}
     info["rescored"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     artifacts.save_trained(Path(model_dir), trained.model, trained.vocab, config, trained.history,
-                           metrics, info, photo_scores)
+                           metrics, info, photo_scores, exit_flow=trained.exit_flow)
     write_model_card(model_dir)
     log(f"Re-scored {model_dir}")
     return metrics
@@ -121,10 +127,15 @@ def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, weight_choices
     dataset = load_flickr8k(data_dir)
     names = {s: dataset.images(s) for s in ("val", "test")}
     references = {s: {n: dataset.captions[n] for n in names[s]} for s in names}
-    # the 100 regions if a member attends (a merge member pools them), else pooled vectors
-    feature_config = next((m.config for m in members if m.config.decoder == "attention"), members[0].config)
-    features = split_features(dataset, names, encoder, progress, feature_config)
-    decoders = [m.numpy_decoder() for m in members]
+    flows = exit_flows(_Members(members))
+    if flows:   # each member decodes the maps of its own exit flow (model_dirs/views.py)
+        features = {s: views_maps([dataset.image_path(n) for n in names[s]], flows, progress, f"Features ({s})")
+                    for s in names}
+    else:
+        # the 100 regions if a member attends (a merge member pools them), else pooled vectors
+        feature_config = next((m.config for m in members if m.config.decoder == "attention"), members[0].config)
+        features = split_features(dataset, names, encoder, progress, feature_config)
+    decoders = [views_decoder(m, flows) for m in members]
     config = members[0].config
     searches = {}
     for weight in weight_choices:
@@ -145,8 +156,14 @@ def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, weight_choices
     return {"weights": weights, "length_alpha": config.length_alpha, "metrics": metrics,
             "photo_scores": photo_scores, "vocab": members[0].vocab,
             # the weights scored: a member replaced while this ran must leave the ensemble stale
-            "members_weights_sha256": [m.manifest["files"][artifacts.WEIGHTS] for m in members],
+            "members_weights_sha256": [artifacts.weights_fingerprint(m.manifest["files"]) for m in members],
             "val_search": {str(w): c.extra["val_alpha_search"] for w, c in searches.items()}}
+
+
+class _Members:
+    """Models about to become an ensemble, as exit_flows reads one."""
+    def __init__(self, members):
+        self.members = members
 
 
 def score_folder(model_dirs: list, folder_dir: str | os.PathLike, encoder=None, beam: int = 3,
@@ -159,13 +176,16 @@ def score_folder(model_dirs: list, folder_dir: str | os.PathLike, encoder=None, 
     folder = load_caption_folder(folder_dir)
     names = folder.images()
     encoder = encoder or Encoder()
-    maps = extract_feature_maps([folder.image_path(n) for n in names], encoder, FeatureCache(encoder.checksum),
-                                progress=progress, desc=f"Features ({folder.name})")
+    paths = [folder.image_path(n) for n in names]
+    frozen = extract_feature_maps(paths, encoder, FeatureCache(encoder.checksum),
+                                  progress=progress, desc=f"Features ({folder.name})")
     references = {n: folder.captions[n] for n in names}
     scored = {}
     for directory in map(Path, model_dirs):
         trained = load_model(directory)
-        decoder = trained.numpy_decoder()
+        flows = exit_flows(trained)   # a model with its own exit flow reads its own maps
+        maps = views_maps(paths, flows, progress, f"Features ({folder.name}, {directory.name})") if flows else frozen
+        decoder = views_decoder(trained, flows)
         log(f"{directory}: {len(names)} photos of {folder.root}")
         metrics = evaluate_split(decoder, trained.vocab, trained.config, maps, names, references, encoder.checksum,
                                  beams=(beam,), split=folder.name)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from captioner.model_dirs.artifacts import (MANIFEST, WEIGHTS, ArtifactError, read_json,
+from captioner.model_dirs.artifacts import (MANIFEST, ArtifactError, read_json, weights_fingerprint,
                                             write_json_atomic)
 from captioner.trust.signals import Evidence, signals
 
@@ -133,8 +133,8 @@ def model_weights(trained) -> dict[str, str]:
     """The sha256 of a model's weights (an ensemble's: each member's), from its manifest."""
     members = getattr(trained, "members", None)
     if members is not None:
-        return {name: m.manifest["files"][WEIGHTS] for name, m in zip(trained.member_names, members)}
-    return {trained.config.decoder: trained.manifest["files"][WEIGHTS]}
+        return {name: weights_fingerprint(m.manifest["files"]) for name, m in zip(trained.member_names, members)}
+    return {trained.config.decoder: weights_fingerprint(trained.manifest["files"])}
 
 
 def weights_on_disk(model_root: Path, names: list[str]) -> dict[str, str | None]:
@@ -142,7 +142,7 @@ def weights_on_disk(model_root: Path, names: list[str]) -> dict[str, str | None]
     found = {}
     for name in names:
         try:
-            found[name] = read_json(model_root / name / MANIFEST)["files"][WEIGHTS]
+            found[name] = weights_fingerprint(read_json(model_root / name / MANIFEST)["files"])
         except (ArtifactError, KeyError, TypeError):
             found[name] = None
     return found

@@ -1,7 +1,8 @@
 """The encoder of a model with its own exit flow (issue 24): the shared ImageNet trunk, then the
 model's tuned head.
 
-    photo -> trunk (ImageNet, shared, vision/exit_flow.py) -> float16 -> head (the model's own) -> map
+    photo -> trunk (ImageNet, shared, vision/exit_flow.py) -> float16 -> ImageNet's head -> view 0
+                                                                      -> each model's head -> view 1, 2, ...
 
 The trunk's output is rounded to float16 between the two, as in training, where the head
 learnt on the cached (float16) trunk outputs. On LiteRT both halves are .tflite files in the
@@ -10,8 +11,14 @@ exit_flow.weights.h5 (`convert_head`; `fetch-weights` converts every tuned model
 Each file's record names what it was converted from, and a head converted from other weights
 than the model directory's is refused.
 
-`checksum` (what feature caches and neighbour indexes are keyed by) names the pair, so tuned
-maps never mix with frozen ones; `base_checksum` is the ImageNet weights', which the model's
+A model with its own exit flow also needs the photo's ImageNet map: familiarity, the nearest
+training photos and consensus compare it with the training photos' frozen maps, and in an
+ensemble a frozen member decodes it. So the encoder runs the trunk once and then every exit flow
+the models read, ImageNet's first, and gives their maps side by side as "views" (`ViewsEncoder`):
+each costs about 16% of a whole Xception pass.
+
+`checksum` (what feature caches are keyed by) names the trunk and every head, so tuned maps
+never mix with frozen ones; `base_checksum` is the ImageNet weights', which the model's
 manifest records as where it started.
 """
 from __future__ import annotations
@@ -61,16 +68,26 @@ def convert_head(weights_path: Path, head_sha256: str, split: str) -> Path:
     return convert(keras_head(weights_path, split), head_sha256, path)
 
 
-class TunedEncoder:
-    """The Encoder's interface (feature_maps, encode, checksum, source, kind) over a trunk and
-    a head, each a callable from a float32 batch to float16 maps."""
+class ViewsEncoder:
+    """The Encoder's interface (feature_maps, encode, checksum, source, kind) for models with
+    their own exit flows: the trunk once, then each head, each a callable from a float32 batch
+    to float16 maps. `feature_maps` gives (n, views, 10, 10, 2048): view 0 is the ImageNet
+    exit flow's map (the frozen encoder's, which familiarity, the nearest photos and consensus
+    read, and frozen models decode), view i the map of `head_checksums[i - 1]`'s tuned exit flow."""
 
-    def __init__(self, trunk, head, base_checksum: str, head_sha256: str, kind: str, source: str):
-        self._trunk, self._head = trunk, head
-        self.base_checksum, self.head_checksum = base_checksum, head_sha256
-        self.checksum = tuned_checksum(base_checksum, head_sha256)
+    def __init__(self, trunk, heads: list, base_checksum: str, head_checksums: list[str], kind: str,
+                 source: str):
+        if len(heads) != len(head_checksums) + 1:
+            raise ValueError("one head for ImageNet's exit flow, then one per tuned exit flow")
+        self._trunk, self._heads = trunk, list(heads)
+        self.base_checksum, self.head_checksums = base_checksum, list(head_checksums)
+        self.checksum = views_checksum(base_checksum, self.head_checksums)
         self.kind, self.source = kind, source
         self._lock = threading.Lock()
+
+    @property
+    def views(self) -> int:
+        return len(self._heads)
 
     def warm_up(self) -> None:
         from captioner.data.images import ENCODER_SIZE
@@ -81,55 +98,95 @@ class TunedEncoder:
         if batch.ndim == 3:
             batch = batch[None]
         with self._lock:
-            inner = np.asarray(self._trunk(batch), np.float16)   # as the training cache holds it
-            return np.asarray(self._head(inner.astype(np.float32)), np.float16)
+            inner = np.asarray(self._trunk(batch), np.float16).astype(np.float32)  # as the training cache holds it
+            return np.stack([np.asarray(head(inner), np.float16) for head in self._heads], axis=1)
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
-        return pool(self.feature_maps(batch))
+        """The pooled ImageNet vector (view 0), as the frozen encoder's `encode` gives it."""
+        return pool(self.feature_maps(batch)[:, 0])
 
 
-def open_tuned_encoder(kind: str, head_weights: Path, head_sha256: str, split: str) -> TunedEncoder:
-    """The trunk and a model's head on `kind` ("litert": the cached conversions; "tensorflow": Keras)."""
+def views_checksum(base_checksum: str, head_checksums: list[str]) -> str:
+    """What a ViewsEncoder's maps are keyed by: the trunk's weights and every tuned head's."""
+    return tuned_checksum(base_checksum, "+".join(["imagenet", *head_checksums]))
+
+
+def open_views_encoder(kind: str, flows: list) -> ViewsEncoder:
+    """The trunk, ImageNet's exit flow and each of `flows` (artifacts.ExitFlow, all cut at the
+    same layer) on `kind` ("litert": the cached conversions; "tensorflow": Keras)."""
+    from captioner.vision.encoder import EXPECTED_CHECKSUM
+    layers = {flow.layer for flow in flows}
+    if len(layers) != 1:
+        raise EncoderWeightsError("models whose exit flows start at different layers "
+                                  f"({', '.join(sorted(layers))}) cannot share one trunk.")
+    split = layers.pop()
     if kind == "litert":
         from captioner.vision.exit_flow import trunk_lite_path
         from captioner.vision.litert import SETUP_HINT, LiteEncoder
-        trunk_path, head_path = trunk_lite_path(split), head_lite_path(head_sha256)
-        for path in (trunk_path, head_path):
+        paths = [trunk_lite_path(split), imagenet_head_path(split), *(head_lite_path(f.sha256) for f in flows)]
+        for path in paths:
             if not path.is_file():
-                raise EncoderWeightsError(f"{head_weights.parent}: has a tuned exit flow, whose LiteRT "
+                raise EncoderWeightsError(f"{flows[0].weights.parent}: has a tuned exit flow, whose LiteRT "
                                           f"conversion {path} is missing; {SETUP_HINT}.")
-        trunk = LiteEncoder(trunk_path)
-        head = LiteEncoder(head_path, source=head_sha256)
-        return TunedEncoder(trunk.feature_maps, head.feature_maps, trunk.checksum, head_sha256, "litert",
-                            f"{trunk_path} + {head_path} (LiteRT)")
+        trunk = LiteEncoder(paths[0])
+        heads = [LiteEncoder(paths[1], source=EXPECTED_CHECKSUM)]
+        heads += [LiteEncoder(path, source=flow.sha256) for path, flow in zip(paths[2:], flows)]
+        return ViewsEncoder(trunk.feature_maps, [h.feature_maps for h in heads], trunk.checksum,
+                            [f.sha256 for f in flows], "litert", " + ".join(map(str, paths)) + " (LiteRT)")
     from captioner.vision.encoder import Encoder
     from captioner.vision.exit_flow import trunk_and_head
     from captioner.vision.tf_setup import import_tensorflow_quietly
     tf = import_tensorflow_quietly()
     base = Encoder(allow_download=False)
-    trunk_model = trunk_and_head(base.model, split)[0]
-    head_model = keras_head(head_weights, split, base.model)
+    trunk_model, imagenet_head = trunk_and_head(base.model, split)
 
     def function(model):
         run = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
         return lambda batch: run(tf.constant(batch)).numpy().astype(np.float16)
-    return TunedEncoder(function(trunk_model), function(head_model), base.checksum, head_sha256,
-                        "tensorflow", f"{base.source} + {head_weights} (TensorFlow)")
+    heads = [imagenet_head, *(keras_head(f.weights, split, base.model) for f in flows)]
+    return ViewsEncoder(function(trunk_model), [function(h) for h in heads], base.checksum,
+                        [f.sha256 for f in flows], "tensorflow",
+                        f"{base.source} + " + " + ".join(str(f.weights) for f in flows) + " (TensorFlow)")
 
 
-def imagenet_split_encoder(split: str = "add_10") -> TunedEncoder:
-    """The trunk and the ImageNet exit flow as two LiteRT files: what a tuned model's encoder
-    costs (the same layers at other weights), for benchmarks/bench_decode.py. Converted once
-    into the cache (needs TensorFlow)."""
+def imagenet_head_path(split: str) -> Path:
+    return cache_dir() / HEADS_DIR / f"imagenet-{split}.tflite"
+
+
+def convert_imagenet_head(split: str) -> Path:
+    """ImageNet's exit flow from `split` as a LiteRT file in the cache (needs TensorFlow), unless
+    it is there: view 0 of every ViewsEncoder."""
     from captioner.vision.encoder import EXPECTED_CHECKSUM, load_cached_weights
-    from captioner.vision.exit_flow import trunk_and_head, trunk_encoder
-    from captioner.vision.litert import LiteEncoder, convert, verified_record
-    trunk = trunk_encoder(split)
-    path = cache_dir() / HEADS_DIR / f"imagenet-{split}.tflite"
+    from captioner.vision.exit_flow import trunk_and_head
+    from captioner.vision.litert import convert, verified_record
+    path = imagenet_head_path(split)
     try:
         verified_record(path)
+        return path
     except EncoderWeightsError:
-        convert(trunk_and_head(load_cached_weights()[0], split)[1], EXPECTED_CHECKSUM, path)
+        return convert(trunk_and_head(load_cached_weights()[0], split)[1], EXPECTED_CHECKSUM, path)
+
+
+def convert_views(flows: list) -> None:
+    """Every LiteRT file `open_views_encoder("litert", flows)` reads, converted where missing
+    (needs TensorFlow): the trunk, ImageNet's exit flow and each tuned one."""
+    from captioner.vision.exit_flow import trunk_encoder
+    for layer in sorted({flow.layer for flow in flows}):
+        trunk_encoder(layer)
+        convert_imagenet_head(layer)
+    for flow in flows:
+        convert_head(flow.weights, flow.sha256, flow.layer)
+
+
+def imagenet_split_encoder(split: str = "add_10") -> ViewsEncoder:
+    """The trunk and ImageNet's exit flow as two LiteRT calls: what a tuned model's encoder
+    costs per exit flow (the same layers at other weights), for benchmarks/bench_decode.py.
+    Converted once into the cache (needs TensorFlow)."""
+    from captioner.vision.exit_flow import trunk_encoder
+    from captioner.vision.litert import LiteEncoder
+    from captioner.vision.encoder import EXPECTED_CHECKSUM
+    trunk = trunk_encoder(split)
+    path = convert_imagenet_head(split)
     head = LiteEncoder(path, source=EXPECTED_CHECKSUM)
-    return TunedEncoder(trunk.feature_maps, head.feature_maps, trunk.checksum, EXPECTED_CHECKSUM,
-                        "litert", f"{trunk.path} + {path} (LiteRT)")
+    return ViewsEncoder(trunk.feature_maps, [head.feature_maps], trunk.checksum, [], "litert",
+                        f"{trunk.path} + {path} (LiteRT)")
