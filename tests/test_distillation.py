@@ -56,11 +56,30 @@ def test_an_attention_teacher_needs_the_maps_and_a_merge_teacher_takes_either():
     np.testing.assert_allclose(from_maps.numpy(), from_pooled.numpy(), atol=1e-6)
 
 
+def test_a_teacher_whose_member_has_its_own_exit_flow_reads_each_members_view():
+    """Issue 24: a tuned attention member reads its own view of the training photos and a frozen
+    merge member ImageNet's, as the ensemble decodes them (model_dirs/views.py)."""
+    from captioner.training.checkpoint import TrainingError
+    from captioner.training.distillation import Teacher
+    imagenet, tuned = regions(), regions(3)[1:]   # two different photos' worth of maps for each view
+    views = np.stack([imagenet.reshape(2, 10, 10, 2048), tuned.reshape(2, 10, 10, 2048)], axis=1)
+    members = [tiny("attention", 1), tiny("merge", 2)]
+    teacher = Teacher(members, [0.6, 0.4], "fingerprint")
+    teacher.flows, teacher.views = ["the attention member's"], [1, 0]
+    found = teacher.bind(views).probabilities(PHOTOS, TOKENS).numpy()
+    reference = Teacher(members, [0.6, 0.4], "fingerprint")
+    reference._features = [tuned, imagenet.astype(np.float32).mean(axis=1)]
+    np.testing.assert_allclose(found, reference.probabilities(PHOTOS, TOKENS).numpy(), atol=1e-6)
+    reference._features = [imagenet, tuned.astype(np.float32).mean(axis=1)]   # the views swapped
+    assert not np.allclose(found, reference.probabilities(PHOTOS, TOKENS).numpy(), atol=1e-4)
+    with pytest.raises(TrainingError, match="needs the training photos' views"):
+        teacher.bind(imagenet)
+
+
 def test_a_distillation_step_moves_the_student_toward_the_teacher():
     """With no advantage on the samples, steps on the teacher's targets alone lower the KL
     from teacher to student on the words they weigh (the step reports it, before its update);
     with those weights at 0 the student does not move."""
-    import tensorflow as tf
     from captioner.decoders.registry import keras_inputs
     from captioner.training.distillation import Teacher
     from captioner.training.step import make_train_step
@@ -155,7 +174,6 @@ def test_teacher_settings_are_checked():
 
 
 def test_references_appended_after_the_samples_get_no_teacher_weight():
-    import tensorflow as tf
     from captioner.training.self_critical import pad_rows
     soft = tf.ones((2, 3, 5))
     padded = pad_rows({"soft_targets": soft, "soft_weights": np.ones((2, 3), np.float32)}, 4, 6)

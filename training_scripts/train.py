@@ -48,6 +48,9 @@ def main(argv=None) -> int:
         parser.error("--checkpoint-dir needs one --decoder (each decoder keeps its own checkpoint)")
     if args.extend and args.decoder == "both":
         parser.error("--extend needs one --decoder (the model's)")
+    if args.finetune_encoder and args.decoder != "attention":
+        parser.error("--finetune-encoder tunes Xception with the attention decoder: add --decoder attention "
+                     "(the merge decoder reads a pooled vector, which is not wired to it)")
 
     from captioner.vision.tf_setup import import_tensorflow_quietly
     import_tensorflow_quietly()

@@ -39,6 +39,8 @@ class Teacher:
         self.members, self.weights, self.fingerprint = members, [float(w) for w in weights], fingerprint
         self.directories = [Path(os.path.abspath(d)) for d in directories or []]
         self._features: list[np.ndarray] | None = None
+        self.flows: list = []                      # tuned exit flows its members read (none: frozen maps)
+        self.views = [0] * len(members)            # the view of those each member reads
         models = [model for model, _ in members]
 
         @tf.function(reduce_retracing=True)
@@ -69,8 +71,14 @@ class Teacher:
                 raise TrainingError(f"{member.directory}: the teacher was trained on features of other "
                                     "Xception weights than this run's.")
         fingerprint = hashlib.sha256((directory / MANIFEST).read_bytes()).hexdigest()
-        return cls([(m.model, m.config) for m in trained], weights, fingerprint,
-                   [directory, *(m.directory for m in trained)])
+        teacher = cls([(m.model, m.config) for m in trained], weights, fingerprint,
+                      [directory, *(m.directory for m in trained)])
+        # A member with its own exit flow reads its own maps (model_dirs/views.py): the run
+        # encodes the training photos into views, and each member reads its own.
+        from captioner.model_dirs.views import exit_flows, view_of
+        teacher.flows = exit_flows(loaded)
+        teacher.views = [view_of(m, teacher.flows) for m in trained]
+        return teacher
 
     @property
     def needs_maps(self) -> bool:
@@ -79,7 +87,18 @@ class Teacher:
 
     def bind(self, features: np.ndarray) -> "Teacher":
         """Read the training photos' features: maps as regions (n, 100, 2048), or pooled
-        vectors (n, 2048) if no member needs more. Each member gets its own form, once."""
+        vectors (n, 2048) if no member needs more, or with `flows` the views of them (n, views,
+        10, 10, 2048). Each member gets its own form (and view), once."""
+        if self.flows:
+            if features.ndim != 5:
+                raise TrainingError("a teacher with its own exit flow needs the training photos' views.")
+            self._features = []
+            for view, (_, config) in zip(self.views, self.members):
+                maps = features[:, view]
+                self._features.append(maps.reshape(len(maps), -1, maps.shape[-1]) if config.decoder == "attention"
+                                      else np.concatenate([pool(maps[i:i + POOL_CHUNK])
+                                                           for i in range(0, len(maps), POOL_CHUNK)]))
+            return self
         if features.ndim != 3 and self.needs_maps:
             raise TrainingError("a teacher with an attention decoder needs the 10x10 maps, "
                                 "not pooled vectors.")

@@ -58,7 +58,7 @@ def load_teacher(config: Config, run: Run, encoder, out_dir: Path):
         raise TrainingError(f"{out_dir}: is the teacher {config.scst_teacher} or one of its members; "
                             "write the student elsewhere (the teacher must stay as it was).")
     log(f"Teacher: {config.scst_teacher} (weight {config.scst_teacher_weight} per sampled word)")
-    return teacher.bind(run.teacher_features(teacher.needs_maps))
+    return teacher.bind(run.teacher_features(teacher.needs_maps, teacher.flows))
 
 
 def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Config | None = None,

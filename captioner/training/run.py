@@ -106,9 +106,14 @@ class Run:
         return {"val_cider_beam": cider[alpha], "val_distinct_beam": caption_statistics(texts[alpha])["distinct"],
                 "val_distinct_alpha": alpha}
 
-    def teacher_features(self, needs_maps: bool) -> np.ndarray:
+    def teacher_features(self, needs_maps: bool, flows: list | None = None) -> np.ndarray:
         """The training photos as a teacher reads them: this run's own features, or, for a
-        teacher with an attention member and a merge student, the maps (cached, not re-encoded)."""
+        teacher with an attention member and a merge student, the maps (cached, not re-encoded),
+        or for a teacher with its own exit flows `flows` the views of them (model_dirs/views.py)."""
+        if flows:
+            from captioner.training.features import views_maps
+            return views_maps([self.dataset.image_path(n) for n in self.splits["train"]], flows,
+                              self.progress, "Teacher's views (train)")
         if needs_maps and self.config.decoder != "attention":
             as_maps = dataclasses.replace(self.config, decoder="attention")
             return split_features(self.dataset, {"train": self.splits["train"]}, self.encoder,
