@@ -187,7 +187,9 @@ def mixed(tuned):
     artifacts.save_trained(root / "merge", new_model(config, 1e-3), attention.vocab, config, [{"epoch": 1}], None, info)
     members = [root / "attention", root / "merge"]
     fingerprints = [artifacts.weights_fingerprint(artifacts.load_trained(d).manifest["files"]) for d in members]
-    save_ensemble(root / "ensemble", members, fingerprints, attention.vocab, [0.5, 0.5], 0.0, None, None, {})
+    # test metrics that make the ensemble the default model, as the committed one is
+    save_ensemble(root / "ensemble", members, fingerprints, attention.vocab, [0.5, 0.5], 0.0,
+                  {"split": "test", "beam": {"3": {"CIDEr": 0.5}}}, None, {})
     return root
 
 
@@ -256,3 +258,51 @@ def test_rescoring_a_tuned_model_keeps_its_exit_flow(tuned, tmp_path):
     again = artifacts.load_trained(out)
     assert again.exit_flow is not None and again.exit_flow.sha256 == trained.exit_flow.sha256
     assert again.manifest["files"][artifacts.WEIGHTS] == trained.manifest["files"][artifacts.WEIGHTS]
+
+
+def test_the_app_shows_a_tuned_ensemble_and_a_frozen_model_from_one_encoding(mixed, monkeypatch):
+    """The caption page with every model side by side: the tuned ensemble (the default), its tuned
+    attention member and the frozen merge model all read the one encoding of the photo."""
+    from streamlit.testing.v1 import AppTest
+    from app_fixtures import APP, beam_captions, photo_png
+    from captioner.model_dirs.catalog import convert_exit_flows
+    convert_exit_flows(mixed)
+    monkeypatch.setenv("CAPTIONER_MODEL_DIR", str(mixed))
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.file_uploader(key="upload").upload("cat.png", photo_png("chelsea"), "image/png").run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.radio(key="model").set_value("All side by side").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.main.error, [e.value for e in at.main.error]
+    assert len(beam_captions(at)) == 9   # three models at the default three widths
+    assert at.session_state["encoder_runs"] == 1
+
+
+def test_caption_and_caption_dir_run_a_tuned_ensemble(mixed, tmp_path):
+    """The CLI and caption-dir encode for the ensemble's exit flows, without TensorFlow."""
+    import json
+    import subprocess
+    import sys
+    from conftest import ROOT
+    from captioner.model_dirs.catalog import convert_exit_flows
+    from app_fixtures import photo_png
+    convert_exit_flows(mixed)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chelsea", "astronaut"):
+        (folder / f"{name}.png").write_bytes(photo_png(name))
+    env = dict(os.environ, CAPTIONER_DATA_DIR="")
+    caption = subprocess.run([sys.executable, "-m", "captioner", "caption", str(next(folder.iterdir())),
+                              "--model", str(mixed / "ensemble"), "--json"],
+                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert caption.returncode == 0, caption.stderr
+    record = json.loads(caption.stdout)
+    assert record
+    out = tmp_path / "captions.jsonl"
+    run = subprocess.run([sys.executable, "-m", "captioner", "caption-dir", str(folder), "--out", str(out),
+                          "--model", str(mixed / "ensemble")],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 2 and all(r["captions"] and r["error"] is None for r in records), records
