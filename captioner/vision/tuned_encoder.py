@@ -178,15 +178,15 @@ def convert_views(flows: list) -> None:
         convert_head(flow.weights, flow.sha256, flow.layer)
 
 
-def imagenet_split_encoder(split: str = "add_10") -> ViewsEncoder:
-    """The trunk and ImageNet's exit flow as two LiteRT calls: what a tuned model's encoder
-    costs per exit flow (the same layers at other weights), for benchmarks/bench_decode.py.
-    Converted once into the cache (needs TensorFlow)."""
+def imagenet_split_encoder(split: str = "add_10", heads: int = 2) -> ViewsEncoder:
+    """The trunk, then ImageNet's exit flow `heads` times: what the encoder of a model with its
+    own exit flow costs (the trunk, ImageNet's head and its own: the same layers at other
+    weights), for benchmarks/bench_decode.py. Converted once into the cache (needs TensorFlow)."""
     from captioner.vision.exit_flow import trunk_encoder
     from captioner.vision.litert import LiteEncoder
     from captioner.vision.encoder import EXPECTED_CHECKSUM
     trunk = trunk_encoder(split)
     path = convert_imagenet_head(split)
     head = LiteEncoder(path, source=EXPECTED_CHECKSUM)
-    return ViewsEncoder(trunk.feature_maps, [head.feature_maps], trunk.checksum, [], "litert",
-                        f"{trunk.path} + {path} (LiteRT)")
+    return ViewsEncoder(trunk.feature_maps, [head.feature_maps] * heads, trunk.checksum,
+                        [EXPECTED_CHECKSUM] * (heads - 1), "litert", f"{trunk.path} + {path} x {heads} (LiteRT)")
