@@ -2,12 +2,14 @@
 """Cache Xception's trunk output (the exit flow's input) for every Flickr8k photo, for
 fine-tuning the exit flow with the decoders (issue 24; captioner/vision/exit_flow.py).
 
-    python training_scripts/cache_trunk.py --data ../shared/flickr8k [--split exit_flow|block14]
+    python training_scripts/cache_trunk.py --data ../shared/flickr8k [--split exit_flow|block14|whole]
 
 The trunk runs on LiteRT (converted once, beside the encoder) at nearly twice TensorFlow's
 batched rate here; the maps go to ~/.cache/captioner/features/xception-add_10-... as
-float16 (525 KB a photo, 4.3 GB for Flickr8k's 8,091 at the add_10 split). Killed, it resumes
-where it stopped: every map is written atomically as it is made.
+float16 (525 KB a photo, 4.3 GB for Flickr8k's 8,091 at the add_10 split). `--split whole`
+fills the frozen encoder's own cache (the 10x10x2048 maps every run reads; training fills it
+too, on TensorFlow, at about half the rate). Killed, it resumes where it stopped: every map is
+written atomically as it is made.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("CAPTIONER_DATA_DIR", "../shared/flickr8k"))
-    parser.add_argument("--split", choices=("exit_flow", "block14"), default="exit_flow")
+    parser.add_argument("--split", choices=("exit_flow", "block14", "whole"), default="exit_flow")
     parser.add_argument("--splits", default="train,val,test", help="Flickr8k splits (default all)")
     args = parser.parse_args(argv)
 
@@ -30,13 +32,18 @@ def main(argv=None) -> int:
     from captioner.vision.exit_flow import SPLIT_SHAPES, SPLITS, trunk_encoder
     from captioner.vision.features import FeatureCache, extract_feature_maps
 
-    layer = SPLITS[args.split]
-    encoder = trunk_encoder(layer)
     data = load_flickr8k(args.data)
     names = [n for split in args.splits.split(",") for n in data.images(split)]
-    cache = FeatureCache(encoder.checksum, shape=SPLIT_SHAPES[layer], part=layer)
+    if args.split == "whole":
+        from captioner.vision.litert import LiteEncoder
+        layer, encoder = "the whole encoder", LiteEncoder()
+        cache = FeatureCache(encoder.checksum)
+    else:
+        layer = SPLITS[args.split]
+        encoder = trunk_encoder(layer)
+        cache = FeatureCache(encoder.checksum, shape=SPLIT_SHAPES[layer], part=layer)
     extract_feature_maps([data.image_path(n) for n in names], encoder, cache, batch_size=32,
-                         desc=f"Trunk to {layer}", collect=False)
+                         desc=f"Maps of {layer}" if args.split == "whole" else f"Trunk to {layer}", collect=False)
     print(f"{cache.dir}: {len(names)} photos cached", file=sys.stderr)
     return 0
 
