@@ -491,4 +491,4 @@ def model_sidebar() -> None:
         sidebar.error("Image encoder unavailable: see the caption page.", icon="🚫")
     else:
         sidebar.caption(f":material/check_circle: Image encoder ready: Xception, weights "
-                        f"{captioner.encoder.checksum[:12]} (as in training)")
+                        f"{captioner.imagenet_checksum[:12]} (as in training)")

@@ -144,7 +144,8 @@ def main(argv=None) -> int:
                                                    / results["tf_encoder_ms_batch1"], 3)
     # One photo end to end as the app and `caption` serve it: read and decode the file, encode,
     # the default model's beam-3 caption with its trust estimate; each runtime in turn.
-    default = {kind: (Captioner.load(args.model, encoder_kind=kind) if default_model.flows   # its own views
+    kinds = {"litert": "litert", "tf": "tensorflow"}
+    default = {kind: (Captioner.load(args.model, encoder_kind=kinds[kind]) if default_model.flows   # its own views
                       else Captioner.load(args.model, encoder=each)) for kind, each in encoders.items()}
     end_to_end = {kind: [] for kind in encoders}
     for kind, each in default.items():

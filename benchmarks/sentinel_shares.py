@@ -23,13 +23,13 @@ def main(argv=None) -> int:
 
     from captioner.api import Captioner
     from captioner.data.dataset import data_dir_from_env, load_flickr8k
-    from captioner.vision.features import FeatureCache, extract_feature_maps
+    from captioner.training.features import model_maps
 
     model = Captioner.load(name="attention")
     dataset = load_flickr8k(data_dir_from_env(args.data))
     names = dataset.images("val")[:args.photos]
-    maps = extract_feature_maps([dataset.image_path(n) for n in names], model.encoder,
-                                FeatureCache(model.encoder.checksum), progress=True, pooled=False)
+    # its own exit flow's maps, if it has one (views: issue 24)
+    maps = model_maps([dataset.image_path(n) for n in names], model.flows, model.encoder)
     after_first, of_in_group_of, first_words = [], [], {}
     for best in model.caption_batch(maps, beam=3, attention=True):
         words, shares = best[0].text.split(), best[0].attention[:, -1]  # last column: the sentinel

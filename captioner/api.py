@@ -88,14 +88,13 @@ class Captioner:
         exit flows the model has, as benchmarks timing the decoders do)."""
         errors = []
         for candidate in ranked_models(directory, name):
-            try:
-                trained = load_model(candidate)
+            try:   # a damaged manifest may only show when its exit flow is read, in the constructor
+                captioner = cls(load_model(candidate), encoder, encoder_weights, encoder_kind, data_dir, flows)
             except ArtifactError as exc:
                 if name is not None:
                     raise
                 errors.append(exc)
                 continue
-            captioner = cls(trained, encoder, encoder_weights, encoder_kind, data_dir, flows)
             captioner.passed_over = [str(e) for e in errors]
             return captioner
         raise errors[0]

@@ -142,6 +142,9 @@ def test_a_tuned_run_resumed_after_kills_repeats_an_unbroken_one_and_ships_its_e
     assert [r["phase"] for r in resumed.history] == ["xe"] * 3 + ["scst"] * 2
     for a, b in zip(unbroken.model.get_weights(), resumed.model.get_weights()):
         np.testing.assert_array_equal(a, b)
+    float16 = unbroken.manifest["exit_flow"].pop("float16")   # what storing it in float16 cost, on val
+    assert set(float16) == {"val_cider_beam3_float32", "val_cider_beam3_float16", "same_caption"}
+    assert 0 <= float16["same_caption"] <= 1 and float16 == resumed.manifest["exit_flow"]["float16"]
     assert unbroken.manifest["exit_flow"] == {"layer": "add_10", "tuned_from_epoch": 1, "parameters": 6_801_104}
     for a, b in zip(h5_arrays(unbroken.exit_flow.weights), h5_arrays(resumed.exit_flow.weights), strict=True):
         np.testing.assert_array_equal(a, b)   # the same tuned exit flow

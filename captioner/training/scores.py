@@ -49,6 +49,21 @@ def choose_length_alpha(decoder, vocab, config: Config, features, names, referen
                                extra={"val_alpha_search": {str(a): s for a, s in alpha_scores.items()}})
 
 
+def float16_cost(decoder, vocab, config: Config, maps_float32, maps_float16, names, references) -> dict:
+    """What storing a tuned exit flow in float16 changes, on the validation photos: the beam-3
+    CIDEr of the maps its float32 weights give and of those its float16 weights give, and the
+    share of photos given the same caption (issue 24: float16 if validation CIDEr does not move)."""
+    texts = {}
+    for kind, maps in (("float32", maps_float32), ("float16", maps_float16)):
+        captions = beam_search(decoder, vocab, maps, beam=3, max_length=config.max_decode_length,
+                               alpha=config.length_alpha)
+        texts[kind] = [c[0].text for c in captions]
+    cider = {kind: coco_scores(dict(zip(names, t)), references, meteor=False)["CIDEr"] for kind, t in texts.items()}
+    same = sum(a == b for a, b in zip(texts["float32"], texts["float16"])) / max(len(names), 1)
+    return {"val_cider_beam3_float32": round(cider["float32"], 4),
+            "val_cider_beam3_float16": round(cider["float16"], 4), "same_caption": round(same, 4)}
+
+
 def evaluate_split(decoder, vocab, config, features, names, references, encoder_checksum,
                    beams=EVAL_BEAMS, split="test", photo_scores: list | None = None) -> dict:
     """Scores at each beam width; `photo_scores`, if given, receives each photo's caption and
