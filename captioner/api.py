@@ -6,7 +6,10 @@
         captioner.caption(features, beam=beam, top=3)      # decode many times (milliseconds)
 
 `features` is Xception's 10x10x2048 map (float16); the merge decoder reads its mean, the
-attention decoder all 100 regions, so one encoder pass serves both models.
+attention decoder all 100 regions, so one encoder pass serves both models. A model fine-tuned
+with its own exit flow (or an ensemble with such a member) reads views instead: one map per
+exit flow, ImageNet's first, (views, 10, 10, 2048) a photo, from one pass of the shared trunk
+(`has_views`, `imagenet_maps`; model_dirs/views.py).
 
 Serving imports no TensorFlow: Xception runs on LiteRT and the decoders' weights are read
 with h5py into NumPy steps. `Captioner.load(encoder_kind="tensorflow")` encodes with Keras.
@@ -184,7 +187,8 @@ class Captioner:
                                                  "reads the frozen encoder, not tuned exit flows."))
 
     def features(self, image: ImageSource, name: str | None = None) -> np.ndarray:
-        """Xception's (10, 10, 2048) float16 map of one photo (path, bytes or PIL image)."""
+        """Xception's (10, 10, 2048) float16 map of one photo (path, bytes or PIL image), or with
+        `has_views` its maps of every exit flow this model reads, (views, 10, 10, 2048)."""
         return self.features_batch([image], [name])[0]
 
     def features_batch(self, images: list[ImageSource], names: list[str | None] | None = None) -> np.ndarray:
