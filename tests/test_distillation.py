@@ -80,6 +80,7 @@ def test_a_distillation_step_moves_the_student_toward_the_teacher():
     """With no advantage on the samples, steps on the teacher's targets alone lower the KL
     from teacher to student on the words they weigh (the step reports it, before its update);
     with those weights at 0 the student does not move."""
+    import tensorflow as tf
     from captioner.decoders.registry import keras_inputs
     from captioner.training.distillation import Teacher
     from captioner.training.step import make_train_step
@@ -174,6 +175,7 @@ def test_teacher_settings_are_checked():
 
 
 def test_references_appended_after_the_samples_get_no_teacher_weight():
+    import tensorflow as tf
     from captioner.training.self_critical import pad_rows
     soft = tf.ones((2, 3, 5))
     padded = pad_rows({"soft_targets": soft, "soft_weights": np.ones((2, 3), np.float32)}, 4, 6)
