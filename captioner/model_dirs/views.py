@@ -13,9 +13,11 @@ from captioner.model_dirs.artifacts import ExitFlow
 
 
 def exit_flows(trained) -> list[ExitFlow]:
-    """The tuned exit flows a model reads (an ensemble's: its members', each once, in order)."""
+    """The tuned exit flows a model reads (an ensemble's, or a list of models': theirs, each
+    once, in order)."""
     flows: list[ExitFlow] = []
-    for model in getattr(trained, "members", None) or [trained]:
+    models = trained if isinstance(trained, list) else getattr(trained, "members", None) or [trained]
+    for model in models:
         flow = model.exit_flow
         if flow is not None and flow.sha256 not in {f.sha256 for f in flows}:
             flows.append(flow)

@@ -40,6 +40,12 @@ def views_maps(paths: list, flows: list, progress: bool = True, desc: str = "Fea
     return extract_feature_maps(paths, encoder, cache, progress=progress, desc=desc)
 
 
+def split_views(dataset: Flickr8k, splits: dict[str, list[str]], flows: list, progress: bool) -> dict:
+    """Each split's `views_maps`: what models reading the tuned exit flows `flows` decode."""
+    return {split: views_maps([dataset.image_path(n) for n in names], flows, progress, f"Features ({split})")
+            for split, names in splits.items()}
+
+
 def model_maps(paths: list, flows: list, encoder, progress: bool = True, desc: str = "Features"):
     """What a Captioner reading `flows` takes as features for `paths`: the frozen maps of
     `encoder` without tuned exit flows, else `views_maps`."""

@@ -16,7 +16,7 @@ from captioner.vision.encoder import Encoder
 from captioner.evaluation.metrics import caption_statistics, coco_scores, human_ceiling
 from captioner.evaluation.report import write_model_card
 from captioner.model_dirs.views import exit_flows, views_decoder
-from captioner.training.features import split_features, views_maps
+from captioner.training.features import split_features, split_views, views_maps
 from captioner.training.progress import log
 from captioner.vision.features import FeatureCache, extract_feature_maps
 
@@ -102,8 +102,7 @@ def rescore(data_dir: str | os.PathLike, model_dir: str | os.PathLike, encoder=N
     names = {s: dataset.images(s) for s in ("val", "test")}
     flows = exit_flows(trained)   # a model with its own exit flow is scored on its own maps
     if flows:
-        features = {s: views_maps([dataset.image_path(n) for n in names[s]], flows, progress, f"Features ({s})")
-                    for s in names}
+        features = split_views(dataset, names, flows, progress)
     else:
         features = split_features(dataset, names, encoder, progress, trained.config)
     decoder = views_decoder(trained, flows)
@@ -142,10 +141,9 @@ def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, weight_choices
     dataset = load_flickr8k(data_dir)
     names = {s: dataset.images(s) for s in ("val", "test")}
     references = {s: {n: dataset.captions[n] for n in names[s]} for s in names}
-    flows = exit_flows(_Members(members))
+    flows = exit_flows(members)
     if flows:   # each member decodes the maps of its own exit flow (model_dirs/views.py)
-        features = {s: views_maps([dataset.image_path(n) for n in names[s]], flows, progress, f"Features ({s})")
-                    for s in names}
+        features = split_views(dataset, names, flows, progress)
     else:
         # the 100 regions if a member attends (a merge member pools them), else pooled vectors
         feature_config = next((m.config for m in members if m.config.decoder == "attention"), members[0].config)
@@ -173,12 +171,6 @@ def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, weight_choices
             # the weights scored: a member replaced while this ran must leave the ensemble stale
             "members_weights_sha256": [artifacts.weights_fingerprint(m.manifest["files"]) for m in members],
             "val_search": {str(w): c.extra["val_alpha_search"] for w, c in searches.items()}}
-
-
-class _Members:
-    """Models about to become an ensemble, as exit_flows reads one."""
-    def __init__(self, members):
-        self.members = members
 
 
 def score_folder(model_dirs: list, folder_dir: str | os.PathLike, encoder=None, beam: int = 3,
