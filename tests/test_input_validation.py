@@ -9,6 +9,7 @@ from captioner.data.dataset import DatasetError, load_flickr8k
 from captioner.decoding.search import beam_search
 from captioner.vision.encoder import EncoderWeightsError
 from captioner.data.text import Vocabulary
+from captioner.model_dirs.artifacts import write_json_atomic
 from captioner.training.checkpoint import Checkpoint, TrainingError
 from test_decoding import VOCAB, random_merge
 
@@ -37,6 +38,18 @@ def test_checkpoint_cleanup_removes_only_its_own_files(tmp_path):
         (checkpoint.dir / name).write_text("x")
     checkpoint.remove()
     assert [p.name for p in checkpoint.dir.iterdir()] == ["keep.txt"]
+
+
+def test_checkpoint_cleanup_removes_what_a_killed_atomic_write_left(tmp_path):
+    # a run killed inside write_json_atomic leaves its temporary file; the finished run's
+    # cleanup must still remove the whole directory
+    checkpoint = Checkpoint(tmp_path / "ckpt")
+    checkpoint.dir.mkdir()
+    write_json_atomic(checkpoint.state_path, {"phase": "xe"})
+    for name in (".progress.json.k3_x9q.tmp", ".state.json.a1b2c3.tmp", "epoch-1.weights.h5"):
+        (checkpoint.dir / name).write_text("x")
+    checkpoint.remove()
+    assert not checkpoint.dir.exists()
 
 
 def test_non_utf8_captions_are_a_dataset_error(tmp_path):

@@ -35,7 +35,9 @@ class Checkpoint:
     and a JSON state. state.json, written last and atomically, names the files: a kill at
     any moment leaves a state that matches the weights it points to."""
 
-    OUR_FILES = re.compile(r"^(epoch-\d+\.weights\.h5|best-\d+\.weights\.h5|state\.json|progress\.json)$")
+    # with the temporary files a write killed halfway leaves (artifacts.write_text_atomic)
+    OUR_FILES = re.compile(r"^(epoch-\d+\.weights\.h5|best-\d+\.weights\.h5|state\.json|progress\.json"
+                           r"|\.(state|progress)\.json\.\w+\.tmp)$")
 
     def __init__(self, directory: Path):
         self.dir = Path(directory)
