@@ -73,6 +73,8 @@ def test_settings_are_checked():
         Config(decoder="attention", finetune_encoder="everything")
     with pytest.raises(ValueError, match="scst_ema"):
         Config(decoder="attention", finetune_encoder="block14", scst_ema=0.9)
+    with pytest.raises(ValueError, match="scst_exit_flow must be one of"):
+        Config(decoder="attention", finetune_encoder="exit_flow", scst_exit_flow="frozen")
 
 
 def test_a_step_moves_the_exit_flow_and_lowers_the_loss(seeded_xception):
@@ -93,6 +95,24 @@ def test_a_step_moves_the_exit_flow_and_lowers_the_loss(seeded_xception):
     moved = [not np.array_equal(a, b) for a, b in zip(head_before, model.exit_flow.get_weights())]
     assert sum(moved) > len(moved) // 2   # the kernels move (BatchNorm's moving statistics do not)
     assert int(model.encoder_optimizer.iterations.numpy()) == 5
+
+
+def test_a_step_with_the_exit_flow_fixed_moves_the_decoder_alone(seeded_xception):
+    """What --scst-exit-flow fixed does in self-critical training."""
+    from captioner.training.checkpoint import new_model
+    from captioner.training.step import make_train_step
+    model = new_model(tiny_config(vocab_size=12), 1e-3, tuned=True)
+    train_step, _ = make_train_step(model, train_exit_flow=False)
+    rng = np.random.default_rng(0)
+    inputs = {"trunk": rng.standard_normal((2, 19, 19, 728)).astype(np.float32),
+              "photo_index": np.array([0, 1], np.int32), "tokens": rng.integers(1, 12, (2, 5)).astype(np.int32)}
+    head_before = [w.copy() for w in model.exit_flow.get_weights()]
+    decoder_before = [w.copy() for w in model.caption_decoder.get_weights()]
+    train_step(inputs, rng.integers(1, 12, (2, 5)).astype(np.int32), np.ones((2, 5), np.float32), np.float32(10))
+    for a, b in zip(head_before, model.exit_flow.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(decoder_before, model.caption_decoder.get_weights()))
+    assert int(model.encoder_optimizer.iterations.numpy()) == 0
 
 
 def test_the_trunk_cache_round_trips(tmp_path, original_dataset):
@@ -168,3 +188,34 @@ def test_a_tuned_run_resumed_after_kills_repeats_an_unbroken_one_and_ships_its_e
     train(original_dataset, tmp_path / "extended", longer, tmp_path / "ckpt-d", extend=tmp_path / "unbroken", **quick())
     extended = load_trained(tmp_path / "extended")
     assert [r["phase"] for r in extended.history] == ["xe"] * 3 + ["scst"] * 3 and extended.exit_flow is not None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scst_exit_flow", ["train", "fixed"])
+def test_self_critical_training_tunes_the_exit_flow_or_keeps_the_cross_entropy_one(
+        tmp_path, original_dataset, seeded_xception, scst_exit_flow):
+    """--scst-exit-flow fixed: the self-critical epochs start from the kept cross-entropy
+    epoch's exit flow and leave it as it is (the decoder learns); "train" tunes it on."""
+    from captioner.decoders.config import Config
+    from captioner.training.checkpoint import new_model
+    from captioner.training.loop import train
+    config = tiny_config(max_epochs=2, patience=9, scst_max_epochs=2, scst_patience=9,
+                         finetune_start_epoch=1, scst_min_distinct=0.0, scst_exit_flow=scst_exit_flow)
+    ckpt = tmp_path / "ckpt"
+
+    def saved(weights_key):
+        state = artifacts.read_json(ckpt / "state.json")
+        model = new_model(Config.from_json(state["config"]), 1e-3, tuned=True, imagenet_head=False)
+        model.load_weights(str(ckpt / state[weights_key]))
+        return model.exit_flow.get_weights(), model.caption_decoder.get_weights()
+
+    train(original_dataset, tmp_path / "out", config, ckpt, stop_after_epochs=2, keep_checkpoint=True, **quick())
+    assert artifacts.read_json(ckpt / "state.json")["phase"] == "xe"
+    xe_flow, xe_decoder = saved("best_weights")   # where self-critical training starts
+    train(original_dataset, tmp_path / "out", config, ckpt, keep_checkpoint=True, **quick(evaluate_test=False))
+    state = artifacts.read_json(ckpt / "state.json")
+    assert [r["phase"] for r in state["history"]] == ["xe"] * 2 + ["scst"] * 2
+    scst_flow, scst_decoder = saved("model")   # after the last self-critical epoch
+    same_flow = all(np.array_equal(a, b) for a, b in zip(xe_flow, scst_flow, strict=True))
+    assert same_flow == (scst_exit_flow == "fixed")
+    assert not all(np.array_equal(a, b) for a, b in zip(xe_decoder, scst_decoder, strict=True))

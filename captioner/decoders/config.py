@@ -10,6 +10,7 @@ from pathlib import Path
 DECODERS = ("merge", "attention")
 SCST_SELECTIONS = ("greedy", "beam")
 FINETUNE_CHOICES = ("", "exit_flow", "block14")   # vision/exit_flow.py: SPLITS
+SCST_EXIT_FLOW_CHOICES = ("train", "fixed")
 
 
 @dataclass
@@ -81,6 +82,10 @@ class Config:
     finetune_encoder: str = ""
     encoder_learning_rate: float = 1e-5
     finetune_start_epoch: int = 1
+    # In self-critical training the tuned exit flow goes on learning ("train"), or stays as
+    # the kept cross-entropy epoch left it ("fixed"), so that only the decoder learns from the
+    # rewards: what tuning it in self-critical training is worth is measured against this.
+    scst_exit_flow: str = "train"
     # Decoding
     max_decode_length: int = 30
     length_alpha: float = 0.7          # score = sum log p / (length ** alpha)
@@ -121,6 +126,9 @@ class Config:
         if self.finetune_encoder not in FINETUNE_CHOICES:
             raise ValueError(f"finetune_encoder must be one of {', '.join(map(repr, FINETUNE_CHOICES))}, "
                              f"got {self.finetune_encoder!r}.")
+        if self.scst_exit_flow not in SCST_EXIT_FLOW_CHOICES:
+            raise ValueError(f"scst_exit_flow must be one of {', '.join(SCST_EXIT_FLOW_CHOICES)}, "
+                             f"got {self.scst_exit_flow!r}.")
         if self.finetune_encoder and self.decoder != "attention":
             raise ValueError("finetune_encoder needs the attention decoder (it reads the tuned map's "
                              "100 regions; the merge decoder's pooled vector is not wired to it).")

@@ -23,7 +23,7 @@ SCHEDULE_SETTINGS = frozenset({"max_epochs", "patience", "scst_max_epochs", "scs
 # ...and, while self-critical training has not begun, how it will learn.
 SCST_SETTINGS = frozenset({"scst_samples", "scst_learning_rate", "scst_xe_weight", "scst_min_distinct",
                            "scst_distinct_beam", "scst_contrast_weight", "scst_ema", "scst_select",
-                           "scst_teacher", "scst_teacher_weight"})
+                           "scst_teacher", "scst_teacher_weight", "scst_exit_flow"})
 
 
 class TrainingError(RuntimeError):

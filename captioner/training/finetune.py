@@ -98,12 +98,18 @@ def add_encoder_optimizer(model, config: Config) -> None:
     model.encoder_optimizer.build(model.exit_flow.trainable_variables)
 
 
-def optimiser_groups(model) -> list:
-    """[(optimiser, its variables)]: the decoder's, and for a tuned model the exit flow's."""
+def optimiser_groups(model, train_exit_flow: bool = True) -> list:
+    """[(optimiser, its variables)]: the decoder's, and for a tuned model the exit flow's
+    (unless `train_exit_flow` is False: then no gradient reaches it and it stays as it is)."""
     if not is_tuned(model):
         return [(model.optimizer, model.trainable_variables)]
     return [(model.optimizer, model.caption_decoder.trainable_variables),
-            (model.encoder_optimizer, model.exit_flow.trainable_variables)]
+            *([(model.encoder_optimizer, model.exit_flow.trainable_variables)] if train_exit_flow else [])]
+
+
+def trains_exit_flow(config: Config, phase: str) -> bool:
+    """Whether a tuned exit flow learns in `phase` ("xe" or "scst")."""
+    return phase != "scst" or config.scst_exit_flow == "train"
 
 
 def head_maps(model, trunk: np.ndarray, batch_size: int = MAP_BATCH) -> np.ndarray:

@@ -31,7 +31,7 @@ from captioner.training.checkpoint import (Checkpoint, TrainingError, averaged_w
                                            averages_weights, load_decoder_only, new_model, seed_epoch,
                                            to_tuned, tuned_file)
 from captioner.decoders.registry import decoder_part, is_tuned
-from captioner.training.finetune import head_maps, split_layer, tunes_at
+from captioner.training.finetune import head_maps, split_layer, trains_exit_flow, tunes_at
 from captioner.decoders.config import Config
 from captioner.training.cross_entropy import xe_epoch
 from captioner.decoders.registry import numpy_decoder
@@ -108,7 +108,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
                  "stale_epochs": 0, "learning_rate": config.learning_rate, "history": [],
                  "config": config.to_json(), "encoder_checksum": encoder.checksum}
     run.tune(model)
-    train_step, nll_sum = make_train_step(model, config.label_smoothing if state["phase"] == "xe" else 0.0)
+    train_step, nll_sum = phase_step(model, config, state["phase"])
     cider = None
     teacher = load_teacher(config, run, encoder, out_dir) if config.scst_teacher_weight else None
     epochs_this_call = 0
@@ -124,7 +124,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
                               tuned=is_tuned(model))
             load_decoder_only(model, best, config, tuned_file(state, state["best_epoch"]))
             run.tune(model)
-            train_step, nll_sum = make_train_step(model)
+            train_step, nll_sum = phase_step(model, config, "scst")
             state.update(phase="scst" if config.scst_max_epochs else "done", phase_epoch=0,
                          stale_epochs=0, learning_rate=config.scst_learning_rate)
             if config.scst_select == "beam" and config.scst_max_epochs:  # the score to beat, measured alike
@@ -138,11 +138,11 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
             continue
 
         epoch = state["epoch"] + 1
-        if tunes_at(config, epoch) and not is_tuned(model):
+        if tunes_at(config, epoch) and not is_tuned(model) and trains_exit_flow(config, state["phase"]):
             model = to_tuned(model, config, state["learning_rate"])
             state["finetune_from"] = epoch
             run.tune(model)
-            train_step, nll_sum = make_train_step(model, config.label_smoothing if state["phase"] == "xe" else 0.0)
+            train_step, nll_sum = phase_step(model, config, state["phase"])
             log(f"Epoch {epoch}: fine-tuning Xception's {config.finetune_encoder} from here on, at learning "
                 f"rate {config.encoder_learning_rate} (the decoder's optimiser starts afresh)")
         reporter.report(phase=state["phase"], epoch=epoch, phase_epoch=state["phase_epoch"] + 1,
@@ -160,7 +160,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
             if teacher is not None:
                 check_same_teacher(state, teacher, config.scst_teacher)
             row = scst_epoch(run, model, train_step, cider, rng, epoch, teacher)
-        run.refresh_maps()  # a tuned exit flow has changed: val reads its new maps
+        if trains_exit_flow(config, state["phase"]):
+            run.refresh_maps()  # a tuned exit flow has changed: val reads its new maps
         with averaged_weights(model):  # this epoch's weights (or their average), for every val pass
             decoder = numpy_decoder(model, config)
         scores, greedy = run.val_scores(decoder)
@@ -262,3 +263,9 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         checkpoint.remove()
     return metrics or {}
 
+
+def phase_step(model, config: Config, phase: str):
+    """The compiled training step of `phase`: cross-entropy smoothed as configured, and a
+    tuned exit flow learning in the phases it is set to."""
+    return make_train_step(model, config.label_smoothing if phase == "xe" else 0.0,
+                           trains_exit_flow(config, phase))

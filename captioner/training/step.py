@@ -7,10 +7,11 @@ teacher's distribution at each word, weighted per word like the rest."""
 from __future__ import annotations
 
 
-def make_train_step(model, label_smoothing: float = 0.0):
+def make_train_step(model, label_smoothing: float = 0.0, train_exit_flow: bool = True):
     """One update on sum(weights * loss per word) / normaliser, the loss per word being
     -log p(target), or with `label_smoothing` e its smoothed form (1 - e) (-log p(target)) +
     e x the mean of -log p over the vocabulary: cross-entropy or SCST (never smoothed).
+    A tuned model's exit flow learns too, unless `train_exit_flow` is False.
     With `soft_targets` (rows, width, vocab) the loss adds sum(soft_weights x -sum_v q log p)
     / normaliser: distillation from a teacher's distribution q.
 
@@ -19,7 +20,7 @@ def make_train_step(model, label_smoothing: float = 0.0):
     does not show."""
     import tensorflow as tf
     from captioner.training.finetune import optimiser_groups
-    groups = optimiser_groups(model)
+    groups = optimiser_groups(model, train_exit_flow)
 
     @tf.function(reduce_retracing=True)
     def train_step(inputs, targets, weights, normaliser, soft_targets=None, soft_weights=None):
