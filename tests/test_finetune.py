@@ -169,6 +169,9 @@ def test_a_tuned_run_resumed_after_kills_repeats_an_unbroken_one_and_ships_its_e
     for a, b in zip(h5_arrays(unbroken.exit_flow.weights), h5_arrays(resumed.exit_flow.weights), strict=True):
         np.testing.assert_array_equal(a, b)   # the same tuned exit flow
     assert unbroken.metrics == resumed.metrics
+    card = (tmp_path / "unbroken" / "MODEL_CARD.md").read_text()   # says what was tuned, and what float16 cost
+    assert "Xception's exit flow tuned" in card and "6,801,104 parameters, from `add_10` on" in card
+    assert "from epoch 1, in cross-entropy and self-critical training" in card and "Stored in float16" in card
     # A tuned model extends as a frozen one does: one more self-critical epoch, from its own
     # decoder and exit flow (seeded exactly), its optimisers afresh.
     from captioner.training.checkpoint import Checkpoint
@@ -212,10 +215,14 @@ def test_self_critical_training_tunes_the_exit_flow_or_keeps_the_cross_entropy_o
     train(original_dataset, tmp_path / "out", config, ckpt, stop_after_epochs=2, keep_checkpoint=True, **quick())
     assert artifacts.read_json(ckpt / "state.json")["phase"] == "xe"
     xe_flow, xe_decoder = saved("best_weights")   # where self-critical training starts
-    train(original_dataset, tmp_path / "out", config, ckpt, keep_checkpoint=True, **quick(evaluate_test=False))
+    for stop in (1, None):   # a resumed self-critical phase keeps the setting too
+        train(original_dataset, tmp_path / "out", config, ckpt, stop_after_epochs=stop, keep_checkpoint=True,
+              **quick())
     state = artifacts.read_json(ckpt / "state.json")
     assert [r["phase"] for r in state["history"]] == ["xe"] * 2 + ["scst"] * 2
     scst_flow, scst_decoder = saved("model")   # after the last self-critical epoch
     same_flow = all(np.array_equal(a, b) for a, b in zip(xe_flow, scst_flow, strict=True))
     assert same_flow == (scst_exit_flow == "fixed")
     assert not all(np.array_equal(a, b) for a, b in zip(xe_decoder, scst_decoder, strict=True))
+    card = (tmp_path / "out" / "MODEL_CARD.md").read_text()
+    assert ("then held fixed in self-critical training" in card) == (scst_exit_flow == "fixed")

@@ -86,7 +86,39 @@ def describe(model: Model) -> str:
         label += " + contrastive self-critical" if config.get("scst_contrast_weight") else " + self-critical"
     if config.get("scst_teacher"):
         label += f", distilling the {Path(config['scst_teacher']).name} model"
+    if model.manifest.get("exit_flow"):
+        label += f", Xception's {TUNED_PART.get(config.get('finetune_encoder'), 'exit flow')} tuned"
     return label
+
+
+TUNED_PART = {"exit_flow": "exit flow", "block14": "block 14"}
+
+
+def encoder_sentence(model: Model) -> str:
+    """What the model card says of the encoder: frozen at ImageNet weights, or partly tuned."""
+    encoder = model.manifest.get("encoder") or {}
+    start = f"The encoder is Xception with ImageNet weights (sha256 `{encoder.get('weights_checksum', '')[:12]}...`)"
+    tuned = model.manifest.get("exit_flow")
+    if model.config.get("decoder") == "ensemble":
+        members = [part.rsplit(" ", 1)[0] for part in model.config.get("members", "").split(", ") if part]
+        manifests = [model.directory.parent / n / "manifest.json" for n in members]
+        own = [n for n, path in zip(members, manifests) if path.is_file() and read_json(path).get("exit_flow")]
+        if own:
+            return (start + f"; each member reads its own map: {', '.join(own)} through the exit flow tuned "
+                    "with it (see its card), the others through ImageNet's, frozen.")
+    if not tuned:
+        return start + ", frozen."
+    part = TUNED_PART.get(model.config.get("finetune_encoder"), "exit flow")
+    phases = ("in cross-entropy, then held fixed in self-critical training"
+              if model.config.get("scst_exit_flow") == "fixed" else "in cross-entropy and self-critical training")
+    float16 = tuned.get("float16") or {}
+    stored = (f" Stored in float16 (`exit_flow.weights.h5`): val CIDEr at beam 3 "
+              f"{float16['val_cider_beam3_float16']:.4f}, against {float16['val_cider_beam3_float32']:.4f} in float32, "
+              f"the same caption for {float16['same_caption']:.1%} of the val photos."
+              if {"val_cider_beam3_float16", "val_cider_beam3_float32", "same_caption"} <= set(float16) else "")
+    return (start + f"; its {part} ({tuned.get('parameters', 0):,} parameters, from `{tuned.get('layer')}` on) "
+            f"was tuned with this decoder from epoch {tuned.get('tuned_from_epoch')}, {phases}, and the rest "
+            f"stays frozen.{stored}")
 
 
 def _number(value) -> str:
@@ -276,8 +308,7 @@ def model_card(model: Model) -> str:
         "",
         "## What it is",
         "",
-        f"{describe(model)}: {what}. The encoder is Xception with ImageNet weights, frozen "
-        f"(weights sha256 `{(m.get('encoder') or {}).get('weights_checksum', '')[:12]}...`).",
+        f"{describe(model)}: {what}. {encoder_sentence(model)}",
         "",
         "Intended use: English captions of photos like Flickr8k's (people and dogs in everyday "
         "outdoor scenes), in the app, the `captioner` command line and the Python API; a demonstration "

@@ -120,9 +120,18 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
             # fresh optimiser at its own (much smaller) learning rate.
             log(f"Cross-entropy done: best val CIDEr {state['best_cider']:.4f} at epoch {state['best_epoch']}")
             best = checkpoint.best_path(state)
+            best_tuned = tuned_file(state, state["best_epoch"])
+            tuned = is_tuned(model) and (best_tuned or trains_exit_flow(config, "scst"))
+            if is_tuned(model) and not tuned:  # nothing tuned to keep, nothing to tune: frozen again
+                log(f"The kept epoch {state['best_epoch']} came before fine-tuning began and "
+                    "--scst-exit-flow fixed keeps Xception as it is: self-critical training reads the frozen maps")
+                state.pop("finetune_from")
+            elif config.finetune_encoder and not tuned and not trains_exit_flow(config, "scst"):
+                log(f"--scst-exit-flow fixed: Xception's {config.finetune_encoder} is not tuned (fine-tuning "
+                    f"was to begin at epoch {config.finetune_start_epoch}, after cross-entropy)")
             model = new_model(config, config.scst_learning_rate, averaging=averages_weights(config, "scst"),
-                              tuned=is_tuned(model))
-            load_decoder_only(model, best, config, tuned_file(state, state["best_epoch"]))
+                              tuned=tuned)
+            load_decoder_only(model, best, config, best_tuned)
             run.tune(model)
             train_step, nll_sum = phase_step(model, config, "scst")
             state.update(phase="scst" if config.scst_max_epochs else "done", phase_epoch=0,
