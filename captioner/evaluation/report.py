@@ -79,7 +79,7 @@ def describe(model: Model) -> str:
     """A model's one-line name in tables: what it is and how it was trained."""
     config = model.config
     if config.get("decoder") == "ensemble":
-        mix = " + ".join(f"{w} {n}" for n, w in (part.rsplit(" ", 1) for part in config["members"].split(", ")))
+        mix = " + ".join(f"{w} {n}" for n, w in ensemble_members(config))
         return f"ensemble: {mix}"
     label = config.get("decoder", model.name)
     if model.manifest.get("best_phase") == "scst":
@@ -94,13 +94,18 @@ def describe(model: Model) -> str:
 TUNED_PART = {"exit_flow": "exit flow", "block14": "block 14"}
 
 
+def ensemble_members(config: dict) -> list[tuple[str, str]]:
+    """[(member name, its weight as written)] of an ensemble's config ("attention 0.5, merge 0.5")."""
+    return [tuple(part.rsplit(" ", 1)) for part in config.get("members", "").split(", ") if part]
+
+
 def encoder_sentence(model: Model) -> str:
     """What the model card says of the encoder: frozen at ImageNet weights, or partly tuned."""
     encoder = model.manifest.get("encoder") or {}
     start = f"The encoder is Xception with ImageNet weights (sha256 `{encoder.get('weights_checksum', '')[:12]}...`)"
     tuned = model.manifest.get("exit_flow")
     if model.config.get("decoder") == "ensemble":
-        members = [part.rsplit(" ", 1)[0] for part in model.config.get("members", "").split(", ") if part]
+        members = [name for name, _ in ensemble_members(model.config)]
         manifests = [model.directory.parent / n / "manifest.json" for n in members]
         own = [n for n, path in zip(members, manifests) if path.is_file() and read_json(path).get("exit_flow")]
         if own:
