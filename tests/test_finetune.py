@@ -115,6 +115,33 @@ def test_a_step_with_the_exit_flow_fixed_moves_the_decoder_alone(seeded_xception
     assert int(model.encoder_optimizer.iterations.numpy()) == 0
 
 
+def test_with_the_exit_flow_fixed_the_training_maps_are_made_once(tmp_path, original_dataset,
+                                                                    seeded_xception, monkeypatch):
+    """--scst-exit-flow fixed: self-critical sampling reads the training photos' maps made when
+    the exit flow was fixed (the same as running it on each chunk); tuned on, it runs the exit
+    flow on each chunk. The contrastive negatives come from the frozen features either way."""
+    from captioner.training import run as run_module
+    from captioner.training.checkpoint import new_model
+    from captioner.training.progress import ProgressReporter
+    run = run_module.Run(original_dataset, tiny_config(), quick()["encoder"], False, None,
+                         ProgressReporter(tmp_path, "attention"), PixelTrunk())
+    frozen_similar = run_module.similar_photos(run.features["train"], run_module.SIMILAR_PHOTOS)
+    model = new_model(run.config, 1e-3, tuned=True)
+    photos = np.array([2, 0, 3])
+    per_chunk = finetune.head_maps(model, run.trunk["train"][photos])
+    mapped = []   # how many photos each run of the exit flow mapped
+    monkeypatch.setattr(run_module, "head_maps", lambda m, trunk: mapped.append(len(trunk)) or
+                        finetune.head_maps(m, trunk))
+    run.tune(model, fixed=True)
+    assert mapped == [len(run.splits["val"]), len(run.splits["train"])]
+    np.testing.assert_array_equal(run.sampling_features(photos), per_chunk)
+    np.testing.assert_array_equal(run.similar_train_photos, frozen_similar)
+    assert len(mapped) == 2
+    run.tune(model)   # tuned on: each chunk through the exit flow as it now is
+    np.testing.assert_array_equal(run.sampling_features(photos), per_chunk)
+    assert mapped[2:] == [len(run.splits["val"]), len(photos)]
+
+
 def test_the_trunk_cache_round_trips(tmp_path, original_dataset):
     from captioner.data.dataset import load_flickr8k
     data = load_flickr8k(original_dataset)

@@ -107,7 +107,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         state = {"phase": "xe", "epoch": 0, "phase_epoch": 0, "best_cider": -1.0, "best_epoch": 0,
                  "stale_epochs": 0, "learning_rate": config.learning_rate, "history": [],
                  "config": config.to_json(), "encoder_checksum": encoder.checksum}
-    run.tune(model)
+    run.tune(model, fixed=not trains_exit_flow(config, state["phase"]))
     train_step, nll_sum = phase_step(model, config, state["phase"])
     cider = None
     teacher = load_teacher(config, run, encoder, out_dir) if config.scst_teacher_weight else None
@@ -132,7 +132,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
             model = new_model(config, config.scst_learning_rate, averaging=averages_weights(config, "scst"),
                               tuned=tuned)
             load_decoder_only(model, best, config, best_tuned)
-            run.tune(model)
+            run.tune(model, fixed=not trains_exit_flow(config, "scst"))
             train_step, nll_sum = phase_step(model, config, "scst")
             state.update(phase="scst" if config.scst_max_epochs else "done", phase_epoch=0,
                          stale_epochs=0, learning_rate=config.scst_learning_rate)

@@ -44,6 +44,7 @@ class Run:
         self.trunk = (trunk_features(self.dataset, self.splits, config, progress, trunk_encoder)
                       if config.finetune_encoder else {})
         self.tuned_model = None
+        self.exit_flow_fixed = False   # see `tune`
         self._frozen = {}   # the frozen features of splits tuned maps have replaced
         train_captions = [c for n in self.splits["train"] for c in self.dataset.captions[n]]
         self.vocab = Vocabulary.build(train_captions, config.min_word_count)
@@ -63,12 +64,15 @@ class Run:
         return {"trunk": self.trunk[split][unique].astype(np.float32),
                 "photo_index": index.astype(np.int32), "tokens": tokens.astype(np.int32)}
 
-    def tune(self, model, splits=("val",)) -> None:
+    def tune(self, model, splits=("val",), fixed: bool = False) -> None:
         """Read `splits` (and from now on the training photos' samples) through `model`'s exit
-        flow, if it has one: its current maps replace the frozen features."""
+        flow, if it has one: its current maps replace the frozen features. With `fixed` (the
+        exit flow will not change, --scst-exit-flow fixed) the training photos' maps are made
+        once here, instead of for each chunk of samples in every epoch."""
         self.tuned_model = model if is_tuned(model) else None
+        self.exit_flow_fixed = fixed and self.tuned_model is not None
         if self.tuned_model is not None:
-            self.refresh_maps(splits)
+            self.refresh_maps(splits + (("train",) if self.exit_flow_fixed else ()))
         else:  # a frozen model again (the kept epoch came before tuning began): frozen features
             self.features.update(self._frozen)
 
@@ -81,7 +85,7 @@ class Run:
 
     def sampling_features(self, photos: np.ndarray) -> np.ndarray:
         """What self-critical sampling reads for training photos `photos`: the current maps."""
-        if self.tuned_model is None:
+        if self.tuned_model is None or self.exit_flow_fixed:
             return self.features["train"][photos]
         return head_maps(self.tuned_model, self.trunk["train"][photos])
 
@@ -122,6 +126,6 @@ class Run:
 
     @functools.cached_property
     def similar_train_photos(self) -> np.ndarray:
-        """Each training photo's nearest others (the contrastive reward's negatives), once a run:
-        the features do not change between epochs."""
-        return similar_photos(self.features["train"], SIMILAR_PHOTOS)
+        """Each training photo's nearest others (the contrastive reward's negatives), once a run,
+        by the frozen ImageNet features: the same whatever the exit flow does."""
+        return similar_photos(self._frozen.get("train", self.features["train"]), SIMILAR_PHOTOS)
