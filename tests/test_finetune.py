@@ -134,7 +134,9 @@ def test_with_the_exit_flow_fixed_the_training_maps_are_made_once(tmp_path, orig
                         finetune.head_maps(m, trunk))
     run.tune(model, fixed=True)
     assert mapped == [len(run.splits["val"]), len(run.splits["train"])]
-    np.testing.assert_array_equal(run.sampling_features(photos), per_chunk)
+    # (mapped in one batch of 30 rather than of 3: the same to within float16's rounding)
+    np.testing.assert_allclose(run.sampling_features(photos).astype(np.float32), per_chunk.astype(np.float32),
+                               rtol=2e-3, atol=1e-3)
     np.testing.assert_array_equal(run.similar_train_photos, frozen_similar)
     assert len(mapped) == 2
     run.tune(model)   # tuned on: each chunk through the exit flow as it now is

@@ -38,3 +38,26 @@ def test_served_app_watches_no_files():
     # Watching the tree (.venv included) flooded the server log with inotify overflows.
     text = (ROOT / ".streamlit" / "config.toml").read_text()
     assert re.search(r'^fileWatcherType\s*=\s*"none"\s*$', text, re.M)
+
+
+def test_the_makefile_trains_each_committed_model_with_the_settings_it_recorded():
+    """`make train` is how trained/ is reproduced: its flags for each decoder (the extension's
+    overriding the first run's) give the training settings the committed model's config.json
+    recorded, so a model trained some other way cannot be committed unnoticed."""
+    import dataclasses
+    import json
+    from captioner.decoders.config import Config
+    makefile = (ROOT / "Makefile").read_text()
+    defaults = Config()
+    for decoder in ("attention", "merge"):
+        flags = {}
+        for variable in (f"TRAIN_FLAGS_{decoder}", f"EXTEND_FLAGS_{decoder}"):
+            line = re.search(rf"^{variable} \?=(.*)$", makefile, re.M)
+            words = line.group(1).split() if line else []
+            flags.update({k[2:].replace("-", "_"): v for k, v in zip(words[::2], words[1::2])})
+        made = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(Config)}
+        made.update({k: type(made[k])(v) for k, v in flags.items()})
+        recorded = json.loads((ROOT / "trained" / decoder / "config.json").read_text())
+        for key, value in recorded.items():
+            if key in made and key not in ("decoder", "vocab_size", "extra", "feature_dim", "length_alpha"):
+                assert made[key] == value, (decoder, key, made[key], value)

@@ -122,7 +122,7 @@ class Run:
             as_maps = dataclasses.replace(self.config, decoder="attention")
             return split_features(self.dataset, {"train": self.splits["train"]}, self.encoder,
                                   self.progress, as_maps)["train"]
-        return self.features["train"]
+        return self._frozen.get("train", self.features["train"])   # ImageNet's, not a tuned map
 
     @functools.cached_property
     def similar_train_photos(self) -> np.ndarray:
