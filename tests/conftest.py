@@ -65,13 +65,38 @@ def keras_encoder():
 
 
 @pytest.fixture(scope="session")
-def captioner(trained_dir, encoder):
+def serving_flows(encoder) -> list:
+    """The tuned exit flows the committed models read (issue 24; none if all are frozen)."""
+    from captioner.model_dirs.catalog import load_model
+    from captioner.model_dirs.views import exit_flows
+    models = [load_model(d) for d in trained_models().values()]
+    return exit_flows([m for model in models for m in (getattr(model, "members", None) or [model])])
+
+
+@pytest.fixture(scope="session")
+def serving_encoder(encoder, serving_flows):
+    """What serving encodes a photo with, shared by every committed model as the app shares
+    it: Xception on LiteRT, or, with tuned exit flows, its ImageNet trunk once, then ImageNet's
+    exit flow and each tuned one, side by side (views)."""
+    if not serving_flows:
+        return encoder
+    from captioner.vision.tuned_encoder import open_views_encoder
+    return open_views_encoder("litert", serving_flows)
+
+
+def serving_captioner(directory, encoder, flows, name=None, **kwargs):
+    """A committed model on the shared serving encoder (`serving_encoder`, `serving_flows`)."""
     from captioner import Captioner
-    return Captioner.load(trained_dir, encoder=encoder)
+    return Captioner.load(directory, name, encoder=encoder, flows=flows, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def captioner(trained_dir, serving_encoder, serving_flows):
+    return serving_captioner(trained_dir, serving_encoder, serving_flows)
 
 
 @pytest.fixture(scope="session", params=["merge", "attention", "ensemble"])
-def each_captioner(request, trained_dir, encoder):
+def each_captioner(request, trained_dir, serving_encoder, serving_flows):
     """Every committed model in turn, sharing one encoder. A model that is not committed is
     skipped (trained/ lists what is committed; the merge model must always be there)."""
     from captioner import Captioner
@@ -80,7 +105,7 @@ def each_captioner(request, trained_dir, encoder):
         pytest.skip(f"no trained/{request.param} committed")
     # data_dir "": the trust estimate every install has, wherever the tests run (a developer's
     # cache may hold the nearest-photo index; tests/test_trust_models.py covers the other one)
-    return Captioner.load(directory, encoder=encoder, data_dir="")
+    return serving_captioner(directory, serving_encoder, serving_flows, data_dir="")
 
 
 # -- tiny datasets -----------------------------------------------------------------------

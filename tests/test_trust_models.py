@@ -146,7 +146,7 @@ def test_min_trust_writes_no_caption_and_says_why(photo_folder, tmp_path, encode
     assert result.returncode == 0 and len(out.read_text().splitlines()) == 2   # the same: nothing to do
 
 
-def test_a_stale_estimate_is_refused_and_said(tmp_path, encoder, photo_folder):
+def test_a_stale_estimate_is_refused_and_said(tmp_path, serving_encoder, serving_flows, photo_folder):
     """Retrain a model (here: touch its weights' recorded checksum) and its trust is refused."""
     models = tmp_path / "trained"
     shutil.copytree(TRAINED, models)
@@ -154,11 +154,11 @@ def test_a_stale_estimate_is_refused_and_said(tmp_path, encoder, photo_folder):
     for variant in ("models", "with_consensus"):  # a retrained model makes both stale
         data[variant]["attention"]["weights_sha256"]["attention"] = "0" * 64
     (models / "trust.json").write_text(json.dumps(data))
-    from captioner import Captioner
-    stale = Captioner.load(models, "attention", encoder=encoder)
+    from conftest import serving_captioner
+    stale = serving_captioner(models, serving_encoder, serving_flows, "attention")
     assert stale.trust_model is None and "stale" in stale.trust_problem and "make trust" in stale.trust_problem
     assert stale.caption_image(photo_folder / "dog.jpg")[0].trust is None
-    assert Captioner.load(models, "merge", encoder=encoder).trust_model is not None
+    assert serving_captioner(models, serving_encoder, serving_flows, "merge").trust_model is not None
     result = run_cli("caption", photo_folder / "dog.jpg", "--model", models / "attention", "--min-trust", "0.5")
     assert result.returncode == 2 and "stale" in result.stderr and "Traceback" not in result.stderr
     result = run_cli("caption", photo_folder / "dog.jpg", "--model", models / "attention")
@@ -188,35 +188,40 @@ def index_of_all_training_photos(tmp_path_factory, encoder, test_split):
     return cache
 
 
-def captioner_with(directory, encoder, data_dir, name="ensemble"):
-    from captioner import Captioner
-    return Captioner.load(directory, name, encoder=encoder, data_dir=data_dir)
+def captioner_with(directory, serving, data_dir, name="ensemble"):
+    from conftest import serving_captioner
+    return serving_captioner(directory, *serving, name, data_dir=data_dir)
+
+
+@pytest.fixture(scope="module")
+def serving(serving_encoder, serving_flows):
+    return serving_encoder, serving_flows
 
 
 def test_with_flickr8k_and_its_index_trust_reads_the_nearest_photos_captions(
-        monkeypatch, index_of_all_training_photos, encoder, shared_data, test_split):
+        monkeypatch, index_of_all_training_photos, serving, shared_data, test_split):
     monkeypatch.setenv("CAPTIONER_CACHE_DIR", str(index_of_all_training_photos))
-    captioner = captioner_with(TRAINED, encoder, shared_data)
+    captioner = captioner_with(TRAINED, serving, shared_data)
     assert captioner.trust_model is not None and "consensus" in captioner.trust_model.signals
     assert "10 most similar training photos" in captioner.trust_note
     dogs = [n for n in test_split.images("test") if all("dog" in c.lower() for c in test_split.captions[n])][:6]
     from PIL import Image
 
     from captioner.data.images import prepare_for_encoder
-    blank = encoder.feature_maps(prepare_for_encoder(Image.new("RGB", (300, 300), "white"))[None])
+    blank = captioner.encoder.feature_maps(prepare_for_encoder(Image.new("RGB", (300, 300), "white"))[None])
     maps = np.concatenate([captioner.features_batch([test_split.image_path(n) for n in dogs]), blank])
     found = captioner.caption_batch(maps, beam=3)
     agreement = [c[0].trust.signals["consensus"] for c in found]
     assert all(np.isfinite(agreement)) and max(agreement[:-1]) > agreement[-1]
     assert found[-1][0].trust.verdict == "likely wrong"
     # the number is the caption's CIDEr-D against the captions of its photo's nearest training photos
-    direct = captioner._consensus.scores(maps[:1], [[found[0][0].text]])[0][0]
+    direct = captioner._consensus.scores(captioner.imagenet_maps(maps[:1]), [[found[0][0].text]])[0][0]
     assert agreement[0] == pytest.approx(direct)
 
 
 def test_without_flickr8k_or_with_an_index_of_other_photos_trust_reads_the_rest(
-        monkeypatch, tmp_path, encoder, shared_data, test_split):
-    captioner = captioner_with(TRAINED, encoder, "")
+        monkeypatch, tmp_path, encoder, serving, shared_data, test_split):
+    captioner = captioner_with(TRAINED, serving, "")
     assert "consensus" not in captioner.trust_model.signals and "no Flickr8k here" in captioner.trust_note
     from captioner.explain.neighbours import NeighbourIndex, index_path
     from captioner.vision.encoder import WEIGHTS_FILENAME, cached_weights_path
@@ -225,7 +230,7 @@ def test_without_flickr8k_or_with_an_index_of_other_photos_trust_reads_the_rest(
     NeighbourIndex.from_vectors(names, np.random.default_rng(1).uniform(size=(8, 2048))).save(
         index_path(encoder.checksum, tmp_path / "dataset-index"))
     monkeypatch.setenv("CAPTIONER_CACHE_DIR", str(tmp_path))
-    partial = captioner_with(TRAINED, encoder, shared_data)
+    partial = captioner_with(TRAINED, serving, shared_data)
     assert "consensus" not in partial.trust_model.signals
     assert "fitted over other photos, neighbours or captions" in partial.trust_note
     assert partial.caption(captioner.features(test_split.image_path(test_split.images("test")[0])))[0].trust

@@ -160,13 +160,22 @@ def test_a_head_converted_from_other_weights_is_refused(tuned, cache):
 
 
 def test_a_model_without_an_exit_flow_reads_the_frozen_encoder(encoder):
+    """The committed merge model is frozen: it reads the shared frozen encoder, on its own or
+    as a member; the tuned attention model and the ensemble read views and refuse it."""
     from captioner import Captioner
     from conftest import trained_models
-    for name, directory in trained_models().items():
+    models = trained_models()
+    for name, directory in models.items():
         captioner = Captioner.load(directory, encoder=encoder)
-        assert captioner.flows == [] and not captioner.has_views, name
-        captioner.check_encoder()   # the shared frozen encoder is the right one
-    fresh = Captioner.load(trained_models()["attention"])
+        members = ("attention", "merge") if name == "ensemble" else (name,)
+        tuned = any((directory.parent / m / "exit_flow.weights.h5").is_file() for m in members)
+        assert bool(captioner.flows) == captioner.has_views == tuned, name
+        if tuned:
+            with pytest.raises(EncoderWeightsError, match="reads its own exit flow"):
+                captioner.check_encoder()
+        else:
+            captioner.check_encoder()   # the shared frozen encoder is the right one
+    fresh = Captioner.load(models["merge"])
     assert fresh.encoder.checksum == EXPECTED_CHECKSUM and not hasattr(fresh.encoder, "head_checksums")
 
 
