@@ -69,8 +69,7 @@ def serving_flows(encoder) -> list:
     """The tuned exit flows the committed models read (issue 24; none if all are frozen)."""
     from captioner.model_dirs.catalog import load_model
     from captioner.model_dirs.views import exit_flows
-    models = [load_model(d) for d in trained_models().values()]
-    return exit_flows([m for model in models for m in (getattr(model, "members", None) or [model])])
+    return exit_flows([load_model(d) for d in trained_models().values()])
 
 
 @pytest.fixture(scope="session")

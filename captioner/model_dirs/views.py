@@ -13,10 +13,11 @@ from captioner.model_dirs.artifacts import ExitFlow
 
 
 def exit_flows(trained) -> list[ExitFlow]:
-    """The tuned exit flows a model reads (an ensemble's, or a list of models': theirs, each
-    once, in order)."""
+    """The tuned exit flows a model reads (an ensemble's, or a list of models' and ensembles':
+    theirs, each once, in order)."""
     flows: list[ExitFlow] = []
-    models = trained if isinstance(trained, list) else getattr(trained, "members", None) or [trained]
+    models = [m for t in (trained if isinstance(trained, list) else [trained])
+              for m in (getattr(t, "members", None) or [t])]
     for model in models:
         flow = model.exit_flow
         if flow is not None and flow.sha256 not in {f.sha256 for f in flows}:

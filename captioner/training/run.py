@@ -122,10 +122,15 @@ class Run:
             as_maps = dataclasses.replace(self.config, decoder="attention")
             return split_features(self.dataset, {"train": self.splits["train"]}, self.encoder,
                                   self.progress, as_maps)["train"]
-        return self._frozen.get("train", self.features["train"])   # ImageNet's, not a tuned map
+        return self.frozen_train_features
 
     @functools.cached_property
     def similar_train_photos(self) -> np.ndarray:
         """Each training photo's nearest others (the contrastive reward's negatives), once a run,
         by the frozen ImageNet features: the same whatever the exit flow does."""
-        return similar_photos(self._frozen.get("train", self.features["train"]), SIMILAR_PHOTOS)
+        return similar_photos(self.frozen_train_features, SIMILAR_PHOTOS)
+
+    @property
+    def frozen_train_features(self) -> np.ndarray:
+        """The training photos' frozen ImageNet features, even where tuned maps replaced them."""
+        return self._frozen.get("train", self.features["train"])
