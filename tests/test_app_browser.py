@@ -170,7 +170,10 @@ def test_attention_figure_beam_trees_and_three_photos_at_once(server, chromium, 
             expect(page.locator('[data-testid="stGraphVizChart"] svg')).to_have_count(2, timeout=60_000)
             expect(page.locator('[data-testid="stGraphVizChart"] svg').last).to_contain_text("end")
             page.get_by_text("attention", exact=True).click()
-            expect(page.get_by_text("Where the attention model looked")).to_be_visible(timeout=60_000)
+            # exact: the ensemble's heading ("..., in the ensemble") is on screen until the rerun
+            # replaces it, and an element found then is detached under the test's feet
+            attention_heading = page.get_by_text("Where the attention model looked", exact=True)
+            expect(attention_heading).to_be_visible(timeout=CAPTION_TIMEOUT_MS)
             # the slider comes after the grid, and the chosen word's figure after the slider
             expect(page.get_by_text("Show one word large")).to_be_visible(timeout=CAPTION_TIMEOUT_MS)
             # the grid: the photo and one panel per word (the run that draws it may still be
@@ -178,7 +181,7 @@ def test_attention_figure_beam_trees_and_three_photos_at_once(server, chromium, 
             page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stImage] img')]"
                                    ".some(img => img.naturalWidth > 1000)", timeout=CAPTION_TIMEOUT_MS)
             wait_until_idle(page)
-            page.get_by_text("Where the attention model looked").scroll_into_view_if_needed()
+            attention_heading.scroll_into_view_if_needed()
             page.wait_for_timeout(500)
             page.screenshot(path=DOCS / "screenshot-explain.png")
 
