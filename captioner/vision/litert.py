@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from captioner.data.files import sha256_file
+from captioner.vision.mapped_files import release_file_pages
 from captioner.vision.tf_setup import silenced
 from captioner.vision.encoder import (EXPECTED_CHECKSUM, EncoderWeightsError, cache_dir,
                                       pool)
@@ -125,7 +126,8 @@ class LiteEncoder:
                 # A photo (299, 299, 3) for the whole encoder or its trunk; a trunk's output for an exit flow.
                 self.input_shape = tuple(int(d) for d in self._interpreter.get_input_details()[0]["shape"][1:])
                 self._batch = 0
-                self._resize(1)
+                self._resize(1)   # XNNPACK packs its own copy of the weights here
+            release_file_pages(self.path)  # so the mapped file's pages are not held twice
         except (RuntimeError, ValueError) as exc:
             raise EncoderWeightsError(f"{self.path}: not a LiteRT model ({exc}).") from None
         # One interpreter holds one set of buffers: calls from several threads take turns.
