@@ -34,14 +34,18 @@ def _mappings(path: Path) -> list[tuple[int, int]]:
 
 
 def release_file_pages(path: str | os.PathLike) -> int:
-    """Drop this process's resident pages of `path`'s read-only mappings; the bytes released
-    (0 where there is no /proc/self/maps, as off Linux: there it is a no-op)."""
+    """Drop this process's resident pages of `path`'s read-only mappings; the bytes released.
+    Off Linux, or without /proc, it releases nothing: the memory stays held, nothing else changes."""
     if not sys.platform.startswith("linux"):
         return 0
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    try:
+        mappings = _mappings(Path(path))
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    except (OSError, AttributeError):
+        return 0
     released = 0
-    for start, length in _mappings(Path(path)):
+    for start, length in mappings:
         if libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), MADV_DONTNEED) == 0:
             released += length
     return released
