@@ -73,7 +73,7 @@ caption: setup $(IMAGE)
 # committed merge model distilled the attention model from before its exit flow was tuned).
 DECODER ?= both
 TRAIN_FLAGS_merge ?= --scst-xe-weight 0.5 --scst-max-epochs 10 --scst-patience 10 --scst-distinct-beam 3 --scst-contrast-weight 1.5 --scst-learning-rate 1e-4 --scst-select beam --scst-teacher trained/attention --scst-teacher-weight 0.3
-TRAIN_FLAGS_attention ?= --label-smoothing 0.1 --scst-xe-weight 0.1 --scst-max-epochs 16 --scst-patience 4 --scst-distinct-beam 3 --scst-contrast-weight 0.5 --scst-select beam --finetune-encoder exit_flow --encoder-learning-rate 1e-4 --finetune-start-epoch 5
+TRAIN_FLAGS_attention ?= --label-smoothing 0.1 --scst-xe-weight 0.1 --scst-max-epochs 16 --scst-patience 4 --scst-distinct-beam 3 --scst-contrast-weight 0.5 --scst-select beam --finetune-encoder exit_flow --encoder-learning-rate 1e-4 --finetune-start-epoch 5 --scst-exit-flow fixed
 train_decoder = $(PY) training_scripts/train.py --data $(DATA) --out trained --decoder $(1) $(TRAIN_FLAGS_$(1))
 train: setup
 	$(foreach d,$(if $(filter both,$(DECODER)),attention merge,$(DECODER)),$(call train_decoder,$(d)) &&\
@@ -86,7 +86,7 @@ train: setup
 # chosen on val, scored on test (about 4 minutes).
 ensemble: setup
 	$(PY) training_scripts/evaluate_ensemble.py --data $(DATA) --models trained/attention trained/merge \
-	  --weights 0.5,0.6,0.7 --out trained/ensemble
+	  --weights 0.3,0.4,0.5,0.6,0.7 --out trained/ensemble
 	$(MAKE) report
 
 # Every model on everyday photos unlike Flickr8k's, at beam 3 (about 3 minutes; scored, never

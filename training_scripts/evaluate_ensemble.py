@@ -2,7 +2,7 @@
 """Make trained/ensemble: two trained models decoding as one, scored on Flickr8k's test split.
 
     python training_scripts/evaluate_ensemble.py --data ../shared/flickr8k \
-        --models trained/attention trained/merge --weights 0.5,0.6,0.7 --out trained/ensemble
+        --models trained/attention trained/merge --weights 0.3,0.4,0.5,0.6,0.7 --out trained/ensemble
 
 At every step the ensemble mixes the two decoders' next-word log-probabilities, the first
 weighted w and the second 1 - w (captioner/decoders/ensemble.py). w and the length penalty are chosen
@@ -28,8 +28,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data", help="Flickr8k directory (either layout); default $CAPTIONER_DATA_DIR")
     parser.add_argument("--models", nargs=2, default=["trained/attention", "trained/merge"],
                         help="two model directories (default: trained/attention trained/merge)")
-    parser.add_argument("--weights", default="0.5,0.6,0.7",
-                        help="the first model's weights to try on val, comma-separated (default: 0.5,0.6,0.7)")
+    parser.add_argument("--weights", default="0.3,0.4,0.5,0.6,0.7",
+                        help="the first model's weights to try on val, comma-separated (default: 0.3,0.4,0.5,0.6,0.7)")
     parser.add_argument("--out", help="the ensemble's directory, beside the members (default: ensemble "
                         "beside them, e.g. trained/ensemble)")
     parser.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")

@@ -1,0 +1,77 @@
+#!/usr/bin/env python
+"""Ensembles of any number of trained models, scored on the validation split only (CIDEr and
+BLEU-4 at beam 3, at each length penalty `make ensemble` tries): to see whether a third member,
+or other weights, would pay before `make ensemble` is changed. Nothing here touches test.
+
+    python benchmarks/search_ensembles.py --data ../shared/flickr8k \
+        --models /work/runs/exp_aa/attention /work/runs/exp_aa/attention_on trained/merge \
+        --weights 0.5,0.5,0 0.45,0.25,0.3 [--json out.json]
+
+Each --weights entry gives one weight per model (a 0 leaves that model out); they must sum to 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import captioner  # noqa: E402,F401  (sets thread and logging defaults before NumPy loads)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", help="Flickr8k directory; default $CAPTIONER_DATA_DIR")
+    parser.add_argument("--models", nargs="+", required=True, help="model directories sharing one vocabulary")
+    parser.add_argument("--weights", nargs="+", required=True, help="comma-separated weights, one per model")
+    parser.add_argument("--json", help="also write every score here")
+    args = parser.parse_args(argv)
+    grid = []
+    for entry in args.weights:
+        try:
+            weights = [float(w) for w in entry.split(",")]
+        except ValueError:
+            parser.error(f"--weights: {entry!r} is not numbers separated by commas")
+        if len(weights) != len(args.models) or abs(sum(weights) - 1) > 1e-6 or min(weights) < 0:
+            parser.error(f"--weights: {entry!r} needs {len(args.models)} weights >= 0 summing to 1")
+        grid.append(weights)
+
+    from captioner.vision.tf_setup import import_tensorflow_quietly
+    import_tensorflow_quietly()
+    from captioner.data.dataset import data_dir_from_env, load_flickr8k
+    from captioner.decoders.ensemble import EnsembleDecoder
+    from captioner.model_dirs import artifacts
+    from captioner.model_dirs.views import exit_flows, views_decoder
+    from captioner.training.features import split_views
+    from captioner.training.progress import log
+    from captioner.training.scores import choose_length_alpha
+
+    members = [artifacts.load_trained(d) for d in args.models]
+    if any(m.vocab.itos != members[0].vocab.itos for m in members):
+        parser.error("--models: the models' vocabularies differ")
+    dataset = load_flickr8k(data_dir_from_env(args.data))
+    names = {"val": dataset.images("val")}
+    references = {n: dataset.captions[n] for n in names["val"]}
+    flows = exit_flows(members)
+    features = split_views(dataset, names, flows, True)["val"]
+    decoders = [views_decoder(m, flows) for m in members]
+    scores = {}
+    for weights in grid:
+        used = [i for i, w in enumerate(weights) if w > 0]
+        log(f"weights {weights}")
+        chosen = choose_length_alpha(EnsembleDecoder([decoders[i] for i in used], [weights[i] for i in used]),
+                                     members[0].vocab, members[0].config, features, names["val"], references)
+        search = chosen.extra["val_alpha_search"]
+        scores[",".join(f"{w:g}" for w in weights)] = {
+            alpha: {"CIDEr": round(s["CIDEr"], 4), "BLEU-4": round(s["BLEU-4"], 4)} for alpha, s in search.items()}
+    for key, by_alpha in scores.items():
+        best = max(by_alpha, key=lambda a: by_alpha[a]["CIDEr"])
+        print(f"{key}: val CIDEr {by_alpha[best]['CIDEr']:.4f} (alpha {best}), BLEU-4 {by_alpha[best]['BLEU-4']:.4f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"models": args.models, "val_beam3": scores}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
