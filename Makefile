@@ -83,7 +83,7 @@ train: setup
 	$(MAKE) trust
 
 # trained/ensemble: the two trained models decoding as one, the weight and length penalty
-# chosen on val, scored on test (about 4 minutes).
+# chosen on val, scored on test (about 6 minutes).
 ensemble: setup
 	$(PY) training_scripts/evaluate_ensemble.py --data $(DATA) --models trained/attention trained/merge \
 	  --weights 0.3,0.4,0.5,0.6,0.7 --out trained/ensemble

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -33,8 +34,11 @@ def main(argv=None) -> int:
             weights = [float(w) for w in entry.split(",")]
         except ValueError:
             parser.error(f"--weights: {entry!r} is not numbers separated by commas")
-        if len(weights) != len(args.models) or abs(sum(weights) - 1) > 1e-6 or min(weights) < 0:
+        if (len(weights) != len(args.models) or not all(math.isfinite(w) and w >= 0 for w in weights)
+                or not abs(sum(weights) - 1) <= 1e-6):
             parser.error(f"--weights: {entry!r} needs {len(args.models)} weights >= 0 summing to 1")
+        if weights in grid:
+            parser.error(f"--weights: {entry!r} is given twice")
         grid.append(weights)
 
     from captioner.vision.tf_setup import import_tensorflow_quietly
@@ -43,18 +47,25 @@ def main(argv=None) -> int:
     from captioner.decoders.ensemble import EnsembleDecoder
     from captioner.model_dirs import artifacts
     from captioner.model_dirs.views import exit_flows, views_decoder
-    from captioner.training.features import split_views
+    from captioner.training.features import split_features, split_views
+    from captioner.vision.encoder import EXPECTED_CHECKSUM, Encoder
     from captioner.training.progress import log
     from captioner.training.scores import choose_length_alpha
 
     members = [artifacts.load_trained(d) for d in args.models]
     if any(m.vocab.itos != members[0].vocab.itos for m in members):
         parser.error("--models: the models' vocabularies differ")
+    if {(m.manifest.get("encoder") or {}).get("weights_checksum") for m in members} != {EXPECTED_CHECKSUM}:
+        parser.error("--models: a model was trained on features of other encoder weights than ImageNet's")
     dataset = load_flickr8k(data_dir_from_env(args.data))
     names = {"val": dataset.images("val")}
     references = {n: dataset.captions[n] for n in names["val"]}
     flows = exit_flows(members)
-    features = split_views(dataset, names, flows, True)["val"]
+    if flows:   # each member decodes the maps of its own exit flow, as score_ensemble does
+        features = split_views(dataset, names, flows, True)["val"]
+    else:
+        config = next((m.config for m in members if m.config.decoder == "attention"), members[0].config)
+        features = split_features(dataset, names, Encoder(), True, config)["val"]
     decoders = [views_decoder(m, flows) for m in members]
     scores = {}
     for weights in grid:
@@ -64,10 +75,11 @@ def main(argv=None) -> int:
                                      members[0].vocab, members[0].config, features, names["val"], references)
         search = chosen.extra["val_alpha_search"]
         scores[",".join(f"{w:g}" for w in weights)] = {
-            alpha: {"CIDEr": round(s["CIDEr"], 4), "BLEU-4": round(s["BLEU-4"], 4)} for alpha, s in search.items()}
-    for key, by_alpha in scores.items():
-        best = max(by_alpha, key=lambda a: by_alpha[a]["CIDEr"])
-        print(f"{key}: val CIDEr {by_alpha[best]['CIDEr']:.4f} (alpha {best}), BLEU-4 {by_alpha[best]['BLEU-4']:.4f}")
+            "chosen_alpha": chosen.length_alpha,
+            "by_alpha": {a: {"CIDEr": round(s["CIDEr"], 4), "BLEU-4": round(s["BLEU-4"], 4)} for a, s in search.items()}}
+    for key, score in scores.items():
+        best = score["by_alpha"][str(score["chosen_alpha"])]
+        print(f"{key}: val CIDEr {best['CIDEr']:.4f} (alpha {score['chosen_alpha']}), BLEU-4 {best['BLEU-4']:.4f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"models": args.models, "val_beam3": scores}, indent=2) + "\n")
     return 0

@@ -38,6 +38,15 @@ def test_released_pages_leave_the_resident_set_and_read_back_unchanged(tmp_path)
         del view
 
 
+def test_a_written_private_copy_is_left_alone(tmp_path):
+    path = (tmp_path / "copy.bin").resolve()
+    path.write_bytes(b"\0" * (1 << 20))
+    with open(path, "r+b") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY) as mapped:
+        mapped[:5] = b"moved"   # a private page that differs from the file
+        assert release_file_pages(path) == 0
+        assert mapped[:5] == b"moved"
+
+
 def test_a_file_not_mapped_releases_nothing(tmp_path):
     path = tmp_path / "other.bin"
     path.write_bytes(b"x" * 4096)

@@ -126,10 +126,12 @@ class LiteEncoder:
                 # A photo (299, 299, 3) for the whole encoder or its trunk; a trunk's output for an exit flow.
                 self.input_shape = tuple(int(d) for d in self._interpreter.get_input_details()[0]["shape"][1:])
                 self._batch = 0
-                self._resize(1)   # XNNPACK packs its own copy of the weights here
-            release_file_pages(self.path)  # so the mapped file's pages are not held twice
+                self._resize(1)
         except (RuntimeError, ValueError) as exc:
             raise EncoderWeightsError(f"{self.path}: not a LiteRT model ({exc}).") from None
+        # XNNPACK holds its own packed copy of the weights by now: the mapped file's pages need
+        # not stay resident too (vision/mapped_files.py).
+        release_file_pages(self.path)
         # One interpreter holds one set of buffers: calls from several threads take turns.
         self._lock = threading.Lock()
 
