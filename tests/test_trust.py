@@ -116,6 +116,27 @@ def test_verdicts_read_the_cut_offs():
         LIKELY_RIGHT, LIKELY_RIGHT, UNSURE, UNSURE, LIKELY_WRONG]
 
 
+def test_a_photo_less_familiar_than_any_fitted_on_is_likely_wrong_whatever_the_rest_says():
+    rng = np.random.default_rng(6)
+    photos = synthetic_photos(2000, rng)
+    for v, sims in zip(photos.values, photos.similarity):
+        v["familiarity"] = float(sims.max())
+    estimate = fit.fit("merge", {"merge": "w" * 64}, "f" * 64, photos, np.ones(len(photos)),
+                       ["log_prob", "weakest_word", "familiarity"], 0.6, "test", CUTOFFS)
+    floor = estimate.support["familiarity_floor"]
+    assert floor == pytest.approx(min(v["familiarity"] for v in photos.values))
+    confident = {"log_prob": 3.0, "weakest_word": 3.0}
+    inside = estimate.trust({**confident, "familiarity": floor + 0.01})
+    outside = estimate.trust({**confident, "familiarity": floor - 0.01})
+    assert estimate.verdict(inside) == LIKELY_RIGHT
+    assert estimate.verdict(outside) == LIKELY_WRONG and outside <= CUTOFFS[UNSURE] / 2
+    # an estimate written before the floor existed loads and judges as it did
+    data = estimate.to_json()
+    del data["support"]
+    old = TrustModel.from_json(data)
+    assert old.trust({**confident, "familiarity": floor - 0.01}) == old.probability({**confident, "familiarity": floor - 0.01})
+
+
 def test_min_trust_keeps_what_reaches_it_and_says_why_it_withheld_the_rest():
     import dataclasses
 

@@ -33,6 +33,7 @@ REASONS = {
     "beam_agreement": "the search's other captions say something else",
     "member_agreement": "the ensemble's two decoders disagree",
     "familiarity": "the photo is unlike the training photos",
+    "outside": "the photo is unlike every photo the estimate was fitted on",
     "photo_kind": "the model often gets photos like this one wrong",
     "consensus": "people described the most similar training photos differently",
 }
@@ -81,6 +82,10 @@ class TrustModel:
     fitted: dict = field(default_factory=dict)     # what it was fitted on, and held-out figures
     format: int = FORMAT
     consensus: dict = field(default_factory=dict)  # Consensus.fingerprint, if it reads consensus
+    # {"familiarity_floor": f}: the least familiar photo it was fitted on. A logistic regression
+    # extrapolates without limit; below the floor (a blank or one-colour image, noise) there is
+    # no evidence for any trust, so it is capped under the "unsure" cut-off (`trust`).
+    support: dict = field(default_factory=dict)
 
     def values(self, evidence: Evidence) -> dict[str, float]:
         found = signals(evidence)
@@ -98,6 +103,15 @@ class TrustModel:
                                  zip(self.signals, self.coefficients, self.mean, self.scale))
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
 
+    def outside_support(self, values: dict[str, float]) -> bool:
+        floor = self.support.get("familiarity_floor")
+        return floor is not None and "familiarity" in values and values["familiarity"] < floor
+
+    def trust(self, values: dict[str, float]) -> float:
+        """The probability, capped at half the "unsure" cut-off for a photo outside the support."""
+        p = self.probability(values)
+        return min(p, self.cutoffs[UNSURE] / 2) if self.outside_support(values) else p
+
     def verdict(self, probability: float) -> str:
         if probability >= self.cutoffs[LIKELY_RIGHT]:
             return LIKELY_RIGHT
@@ -105,10 +119,12 @@ class TrustModel:
 
     def assess(self, evidence: Evidence) -> Trust:
         values = self.values(evidence)
-        p = self.probability(values)
+        p = self.trust(values)
         pulls = sorted((c * (values[s] - m) / sd, s) for s, c, m, sd in
                        zip(self.signals, self.coefficients, self.mean, self.scale))
         reasons = [REASONS[s] for pull, s in pulls if pull < -0.25]
+        if self.outside_support(values):
+            reasons.insert(0, REASONS["outside"])
         return Trust(p, self.verdict(p), values, reasons)
 
     def to_json(self) -> dict:

@@ -81,7 +81,8 @@ def fit(model: str, weights_sha256: dict[str, str], familiarity_sha256: str, pho
                       signals=list(signals), mean=[float(m) for m in mean], scale=[float(s) for s in scale],
                       coefficients=[float(c) for c in logistic.coef_[0]], intercept=float(logistic.intercept_[0]),
                       photo_kind=kind or {"coefficients": [], "intercept": 0.0}, cutoffs=dict(cutoffs),
-                      fitted={"photos": int(len(photos)), "right_share": round(float(np.average(y, weights=row_weights)), 4)})
+                      fitted={"photos": int(len(photos)), "right_share": round(float(np.average(y, weights=row_weights)), 4)},
+                      support={"familiarity_floor": float(columns["familiarity"].min())} if "familiarity" in columns else {})
 
 
 def scores_of(estimate: TrustModel, photos: Photos) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -93,7 +94,7 @@ def scores_of(estimate: TrustModel, photos: Photos) -> tuple[np.ndarray, dict[st
             row["photo_kind"] = float(np.dot(estimate.photo_kind["coefficients"], sims)
                                       + estimate.photo_kind["intercept"])
         values.append(row)
-    trust = np.array([estimate.probability(row) for row in values])
+    trust = np.array([estimate.trust(row) for row in values])
     return trust, {s: np.array([row[s] for row in values]) for s in estimate.signals}
 
 
