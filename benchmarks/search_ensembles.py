@@ -43,46 +43,36 @@ def main(argv=None) -> int:
 
     from captioner.vision.tf_setup import import_tensorflow_quietly
     import_tensorflow_quietly()
-    from captioner.data.dataset import data_dir_from_env, load_flickr8k
+    from captioner.cli_errors import run_reporting_errors
+    from captioner.data.dataset import data_dir_from_env
     from captioner.decoders.ensemble import EnsembleDecoder
-    from captioner.model_dirs import artifacts
-    from captioner.model_dirs.views import exit_flows, views_decoder
-    from captioner.training.features import split_features, split_views
-    from captioner.vision.encoder import EXPECTED_CHECKSUM, Encoder
     from captioner.training.progress import log
-    from captioner.training.scores import choose_length_alpha
+    from captioner.training.scores import choose_length_alpha, ensemble_inputs
 
-    members = [artifacts.load_trained(d) for d in args.models]
-    if any(m.vocab.itos != members[0].vocab.itos for m in members):
-        parser.error("--models: the models' vocabularies differ")
-    if {(m.manifest.get("encoder") or {}).get("weights_checksum") for m in members} != {EXPECTED_CHECKSUM}:
-        parser.error("--models: a model was trained on features of other encoder weights than ImageNet's")
-    dataset = load_flickr8k(data_dir_from_env(args.data))
-    names = {"val": dataset.images("val")}
-    references = {n: dataset.captions[n] for n in names["val"]}
-    flows = exit_flows(members)
-    if flows:   # each member decodes the maps of its own exit flow, as score_ensemble does
-        features = split_views(dataset, names, flows, True)["val"]
-    else:
-        config = next((m.config for m in members if m.config.decoder == "attention"), members[0].config)
-        features = split_features(dataset, names, Encoder(), True, config)["val"]
-    decoders = [views_decoder(m, flows) for m in members]
-    scores = {}
-    for weights in grid:
-        used = [i for i, w in enumerate(weights) if w > 0]
-        log(f"weights {weights}")
-        chosen = choose_length_alpha(EnsembleDecoder([decoders[i] for i in used], [weights[i] for i in used]),
-                                     members[0].vocab, members[0].config, features, names["val"], references)
-        search = chosen.extra["val_alpha_search"]
-        scores[",".join(f"{w:g}" for w in weights)] = {
-            "chosen_alpha": chosen.length_alpha,
-            "by_alpha": {a: {"CIDEr": round(s["CIDEr"], 4), "BLEU-4": round(s["BLEU-4"], 4)} for a, s in search.items()}}
-    for key, score in scores.items():
-        best = score["by_alpha"][str(score["chosen_alpha"])]
-        print(f"{key}: val CIDEr {best['CIDEr']:.4f} (alpha {score['chosen_alpha']}), BLEU-4 {best['BLEU-4']:.4f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"models": args.models, "val_beam3": scores}, indent=2) + "\n")
-    return 0
+    def job() -> int:
+        # the members, checked and loaded as `make ensemble` loads them; val only
+        members, decoders, features, names, references, _ = ensemble_inputs(
+            data_dir_from_env(args.data), args.models, ("val",))
+        scores = {}
+        for weights in grid:
+            used = [i for i, w in enumerate(weights) if w > 0]
+            log(f"weights {weights}")
+            chosen = choose_length_alpha(EnsembleDecoder([decoders[i] for i in used], [weights[i] for i in used]),
+                                         members[0].vocab, members[0].config, features["val"], names["val"],
+                                         references["val"])
+            search = chosen.extra["val_alpha_search"]
+            scores[",".join(f"{w:g}" for w in weights)] = {
+                "chosen_alpha": chosen.length_alpha,
+                "by_alpha": {a: {"CIDEr": round(s["CIDEr"], 4), "BLEU-4": round(s["BLEU-4"], 4)}
+                             for a, s in search.items()}}
+        for key, score in scores.items():
+            best = score["by_alpha"][str(score["chosen_alpha"])]
+            print(f"{key}: val CIDEr {best['CIDEr']:.4f} (alpha {score['chosen_alpha']}), BLEU-4 {best['BLEU-4']:.4f}")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"models": args.models, "val_beam3": scores}, indent=2) + "\n")
+        return 0
+
+    return run_reporting_errors(job)
 
 
 if __name__ == "__main__":

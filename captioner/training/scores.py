@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from captioner.model_dirs import artifacts
 from captioner.decoders.config import Config
@@ -121,6 +122,43 @@ def rescore(data_dir: str | os.PathLike, model_dir: str | os.PathLike, encoder=N
     return metrics
 
 
+class EnsembleInputs(NamedTuple):
+    members: list       # the trained models
+    decoders: list      # their NumPy decoders, each reading its own view of the features
+    features: dict      # split -> what the decoders read
+    names: dict         # split -> photo names
+    references: dict    # split -> {photo: its captions}
+    encoder: object
+
+
+def ensemble_inputs(data_dir: str | os.PathLike, model_dirs: list, splits: tuple[str, ...], encoder=None,
+                    progress: bool = True) -> EnsembleInputs:
+    """What scoring an ensemble of `model_dirs` reads: the members (checked to share one
+    vocabulary and the encoder's weights; default encoder: the Keras one), their NumPy
+    decoders, and each split's features, photo names and references. Each member decodes the
+    maps of its own exit flow (model_dirs/views.py); without tuned exit flows, the frozen maps."""
+    members = [artifacts.load_trained(d) for d in model_dirs]
+    for member, directory in zip(members[1:], model_dirs[1:]):
+        if member.vocab.itos != members[0].vocab.itos:
+            raise ValueError(f"{directory}: its vocabulary differs from {model_dirs[0]}'s")
+    encoder = encoder or Encoder()
+    checksums = {(m.manifest.get("encoder") or {}).get("weights_checksum") for m in members}
+    if checksums != {encoder.checksum}:
+        raise ValueError("the models were trained on features of other encoder weights than these")
+    dataset = load_flickr8k(data_dir)
+    names = {s: dataset.images(s) for s in splits}
+    references = {s: {n: dataset.captions[n] for n in names[s]} for s in names}
+    flows = exit_flows(members)
+    if flows:
+        features = split_views(dataset, names, flows, progress)
+    else:
+        # the 100 regions if a member attends (a merge member pools them), else pooled vectors
+        feature_config = next((m.config for m in members if m.config.decoder == "attention"), members[0].config)
+        features = split_features(dataset, names, encoder, progress, feature_config)
+    return EnsembleInputs(members, [views_decoder(m, flows) for m in members], features, names, references,
+                          encoder)
+
+
 def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, weight_choices: list[float],
                    encoder=None, progress: bool = True) -> dict:
     """A two-model ensemble (decoders.ensemble.EnsembleDecoder) scored as training scores a model: its
@@ -131,24 +169,8 @@ def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, weight_choices
     from captioner.decoders.ensemble import EnsembleDecoder
     if len(model_dirs) != 2:
         raise ValueError(f"an ensemble here is two models, got {len(model_dirs)}")
-    members = [artifacts.load_trained(d) for d in model_dirs]
-    if members[0].vocab.itos != members[1].vocab.itos:
-        raise ValueError(f"{model_dirs[1]}: its vocabulary differs from {model_dirs[0]}'s")
-    checksums = {(m.manifest.get("encoder") or {}).get("weights_checksum") for m in members}
-    encoder = encoder or Encoder()
-    if checksums != {encoder.checksum}:
-        raise ValueError("the models were trained on features of other encoder weights than these")
-    dataset = load_flickr8k(data_dir)
-    names = {s: dataset.images(s) for s in ("val", "test")}
-    references = {s: {n: dataset.captions[n] for n in names[s]} for s in names}
-    flows = exit_flows(members)
-    if flows:   # each member decodes the maps of its own exit flow (model_dirs/views.py)
-        features = split_views(dataset, names, flows, progress)
-    else:
-        # the 100 regions if a member attends (a merge member pools them), else pooled vectors
-        feature_config = next((m.config for m in members if m.config.decoder == "attention"), members[0].config)
-        features = split_features(dataset, names, encoder, progress, feature_config)
-    decoders = [views_decoder(m, flows) for m in members]
+    members, decoders, features, names, references, encoder = ensemble_inputs(
+        data_dir, model_dirs, ("val", "test"), encoder, progress)
     config = members[0].config
     searches = {}
     for weight in weight_choices:
