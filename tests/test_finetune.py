@@ -75,6 +75,8 @@ def test_settings_are_checked():
         Config(decoder="attention", finetune_encoder="block14", scst_ema=0.9)
     with pytest.raises(ValueError, match="scst_exit_flow must be one of"):
         Config(decoder="attention", finetune_encoder="exit_flow", scst_exit_flow="frozen")
+    with pytest.raises(ValueError, match="exit_flow_from"):
+        Config(decoder="attention", finetune_encoder="exit_flow", exit_flow_from="trained/attention")
 
 
 def test_a_step_moves_the_exit_flow_and_lowers_the_loss(seeded_xception):

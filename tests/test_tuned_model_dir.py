@@ -315,3 +315,53 @@ def test_caption_and_caption_dir_run_a_tuned_ensemble(mixed, tmp_path):
     assert run.returncode == 0, run.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 2 and all(r["captions"] and r["error"] is None for r in records), records
+
+
+class ChecksumOnly:
+    """The ImageNet weights' checksum and nothing else: a run reading another model's exit flow
+    encodes every photo for that flow (views), never with ImageNet's encoder alone."""
+    checksum = EXPECTED_CHECKSUM
+
+    def feature_maps(self, batch):
+        raise AssertionError("encoded with the frozen encoder alone")
+
+
+def test_a_decoder_trained_on_another_models_exit_flow_reads_it_and_carries_it(tuned, mixed, original_dataset, tmp_path):
+    """--exit-flow-from (the merge member trained on the attention member's tuned maps), on 40
+    tiny photos through the real trunk on LiteRT: the run's features are that flow's maps (view
+    1), pooled, with ImageNet's (view 0) kept for the similar photos; the model written carries
+    the flow byte for byte; beside its source it adds no exit flow to run; a frozen model, which
+    has none to give, is refused."""
+    from captioner.data.dataset import load_flickr8k
+    from captioner.model_dirs import artifacts
+    from captioner.model_dirs.views import exit_flows, view_of
+    from captioner.training.checkpoint import TrainingError
+    from captioner.training.features import shared_flow_features, views_maps
+    from captioner.training.loop import train
+    from captioner.vision.encoder import pool
+    from train_helper import TINY
+    source = artifacts.load_trained(tuned[0])
+    config = dataclasses.replace(TINY, decoder="merge", max_epochs=1, scst_max_epochs=0,
+                                 exit_flow_from=str(tuned[0]))
+    dataset = load_flickr8k(original_dataset)
+    splits = {s: dataset.images(s) for s in ("train", "val")}
+    features, imagenet_train = shared_flow_features(dataset, splits, source.exit_flow, config, progress=False)
+    views = views_maps([dataset.image_path(n) for n in splits["val"]], [source.exit_flow], progress=False)
+    assert features["val"].shape == (len(splits["val"]), 2048)
+    np.testing.assert_allclose(features["val"], pool(views[:, 1]), rtol=1e-5)
+    assert not np.allclose(features["val"], pool(views[:, 0]), rtol=1e-2)   # the tuned view, not ImageNet's
+    train_views = views_maps([dataset.image_path(n) for n in splits["train"]], [source.exit_flow], progress=False)
+    np.testing.assert_allclose(imagenet_train, pool(train_views[:, 0]), rtol=1e-5)
+
+    train(original_dataset, tmp_path / "merge", config, tmp_path / "ckpt", encoder=ChecksumOnly(), progress=False)
+    merge = artifacts.load_trained(tmp_path / "merge")
+    assert (tmp_path / "merge" / artifacts.HEAD_WEIGHTS).read_bytes() == source.exit_flow.weights.read_bytes()
+    assert merge.exit_flow.sha256 == source.exit_flow.sha256
+    assert merge.manifest["exit_flow"] == {"layer": "add_10", "read_from": str(tuned[0])}
+    assert merge.metrics["beam"]["3"]["CIDEr"] >= 0
+    flows = exit_flows([source, merge])
+    assert len(flows) == 1 and view_of(merge, flows) == view_of(source, flows) == 1
+
+    with pytest.raises(TrainingError, match="has no tuned exit flow"):
+        train(original_dataset, tmp_path / "merge2", dataclasses.replace(config, exit_flow_from=str(mixed / "merge")),
+              tmp_path / "ckpt2", encoder=ChecksumOnly(), progress=False)

@@ -86,6 +86,11 @@ class Config:
     # the kept cross-entropy epoch left it ("fixed"), so that only the decoder learns from the
     # rewards: what tuning it in self-critical training is worth is measured against this.
     scst_exit_flow: str = "train"
+    # A trained model directory whose tuned exit flow this decoder reads, held fixed, instead of
+    # ImageNet's (either decoder): an ensemble member trained on its partner's maps shares them,
+    # so the ensemble runs one tuned exit flow a photo instead of two. The model written
+    # carries a copy of it, byte for byte.
+    exit_flow_from: str = ""
     # Decoding
     max_decode_length: int = 30
     length_alpha: float = 0.7          # score = sum log p / (length ** alpha)
@@ -135,6 +140,9 @@ class Config:
         if self.finetune_encoder and self.scst_ema:
             raise ValueError("finetune_encoder cannot be combined with scst_ema (the moving average "
                              "would cover the decoder alone).")
+        if self.finetune_encoder and self.exit_flow_from:
+            raise ValueError("exit_flow_from reads another model's exit flow as it is; it cannot be "
+                             "combined with finetune_encoder, which tunes one of the decoder's own.")
         if self.encoder_learning_rate <= 0 or self.finetune_start_epoch < 1:
             raise ValueError("encoder_learning_rate must be positive and finetune_start_epoch at least 1.")
         if self.learning_rate <= 0 or self.length_alpha < 0:

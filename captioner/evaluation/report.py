@@ -86,7 +86,9 @@ def describe(model: Model) -> str:
         label += " + contrastive self-critical" if config.get("scst_contrast_weight") else " + self-critical"
     if config.get("scst_teacher"):
         label += f", distilling the {Path(config['scst_teacher']).name} model"
-    if model.manifest.get("exit_flow"):
+    if config.get("exit_flow_from"):
+        label += f", reading the {Path(config['exit_flow_from']).name} model's tuned exit flow"
+    elif model.manifest.get("exit_flow"):
         label += f", Xception's {TUNED_PART.get(config.get('finetune_encoder'), 'exit flow')} tuned"
     return label
 
@@ -109,10 +111,18 @@ def encoder_sentence(model: Model) -> str:
         manifests = [model.directory.parent / n / "manifest.json" for n in members]
         own = [n for n, path in zip(members, manifests) if path.is_file() and read_json(path).get("exit_flow")]
         if own:
+            shas = {read_json(path).get("files", {}).get("exit_flow.weights.h5") for path in manifests
+                    if path.is_file() and read_json(path).get("exit_flow")}
+            if len(shas) == 1 and len(own) == len(members):
+                return start + "; its members read one tuned exit flow, which runs once a photo (see their cards)."
             return (start + f"; each member reads its own map: {', '.join(own)} through the exit flow tuned "
                     "with it (see its card), the others through ImageNet's, frozen.")
     if not tuned:
         return start + ", frozen."
+    if model.config.get("exit_flow_from"):
+        return (start + f"; it reads the exit flow (from `{tuned.get('layer')}` on) that "
+                f"`{model.config['exit_flow_from']}` tuned, held fixed while this decoder trained "
+                "(a copy of it, byte for byte, is `exit_flow.weights.h5`), and the rest stays frozen.")
     part = TUNED_PART.get(model.config.get("finetune_encoder"), "exit flow")
     phases = ("in cross-entropy, then held fixed in self-critical training"
               if model.config.get("scst_exit_flow") == "fixed" else "in cross-entropy and self-critical training")

@@ -107,7 +107,9 @@ class Checkpoint:
         except artifacts.ArtifactError as exc:
             raise TrainingError(str(exc)) from None
         manifest, history = trained.manifest, trained.history
-        tuned = trained.exit_flow is not None   # its own exit flow goes on training with its decoder
+        # Its own exit flow goes on training with its decoder (one read from another model,
+        # --exit-flow-from, stays that model's: the run reads it again).
+        tuned = trained.exit_flow is not None and bool(trained.config.finetune_encoder)
         if trained.config.decoder != config.decoder:
             raise TrainingError(f"{directory}: is a {trained.config.decoder} model, not {config.decoder}.")
         if manifest.get("encoder", {}).get("weights_checksum") != encoder_checksum:
@@ -144,6 +146,8 @@ class Checkpoint:
             state["xe_val_cider_beam"] = manifest["xe_val_cider_beam"]
         if "scst_teacher" in manifest:
             state["teacher_manifest_sha256"] = manifest["scst_teacher"]["manifest_sha256"]
+        if trained.config.exit_flow_from and trained.exit_flow is not None:
+            state["shared_exit_flow_sha256"] = trained.exit_flow.sha256
         if tuned:
             state["finetune_from"] = manifest["exit_flow"]["tuned_from_epoch"]
         model = new_model(config, state["learning_rate"], averaging=averages_weights(config, phase),

@@ -52,3 +52,26 @@ def model_maps(paths: list, flows: list, encoder, progress: bool = True, desc: s
     if flows:
         return views_maps(paths, flows, progress, desc)
     return extract_feature_maps(paths, encoder, FeatureCache(encoder.checksum), progress=progress, desc=desc)
+
+
+def shared_flow_features(dataset: Flickr8k, splits: dict[str, list[str]], flow, config: Config,
+                         progress: bool, chunk: int = 256) -> tuple[dict, object]:
+    """For a decoder reading another model's tuned exit flow `flow` (config.exit_flow_from):
+    each split's features from that flow's maps (view 1), in the form `config.decoder` reads,
+    and the training photos' ImageNet ones (view 0, for what must not depend on the flow: the
+    contrastive reward's similar photos, a frozen teacher). Formed a chunk of photos at a time:
+    a split's views are twice its maps."""
+    import numpy as np
+    features, imagenet_train = {}, None
+    for split, names in splits.items():
+        if not names:
+            continue
+        views = views_maps([dataset.image_path(n) for n in names], [flow], progress, f"Features ({split})")
+        formed = [np.concatenate([training_features(config, views[i:i + chunk, v])
+                                  for i in range(0, len(views), chunk)])
+                  for v in ((1, 0) if split == "train" else (1,))]
+        features[split] = formed[0]
+        if split == "train":
+            imagenet_train = formed[1]
+        del views
+    return features, imagenet_train

@@ -107,6 +107,11 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         state = {"phase": "xe", "epoch": 0, "phase_epoch": 0, "best_cider": -1.0, "best_epoch": 0,
                  "stale_epochs": 0, "learning_rate": config.learning_rate, "history": [],
                  "config": config.to_json(), "encoder_checksum": encoder.checksum}
+    if run.shared_flow is not None:   # one exit flow for the whole run, as with a teacher
+        began_with = state.setdefault("shared_exit_flow_sha256", run.shared_flow.sha256)
+        if began_with != run.shared_flow.sha256:
+            raise TrainingError(f"{config.exit_flow_from}: its exit flow is not the one this run began "
+                                "with (retrained since?); restore it, or start over.")
     run.tune(model, fixed=not trains_exit_flow(config, state["phase"]))
     train_step, nll_sum = phase_step(model, config, state["phase"])
     cider = None
@@ -251,6 +256,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         **({"exit_flow": {"layer": split_layer(config), "tuned_from_epoch": state["finetune_from"],
                           "parameters": int(model.exit_flow.count_params()), "float16": float16}}
            if best_tuned else {}),
+        **({"exit_flow": {"layer": run.shared_flow.layer, "read_from": config.exit_flow_from}}
+           if run.shared_flow is not None else {}),
         "training_seconds": round(sum(h["seconds"] for h in state["history"]), 1),
         "phase_seconds": {p: round(sum(h["seconds"] for h in state["history"] if h["phase"] == p), 1)
                           for p in ("xe", "scst")},
@@ -258,7 +265,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         **artifacts.environment(),
     }
     artifacts.save_trained(out_dir, model, run.vocab, config, state["history"], metrics, info,
-                           photo_scores or None)
+                           photo_scores or None, exit_flow=run.shared_flow)
     card = write_model_card(out_dir)
     log(f"Model written to {out_dir} ({time.time() - started:.0f} s in all)"
         + (f"; its card in {card.name} (`python -m captioner report` refreshes the README's tables)" if card else ""))

@@ -14,7 +14,7 @@ from captioner.decoders.registry import keras_inputs
 from captioner.decoding.search import beam_search, greedy_search
 from captioner.evaluation.metrics import caption_statistics, quick_scores
 from captioner.training.caption_set import CaptionSet
-from captioner.training.features import split_features
+from captioner.training.features import shared_flow_features, split_features
 from captioner.decoders.registry import is_tuned
 from captioner.training.finetune import head_maps, trunk_features
 from captioner.training.progress import ProgressReporter, log
@@ -38,7 +38,16 @@ class Run:
                        for s in ("train", "val", "test")}
         log(f"Dataset {self.dataset.root} ({self.dataset.layout} layout): "
             + ", ".join(f"{s} {len(n)}" for s, n in self.splits.items()))
-        self.features = split_features(self.dataset, self.splits, encoder, progress, config, reporter)
+        # Another model's tuned exit flow, read as it is (config.exit_flow_from), or ImageNet's.
+        self.shared_flow = (shared_exit_flow(config.exit_flow_from, encoder.checksum)
+                            if config.exit_flow_from else None)
+        self._imagenet_train = None
+        if self.shared_flow is not None:
+            log(f"Reading the exit flow of {config.exit_flow_from} (sha256 {self.shared_flow.sha256[:12]}...), held fixed")
+            self.features, self._imagenet_train = shared_flow_features(self.dataset, self.splits, self.shared_flow,
+                                                                       config, progress)
+        else:
+            self.features = split_features(self.dataset, self.splits, encoder, progress, config, reporter)
         # Fine-tuning the exit flow: its cached inputs, and (once tuning begins, see `tune`) the
         # model whose exit flow turns them into the maps batches, samples and validation read.
         self.trunk = (trunk_features(self.dataset, self.splits, config, progress, trunk_encoder)
@@ -133,4 +142,23 @@ class Run:
     @property
     def frozen_train_features(self) -> np.ndarray:
         """The training photos' frozen ImageNet features, even where tuned maps replaced them."""
-        return self._frozen.get("train", self.features["train"])
+        if "train" in self._frozen:
+            return self._frozen["train"]
+        return self._imagenet_train if self._imagenet_train is not None else self.features["train"]
+
+
+def shared_exit_flow(directory: str, encoder_checksum: str):
+    """The tuned exit flow of the model in `directory`, for a decoder to read as it is; that
+    model must have one, started from this run's ImageNet weights."""
+    from captioner.model_dirs.artifacts import ArtifactError, load_trained
+    from captioner.training.checkpoint import TrainingError
+    try:
+        source = load_trained(directory)
+    except ArtifactError as exc:
+        raise TrainingError(f"--exit-flow-from {exc}") from None
+    if source.exit_flow is None:
+        raise TrainingError(f"{directory}: has no tuned exit flow of its own to read (--exit-flow-from "
+                            "wants a model trained with --finetune-encoder).")
+    if (source.manifest.get("encoder") or {}).get("weights_checksum") != encoder_checksum:
+        raise TrainingError(f"{directory}: its exit flow was tuned from other Xception weights than this run's.")
+    return source.exit_flow
