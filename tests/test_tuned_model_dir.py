@@ -332,36 +332,50 @@ def test_a_decoder_trained_on_another_models_exit_flow_reads_it_and_carries_it(t
     1), pooled, with ImageNet's (view 0) kept for the similar photos; the model written carries
     the flow byte for byte; beside its source it adds no exit flow to run; a frozen model, which
     has none to give, is refused."""
+    import json
     from captioner.data.dataset import load_flickr8k
     from captioner.model_dirs import artifacts
     from captioner.model_dirs.views import exit_flows, view_of
     from captioner.training.checkpoint import TrainingError
-    from captioner.training.features import shared_flow_features, views_maps
+    from captioner.training.features import views_maps
     from captioner.training.loop import train
+    from captioner.training.progress import ProgressReporter
+    from captioner.training.run import Run
     from captioner.vision.encoder import pool
     from train_helper import TINY
     source = artifacts.load_trained(tuned[0])
     config = dataclasses.replace(TINY, decoder="merge", max_epochs=1, scst_max_epochs=0,
                                  exit_flow_from=str(tuned[0]))
+    run = Run(original_dataset, config, ChecksumOnly(), False, None, ProgressReporter(tmp_path / "progress", "merge"))
     dataset = load_flickr8k(original_dataset)
-    splits = {s: dataset.images(s) for s in ("train", "val")}
-    features, imagenet_train = shared_flow_features(dataset, splits, source.exit_flow, config, progress=False)
-    views = views_maps([dataset.image_path(n) for n in splits["val"]], [source.exit_flow], progress=False)
-    assert features["val"].shape == (len(splits["val"]), 2048)
-    np.testing.assert_allclose(features["val"], pool(views[:, 1]), rtol=1e-5)
-    assert not np.allclose(features["val"], pool(views[:, 0]), rtol=1e-2)   # the tuned view, not ImageNet's
-    train_views = views_maps([dataset.image_path(n) for n in splits["train"]], [source.exit_flow], progress=False)
-    np.testing.assert_allclose(imagenet_train, pool(train_views[:, 0]), rtol=1e-5)
+    views = {s: views_maps([dataset.image_path(n) for n in run.splits[s]], [source.exit_flow], progress=False)
+             for s in ("train", "val")}
+    assert run.features["val"].shape == (len(run.splits["val"]), 2048)
+    np.testing.assert_allclose(run.features["val"], pool(views["val"][:, 1]), rtol=1e-5)
+    assert not np.allclose(run.features["val"], pool(views["val"][:, 0]), rtol=1e-2)   # the tuned view, not ImageNet's
+    np.testing.assert_allclose(run.features["train"], pool(views["train"][:, 1]), rtol=1e-5)
+    np.testing.assert_allclose(run.frozen_train_features, pool(views["train"][:, 0]), rtol=1e-5)
 
-    train(original_dataset, tmp_path / "merge", config, tmp_path / "ckpt", encoder=ChecksumOnly(), progress=False)
+    quick = dict(encoder=ChecksumOnly(), progress=False)
+    train(original_dataset, tmp_path / "merge", config, tmp_path / "ckpt", keep_checkpoint=True, **quick)
     merge = artifacts.load_trained(tmp_path / "merge")
     assert (tmp_path / "merge" / artifacts.HEAD_WEIGHTS).read_bytes() == source.exit_flow.weights.read_bytes()
     assert merge.exit_flow.sha256 == source.exit_flow.sha256
     assert merge.manifest["exit_flow"] == {"layer": "add_10", "read_from": str(tuned[0])}
     assert merge.metrics["beam"]["3"]["CIDEr"] >= 0
+    assert "held fixed" in (tmp_path / "merge" / "MODEL_CARD.md").read_text()
     flows = exit_flows([source, merge])
     assert len(flows) == 1 and view_of(merge, flows) == view_of(source, flows) == 1
 
+    # A resume finds the exit flow it began with, or stops before encoding anything.
+    state_path = tmp_path / "ckpt" / "state.json"
+    state = json.loads(state_path.read_text())
+    assert state["shared_exit_flow_sha256"] == source.exit_flow.sha256
+    state_path.write_text(json.dumps({**state, "shared_exit_flow_sha256": "0" * 64}))
+    with pytest.raises(TrainingError, match="not the one this run began"):
+        train(original_dataset, tmp_path / "merge", config, tmp_path / "ckpt", **quick)
+    with pytest.raises(TrainingError, match="is the model whose exit flow"):
+        train(original_dataset, tuned[0], config, tmp_path / "ckpt3", **quick)
     with pytest.raises(TrainingError, match="has no tuned exit flow"):
         train(original_dataset, tmp_path / "merge2", dataclasses.replace(config, exit_flow_from=str(mixed / "merge")),
-              tmp_path / "ckpt2", encoder=ChecksumOnly(), progress=False)
+              tmp_path / "ckpt2", **quick)

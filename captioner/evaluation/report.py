@@ -115,8 +115,8 @@ def encoder_sentence(model: Model) -> str:
                     if path.is_file() and read_json(path).get("exit_flow")}
             if len(shas) == 1 and len(own) == len(members):
                 return start + "; its members read one tuned exit flow, which runs once a photo (see their cards)."
-            return (start + f"; each member reads its own map: {', '.join(own)} through the exit flow tuned "
-                    "with it (see its card), the others through ImageNet's, frozen.")
+            return (start + f"; each member reads its own map: {', '.join(own)} through a tuned exit flow "
+                    "(see its card), the others through ImageNet's, frozen.")
     if not tuned:
         return start + ", frozen."
     if model.config.get("exit_flow_from"):
@@ -394,6 +394,9 @@ def model_card(model: Model) -> str:
             lines.append(f"Its self-critical phase distils `{manifest['scst_teacher'].get('directory')}` "
                          f"(manifest sha256 `{manifest['scst_teacher'].get('manifest_sha256', '')[:12]}...`), "
                          "which must be trained first.")
+        if config.get("exit_flow_from"):
+            lines.append("")
+            lines.append(f"It reads the exit flow of `{config['exit_flow_from']}`, which must be trained first.")
     versions = manifest.get("versions") or {}
     if versions:
         lines += ["", ("Scored" if ensemble else "Trained") + " with " + ", ".join(f"{k} {v}" for k, v in versions.items()) + "."]

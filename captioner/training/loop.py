@@ -61,6 +61,20 @@ def load_teacher(config: Config, run: Run, encoder, out_dir: Path):
     return teacher.bind(run.teacher_features(teacher.needs_maps, teacher.flows))
 
 
+def check_exit_flow_source(config: Config, out_dir: Path, checkpoint: Checkpoint, encoder_checksum: str) -> None:
+    """A run reading another model's exit flow (--exit-flow-from) must not write over that
+    model, and a resumed one must find the exit flow it began with."""
+    from captioner.training.run import shared_exit_flow
+    if Path(os.path.abspath(out_dir)) == Path(os.path.abspath(config.exit_flow_from)):
+        raise TrainingError(f"{out_dir}: is the model whose exit flow this run reads; write it elsewhere.")
+    flow = shared_exit_flow(config.exit_flow_from, encoder_checksum)
+    began_with = (artifacts.read_json(checkpoint.state_path).get("shared_exit_flow_sha256")
+                  if checkpoint.exists() else None)
+    if began_with not in (None, flow.sha256):
+        raise TrainingError(f"{config.exit_flow_from}: its exit flow is not the one this run began "
+                            "with (retrained since?); restore it, or start over.")
+
+
 def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Config | None = None,
           checkpoint_dir: str | os.PathLike | None = None, encoder=None,
           evaluate_test: bool = True, progress: bool = True, stop_after_epochs: int | None = None,
@@ -82,6 +96,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
     started = time.time()
     encoder = encoder or Encoder()
     reporter = ProgressReporter(checkpoint.dir, config.decoder)
+    if config.exit_flow_from:   # checked before thousands of photos are encoded for it
+        check_exit_flow_source(config, out_dir, checkpoint, encoder.checksum)
     run = Run(data_dir, config, encoder, progress, max_images, reporter, trunk_encoder)
     config = run.config
 
