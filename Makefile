@@ -62,17 +62,18 @@ build/example-camera.png: | venv
 caption: setup $(IMAGE)
 	$(PY) -m captioner caption $(IMAGE) --beam 3 --top 3
 
-# Both decoders (attention, then merge, whose self-critical phase distils trained/attention)
+# Both decoders (attention, then merge, which reads trained/attention's tuned exit flow and whose
+# self-critical phase distils trained/attention)
 # and then their ensemble; DECODER=attention trains one (re-run `make ensemble` afterwards:
 # the ensemble goes stale). Each with the self-critical settings its committed model was
 # trained with (README: Test-split scores): how much of the references' cross-entropy stays
 # in the self-critical loss, for how long, the guard's beam width, the contrastive reward's
 # weight, the learning rate, the epoch chosen at beam 3, for attention label-smoothed
 # cross-entropy and Xception's exit flow tuned from epoch 5 (about 5 hours here, with a
-# 4.3 GB cache of the middle flow's output), and for merge the teacher and its weight (the
-# committed merge model distilled the attention model from before its exit flow was tuned).
+# 4.3 GB cache of the middle flow's output), and for merge the teacher and its weight and the
+# attention model's exit flow it reads (about 65 minutes, with its maps cached as views).
 DECODER ?= both
-TRAIN_FLAGS_merge ?= --scst-xe-weight 0.5 --scst-max-epochs 10 --scst-patience 10 --scst-distinct-beam 3 --scst-contrast-weight 1.5 --scst-learning-rate 1e-4 --scst-select beam --scst-teacher trained/attention --scst-teacher-weight 0.3
+TRAIN_FLAGS_merge ?= --scst-xe-weight 0.5 --scst-max-epochs 10 --scst-patience 10 --scst-distinct-beam 3 --scst-contrast-weight 1.5 --scst-learning-rate 1e-4 --scst-select beam --scst-teacher trained/attention --scst-teacher-weight 0.3 --exit-flow-from trained/attention
 TRAIN_FLAGS_attention ?= --label-smoothing 0.1 --scst-xe-weight 0.1 --scst-max-epochs 16 --scst-patience 4 --scst-distinct-beam 3 --scst-contrast-weight 0.5 --scst-select beam --finetune-encoder exit_flow --encoder-learning-rate 1e-4 --finetune-start-epoch 5 --scst-exit-flow fixed
 train_decoder = $(PY) training_scripts/train.py --data $(DATA) --out trained --decoder $(1) $(TRAIN_FLAGS_$(1))
 train: setup
