@@ -159,23 +159,28 @@ def test_a_head_converted_from_other_weights_is_refused(tuned, cache):
         record.write_text(original)
 
 
-def test_a_model_without_an_exit_flow_reads_the_frozen_encoder(encoder):
-    """The committed merge model is frozen: it reads the shared frozen encoder, on its own or
-    as a member; the tuned attention model and the ensemble read views and refuse it."""
+def test_a_model_without_an_exit_flow_reads_the_frozen_encoder(encoder, mixed):
+    """A frozen model reads the shared frozen encoder; the committed models, which all read the
+    attention model's tuned exit flow (the merge model since 2026-12-06), read views and refuse
+    it, and members that read one exit flow share one view of it."""
     from captioner import Captioner
+    from captioner.model_dirs.artifacts import load_trained
     from conftest import trained_models
-    models = trained_models()
-    for name, directory in models.items():
+    for name, directory in trained_models().items():
         captioner = Captioner.load(directory, encoder=encoder)
         members = ("attention", "merge") if name == "ensemble" else (name,)
-        tuned = any((directory.parent / m / "exit_flow.weights.h5").is_file() for m in members)
-        assert bool(captioner.flows) == captioner.has_views == tuned, name
-        if tuned:
+        flows = {load_trained(directory.parent / m).exit_flow for m in members} - {None}
+        assert bool(captioner.flows) == captioner.has_views == bool(flows), name
+        assert len(captioner.flows) == len({flow.sha256 for flow in flows}), name
+        if flows:
             with pytest.raises(EncoderWeightsError, match="reads its own exit flow"):
                 captioner.check_encoder()
         else:
             captioner.check_encoder()   # the shared frozen encoder is the right one
-    fresh = Captioner.load(models["merge"])
+    frozen = Captioner.load(mixed / "merge", encoder=encoder)   # a tiny frozen merge model
+    assert not frozen.flows and not frozen.has_views
+    frozen.check_encoder()
+    fresh = Captioner.load(mixed / "merge")
     assert fresh.encoder.checksum == EXPECTED_CHECKSUM and not hasattr(fresh.encoder, "head_checksums")
 
 
