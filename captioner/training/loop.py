@@ -71,8 +71,12 @@ def check_exit_flow_source(config: Config, out_dir: Path, checkpoint: Checkpoint
     began_with = (artifacts.read_json(checkpoint.state_path).get("shared_exit_flow_sha256")
                   if checkpoint.exists() else None)
     if began_with not in (None, flow.sha256):
-        raise TrainingError(f"{config.exit_flow_from}: its exit flow is not the one this run began "
-                            "with (retrained since?); restore it, or start over.")
+        raise other_exit_flow(config)
+
+
+def other_exit_flow(config: Config) -> TrainingError:
+    return TrainingError(f"{config.exit_flow_from}: its exit flow is not the one this run began "
+                         "with (retrained since?); restore it, or start over.")
 
 
 def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Config | None = None,
@@ -123,11 +127,9 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         state = {"phase": "xe", "epoch": 0, "phase_epoch": 0, "best_cider": -1.0, "best_epoch": 0,
                  "stale_epochs": 0, "learning_rate": config.learning_rate, "history": [],
                  "config": config.to_json(), "encoder_checksum": encoder.checksum}
-    if run.shared_flow is not None:   # one exit flow for the whole run, as with a teacher
-        began_with = state.setdefault("shared_exit_flow_sha256", run.shared_flow.sha256)
-        if began_with != run.shared_flow.sha256:
-            raise TrainingError(f"{config.exit_flow_from}: its exit flow is not the one this run began "
-                                "with (retrained since?); restore it, or start over.")
+    if run.shared_flow is not None:   # recorded, and for --extend compared with the model's copy
+        if state.setdefault("shared_exit_flow_sha256", run.shared_flow.sha256) != run.shared_flow.sha256:
+            raise other_exit_flow(config)
     run.tune(model, fixed=not trains_exit_flow(config, state["phase"]))
     train_step, nll_sum = phase_step(model, config, state["phase"])
     cider = None
