@@ -32,7 +32,7 @@ from captioner.data.files import sha256_file
 from captioner.data.images import ImageSource, load_image, prepare_for_encoder
 from captioner.decoding.search import Caption, beam_search, greedy_search
 from captioner.model_dirs.artifacts import ArtifactError, TrainedModel
-from captioner.model_dirs.catalog import MODEL_NAMES, load_model, ranked_models
+from captioner.model_dirs.catalog import MODEL_NAMES, load_model, model_name, ranked_models
 from captioner.model_dirs.ensemble_dir import TrainedEnsemble
 from captioner.model_dirs.views import exit_flows, views_decoder
 from captioner.trust import evidence as trust_evidence
@@ -54,7 +54,7 @@ class Captioner:
         self.trained = trained
         self.config = trained.config
         self.vocab = trained.vocab
-        self.name = "ensemble" if isinstance(trained, TrainedEnsemble) else trained.config.decoder
+        self.name = model_name(trained)   # trained/attention_imagenet is an attention decoder too
         self.flows = exit_flows(trained) if flows is None else list(flows)
         # NumPy arrays read with h5py (no TensorFlow); each model reading its own view, if any
         self.decoder = views_decoder(trained, self.flows)
@@ -398,7 +398,7 @@ def _first_line(exc: Exception) -> str:
 
 def load_captioner(model: str | None = None, **kwargs) -> Captioner:
     """What the command line's --model means: a model's name ("merge", "attention",
-    "ensemble") or a directory (one model, or a trained/ holding several); None is the best
+    "attention_imagenet", "ensemble") or a directory (one model, or a trained/ holding several); None is the best
     bundled model."""
     if model in MODEL_NAMES and not Path(model).exists():
         return Captioner.load(name=model, **kwargs)

@@ -174,10 +174,12 @@ with settings_col:
             st.dataframe(pd.DataFrame.from_dict(alpha_search, orient="index").rename_axis("alpha"))
         mix_search = (record["config"].get("extra") or {}).get("val_mix_search")
         if mix_search:
-            first = record["config"].get("members", "").split(" ")[0]
-            st.markdown(f"**Mix search, {name}**: validation CIDEr at beam 3, by {first}'s weight (rows) "
+            members = [part.rsplit(" ", 1)[0] for part in record["config"].get("members", "").split(", ")]
+            # rows name a mix as ensemble_dir.mix_key does: two members by the first one's weight
+            rows = f"{members[0]} weight" if len(members) == 2 else "weights (" + " : ".join(members) + ")"
+            st.markdown(f"**Mix search, {name}**: validation CIDEr at beam 3, by {rows} (rows) "
                         "and length penalty alpha (columns)")
-            st.dataframe(pd.DataFrame.from_dict(mix_search, orient="index").rename_axis(f"{first} weight"))
+            st.dataframe(pd.DataFrame.from_dict(mix_search, orient="index").rename_axis(rows))
 with provenance_col:
     st.header("Provenance", anchor=False)
     st.dataframe(side_by_side(provenance))

@@ -68,8 +68,9 @@ def test_bad_ensembles_are_refused():
 
 
 # -- trained/ensemble: a model directory of its own -----------------------------------------
-def tiny_member(root, decoder, seed, vocab, cider):
-    """A small random (untrained) model written as training writes one, with a test CIDEr."""
+def tiny_member(root, decoder, seed, vocab, cider, name=None):
+    """A small random (untrained) model written as training writes one, with a test CIDEr, in
+    root/<name> (default: root/<decoder>)."""
     import keras
 
     from captioner.model_dirs import artifacts
@@ -80,7 +81,7 @@ def tiny_member(root, decoder, seed, vocab, cider):
                     max_decode_length=6)
     metrics = {"split": "test", "beam": {"3": {"CIDEr": cider}}}
     info = {"decoder": decoder, "dataset": {"path": "flickr8k"}, "encoder": {"weights_checksum": "x"}}
-    return artifacts.save_trained(root / decoder, build_decoder(config), vocab, config, [{"epoch": 1}],
+    return artifacts.save_trained(root / (name or decoder), build_decoder(config), vocab, config, [{"epoch": 1}],
                                   metrics, info)
 
 
@@ -122,6 +123,52 @@ def test_an_ensemble_directory_loads_and_decodes_as_its_members_mixed(tmp_path):
     assert records["config"]["members"] == "attention 0.6, merge 0.4"
     assert records["config"]["extra"]["val_mix_search"] == {"0.6": {"0.5": 0.4, "1.0": 0.45}, "0.7": {"1.0": 0.42}}
     assert records["manifest"]["dataset"] == {"path": "flickr8k"}  # the members' dataset, for the pages
+
+
+def test_an_ensemble_of_three_members_decodes_them_mixed_and_names_each_mix_by_every_weight(tmp_path):
+    from captioner import Captioner
+    from captioner.data.text import Vocabulary
+    from captioner.decoders.registry import numpy_decoder
+    from captioner.model_dirs.artifacts import load_trained, sha256_file
+    from captioner.model_dirs.catalog import read_records
+    from captioner.model_dirs.ensemble_dir import mix_key, save_ensemble
+    vocab = Vocabulary(["a", "dog", "runs", "on", "grass"])
+    members = [tiny_member(tmp_path, "attention", 1, vocab, 0.6), tiny_member(tmp_path, "merge", 2, vocab, 0.5),
+               tiny_member(tmp_path, "attention", 3, vocab, 0.55, name="attention_imagenet")]
+    weights = [0.4, 0.3, 0.3]
+    assert mix_key(weights) == "0.4:0.3:0.3" and mix_key([0.6, 0.4]) == "0.6"
+    metrics = {"split": "test", "decoder": "ensemble", "beam": {"3": {"CIDEr": 0.7}}}
+    save_ensemble(tmp_path / "ensemble", members, [sha256_file(m / "decoder.weights.h5") for m in members], vocab,
+                  weights, 0.7, metrics, [], {"encoder": {"weights_checksum": "x"}},
+                  {mix_key(weights): {"0.7": {"CIDEr": 0.5}}, "0.5:0.3:0.2": {"0.7": {"CIDEr": 0.45}}})
+    captioner = Captioner.load(tmp_path, name="ensemble")
+    by_hand = EnsembleDecoder([numpy_decoder(m.model, m.config) for m in map(load_trained, members)], weights)
+    features = np.random.default_rng(1).random((3, 10, 10, 2048)).astype(np.float16)
+    mine = captioner.caption_batch(features, beam=3, top=2)
+    theirs = beam_search(by_hand, captioner.vocab, features, beam=3, top=2, max_length=6, alpha=0.7)
+    assert [[c.tokens for c in row] for row in mine] == [[c.tokens for c in row] for row in theirs]
+    # a second attention model goes by its directory's name (its trust estimate, the pages)
+    assert Captioner.load(tmp_path, name="attention_imagenet").name == "attention_imagenet"
+    assert Captioner.load(tmp_path, name="attention").name == "attention"
+    records = read_records(tmp_path / "ensemble")
+    assert records["config"]["members"] == "attention 0.4, merge 0.3, attention_imagenet 0.3"
+    assert records["config"]["extra"]["val_alpha_search"] == {"0.7": {"CIDEr": 0.5}}  # the chosen mix's
+    assert records["config"]["extra"]["val_mix_search"] == {"0.4:0.3:0.3": {"0.7": 0.5}, "0.5:0.3:0.2": {"0.7": 0.45}}
+
+
+def test_the_ensemble_script_reads_mixes_of_two_or_more_members():
+    import importlib.util
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location("evaluate_ensemble", ROOT / "training_scripts" / "evaluate_ensemble.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.parse_mixes("0.3,0.7", 2) == [(0.3, 0.7), (0.7, 0.3)]
+    assert script.parse_mixes("0.4:0.3:0.3,0.5:0.3:0.2", 3) == [(0.4, 0.3, 0.3), (0.5, 0.3, 0.2)]
+    for text, members, problem in (("0.5:0.6", 2, "sum to 1"), ("0.4:0.3", 3, "expected 3 weights"),
+                                   ("0.5", 3, "expected 3 weights"), ("x", 2, "expected numbers"),
+                                   ("1.2", 2, "between 0 and 1")):
+        with pytest.raises(ValueError, match=problem):
+            script.parse_mixes(text, members)
 
 
 def test_an_ensemble_goes_stale_when_a_member_is_retrained(tmp_path):

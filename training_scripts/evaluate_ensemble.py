@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""Make trained/ensemble: two trained models decoding as one, scored on Flickr8k's test split.
+"""Make trained/ensemble: two or more trained models decoding as one, scored on Flickr8k's test split.
 
     python training_scripts/evaluate_ensemble.py --data ../shared/flickr8k \
         --models trained/attention trained/merge --weights 0.3,0.4,0.5,0.6,0.7 --out trained/ensemble
 
-At every step the ensemble mixes the two decoders' next-word log-probabilities, the first
-weighted w and the second 1 - w (captioner/decoders/ensemble.py). w and the length penalty are chosen
-on the validation split (CIDEr at beam 3); the test split is then scored at beams 1, 3 and 5
+At every step the ensemble mixes the decoders' next-word log-probabilities, each weighted
+(captioner/decoders/ensemble.py): for two models, --weights lists the first one's weight w and
+the second gets 1 - w; for more, each choice lists every model's weight, colon-separated
+(0.4:0.3:0.3). The mix and the length penalty are chosen on the validation split (CIDEr at
+beam 3); the test split is then scored at beams 1, 3 and 5
 as training scores a model. --out (beside the members) is written atomically: a model the
 app, the CLI and Captioner.load() can choose (captioner/model_dirs/ensemble_dir.py). The test
 metrics are also printed as JSON.
@@ -23,23 +25,43 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+def parse_mixes(text: str, members: int) -> list[tuple[float, ...]]:
+    """--weights as mixes, one weight per member each: "0.3,0.4" for two members (the first
+    one's weight; the second gets the rest), "0.4:0.3:0.3,0.5:0.3:0.2" for any number."""
+    mixes = []
+    for choice in text.split(","):
+        try:
+            mix = [float(w) for w in choice.split(":")]
+        except ValueError:
+            raise ValueError(f"expected numbers, got {choice!r}") from None
+        if len(mix) == 1 and members == 2:
+            mix.append(round(1 - mix[0], 6))
+        if len(mix) != members:
+            raise ValueError(f"{choice!r}: expected {members} weights, colon-separated, one per model")
+        if not all(0.0 <= w <= 1.0 for w in mix) or abs(sum(mix) - 1) > 1e-6:
+            raise ValueError(f"{choice!r}: each weight must be between 0 and 1, and they must sum to 1")
+        mixes.append(tuple(mix))
+    return mixes
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="Flickr8k directory (either layout); default $CAPTIONER_DATA_DIR")
-    parser.add_argument("--models", nargs=2, default=["trained/attention", "trained/merge"],
-                        help="two model directories (default: trained/attention trained/merge)")
+    parser.add_argument("--models", nargs="+", default=["trained/attention", "trained/merge"],
+                        help="two or more model directories (default: trained/attention trained/merge)")
     parser.add_argument("--weights", default="0.3,0.4,0.5,0.6,0.7",
-                        help="the first model's weights to try on val, comma-separated (default: 0.3,0.4,0.5,0.6,0.7)")
+                        help="the mixes to try on val, comma-separated: for two models the first one's weight, "
+                        "for more every model's, colon-separated, summing to 1 (default: 0.3,0.4,0.5,0.6,0.7)")
     parser.add_argument("--out", help="the ensemble's directory, beside the members (default: ensemble "
                         "beside them, e.g. trained/ensemble)")
     parser.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")
     args = parser.parse_args(argv)
+    if len(args.models) < 2:
+        parser.error(f"--models: an ensemble is two or more models, got {len(args.models)}")
     try:
-        weights = [float(w) for w in args.weights.split(",")]
-    except ValueError:
-        parser.error(f"--weights: expected numbers separated by commas, got {args.weights!r}")
-    if not all(0.0 <= w <= 1.0 for w in weights):
-        parser.error(f"--weights: each weight must be between 0 and 1, got {args.weights!r}")
+        mixes = parse_mixes(args.weights, len(args.models))
+    except ValueError as exc:
+        parser.error(f"--weights: {exc}")
 
     from captioner.vision.tf_setup import import_tensorflow_quietly
     import_tensorflow_quietly()
@@ -56,7 +78,7 @@ def main(argv=None) -> int:
         out = Path(args.out) if args.out else Path(args.models[0]).resolve().parent / "ensemble"
         started = time.time()
         encoder = Encoder(args.xception_weights)
-        scored = score_ensemble(data_dir_from_env(args.data), args.models, weights, encoder)
+        scored = score_ensemble(data_dir_from_env(args.data), args.models, mixes, encoder)
         info = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "encoder": {"name": "xception", "weights_checksum": encoder.checksum},
                 "scoring_seconds": round(time.time() - started, 1), **environment()}

@@ -24,10 +24,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="Flickr8k directory (either layout); default $CAPTIONER_DATA_DIR")
     parser.add_argument("--out", default="trained", help="where models go: <out>/<decoder>/ (default: trained)")
+    parser.add_argument("--name", help="the model's directory in --out, for a second model of one decoder "
+                        "(one --decoder; default: the decoder's name)")
     parser.add_argument("--decoder", choices=(*DECODERS, "both"), default="both",
                         help="which decoder to train (default: both, merge first)")
     parser.add_argument("--checkpoint-dir", help="where to keep resumable checkpoints "
-                        "(default: .<out>.checkpoint-<decoder> beside --out)")
+                        "(default: .<out>.checkpoint-<name> beside --out)")
     parser.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")
     parser.add_argument("--no-test", action="store_true", help="skip the test-split evaluation")
     parser.add_argument("--keep-checkpoint", action="store_true",
@@ -46,6 +48,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.checkpoint_dir and args.decoder == "both":
         parser.error("--checkpoint-dir needs one --decoder (each decoder keeps its own checkpoint)")
+    if args.name is not None and args.decoder == "both":
+        parser.error("--name needs one --decoder (it names one model's directory)")
+    if args.name is not None and (not args.name or args.name != Path(args.name).name or args.name.startswith(".")):
+        parser.error(f"--name: expected a directory name without '/', got {args.name!r}")
     if args.extend and args.decoder == "both":
         parser.error("--extend needs one --decoder (the model's)")
     if args.exit_flow_from and args.decoder == "both":
@@ -69,9 +75,10 @@ def main(argv=None) -> int:
             settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
                         if hasattr(args, f.name) and f.name != "decoder"}
             config = Config(**settings, decoder=decoder)
-            checkpoint = args.checkpoint_dir or out.parent / f".{out.name}.checkpoint-{decoder}"
-            log(f"Training the {decoder} decoder into {out / decoder}")
-            train(data_dir_from_env(args.data), out / decoder, config, checkpoint, encoder,
+            name = args.name or decoder
+            checkpoint = args.checkpoint_dir or out.parent / f".{out.name}.checkpoint-{name}"
+            log(f"Training the {decoder} decoder into {out / name}")
+            train(data_dir_from_env(args.data), out / name, config, checkpoint, encoder,
                   evaluate_test=not args.no_test, keep_checkpoint=args.keep_checkpoint, extend=args.extend)
         return 0
 

@@ -377,13 +377,15 @@ def model_card(model: Model) -> str:
     ]
     if ensemble:
         lines.append("`make ensemble` (training_scripts/evaluate_ensemble.py: the mix and the length penalty "
-                     "chosen on validation, then scored on test), after both members are trained.")
+                     "chosen on validation, then scored on test), after its members are trained.")
     else:
         flags = _flags(config)
-        lines.append(f"`make train DECODER={config.get('decoder')}` runs the Makefile's recipe for it. The settings "
+        # a second model of one decoder lives in a directory of its own name (train.py --name)
+        named = f" --name {model.directory.name}" if model.directory.name != config.get("decoder") else ""
+        lines.append(f"`make train DECODER={model.directory.name}` runs the Makefile's recipe for it. The settings "
                      "this model recorded (config.json), as the training script's flags: `python "
                      f"training_scripts/train.py --data ../shared/flickr8k --out trained --decoder "
-                     f"{config.get('decoder')}{' ' + flags if flags else ''}`.")
+                     f"{config.get('decoder')}{named}{' ' + flags if flags else ''}`.")
         if manifest.get("extended_from"):
             lines.append("")
             lines.append("This model was then extended from its finished directory (`--extend "

@@ -14,7 +14,9 @@ from captioner.model_dirs.artifacts import (MANIFEST, METRICS, ArtifactError, Tr
 from captioner.model_dirs.ensemble_dir import (TrainedEnsemble, ensemble_records, is_ensemble, load_ensemble,
                                                stale_members)
 
-MODEL_NAMES = ("merge", "attention", "ensemble")
+# The committed models' names (the command line's --model takes them); a second model of one
+# decoder is named by its directory (training_scripts/train.py --name).
+MODEL_NAMES = ("merge", "attention", "attention_imagenet", "ensemble")
 
 
 def _bundled_model_dir() -> Path:
@@ -50,6 +52,17 @@ def available_models(root: str | os.PathLike | None = None) -> dict[str, Path]:
     if not root.is_dir():
         return {}
     return {d.name: d for d in sorted(root.iterdir()) if (d / MANIFEST).is_file()}
+
+
+def model_name(trained: TrainedModel | TrainedEnsemble) -> str:
+    """The name a loaded model goes by: "ensemble"; its directory's, as available_models lists
+    it among the models beside it (trained/attention_imagenet); a directory alone, as
+    available_models names it, by its decoder."""
+    if isinstance(trained, TrainedEnsemble):
+        return "ensemble"
+    directory = Path(os.path.abspath(trained.directory))
+    beside = any(d != directory and (d / MANIFEST).is_file() for d in directory.parent.iterdir() if d.is_dir())
+    return directory.name if beside else trained.config.decoder
 
 
 def test_cider(directory: Path) -> float:

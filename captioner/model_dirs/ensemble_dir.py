@@ -45,6 +45,13 @@ class TrainedEnsemble:
         return EnsembleDecoder([m.numpy_decoder() for m in self.members], self.weights)
 
 
+def mix_key(weights) -> str:
+    """How a mix of members is named in ensemble.json's val_search: the first member's weight
+    for two members (the second's is the rest), every member's weight, colon-separated, for more."""
+    weights = [float(w) for w in weights]
+    return str(weights[0]) if len(weights) == 2 else ":".join(f"{w:g}" for w in weights)
+
+
 def is_ensemble(directory: str | os.PathLike) -> bool:
     return (Path(directory) / ENSEMBLE).is_file()
 
@@ -127,12 +134,12 @@ def ensemble_records(directory: Path) -> dict:
     since it was scored."""
     description = _description(directory)
     manifest = read_json(directory / MANIFEST)
-    first = str(description["weights"][0])
+    first = mix_key(description["weights"])
     config = {"decoder": "ensemble",
               "members": ", ".join(f"{name} {w:g}" for name, w in zip(description["members"], description["weights"])),
               "length_alpha": description["length_alpha"],
               "extra": {"val_alpha_search": (description.get("val_search") or {}).get(first),
-                        # val CIDEr at beam 3 by the first member's weight (rows) and alpha
+                        # val CIDEr at beam 3 by the mix (rows: mix_key) and alpha
                         "val_mix_search": {weight: {alpha: scores.get("CIDEr") for alpha, scores in by_alpha.items()}
                                            for weight, by_alpha in (description.get("val_search") or {}).items()}}}
     metrics = read_json(directory / METRICS) if (directory / METRICS).is_file() else None

@@ -159,40 +159,42 @@ def ensemble_inputs(data_dir: str | os.PathLike, model_dirs: list, splits: tuple
                           encoder)
 
 
-def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, weight_choices: list[float],
-                   encoder=None, progress: bool = True) -> dict:
-    """A two-model ensemble (decoders.ensemble.EnsembleDecoder) scored as training scores a model: its
-    first member's weight and the length penalty chosen on val (CIDEr at beam 3), never on
-    test, then the test split at every beam width. Returns what model_dirs.ensemble_dir.save_ensemble
-    writes: {"weights", "length_alpha", "val_search", "metrics", "photo_scores", "vocab",
-    "members_weights_sha256"}."""
+def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, mixes: list, encoder=None,
+                   progress: bool = True) -> dict:
+    """An ensemble of two or more models (decoders.ensemble.EnsembleDecoder) scored as training
+    scores a model: the mix (one weight per member, from `mixes`) and the length penalty chosen
+    on val (CIDEr at beam 3), never on test, then the test split at every beam width. Returns
+    what model_dirs.ensemble_dir.save_ensemble writes: {"weights", "length_alpha", "val_search",
+    "metrics", "photo_scores", "vocab", "members_weights_sha256"}."""
     from captioner.decoders.ensemble import EnsembleDecoder
-    if len(model_dirs) != 2:
-        raise ValueError(f"an ensemble here is two models, got {len(model_dirs)}")
+    from captioner.model_dirs.ensemble_dir import mix_key
+    if len(model_dirs) < 2:
+        raise ValueError(f"an ensemble is two or more models, got {len(model_dirs)}")
+    mixes = [tuple(float(w) for w in mix) for mix in mixes]
+    if any(len(mix) != len(model_dirs) for mix in mixes):
+        raise ValueError(f"each mix needs one weight per model ({len(model_dirs)}), got {mixes}")
     members, decoders, features, names, references, encoder = ensemble_inputs(
         data_dir, model_dirs, ("val", "test"), encoder, progress)
     config = members[0].config
     searches = {}
-    for weight in weight_choices:
-        log(f"ensemble weight {weight} for {model_dirs[0]}, {1 - weight:g} for {model_dirs[1]}")
-        chosen = choose_length_alpha(EnsembleDecoder(decoders, [weight, round(1 - weight, 6)]), members[0].vocab,
-                                     config, features["val"], names["val"], references["val"])
-        searches[weight] = chosen
+    for mix in mixes:
+        log("ensemble weights " + ", ".join(f"{w:g} for {d}" for w, d in zip(mix, model_dirs)))
+        searches[mix] = choose_length_alpha(EnsembleDecoder(decoders, list(mix)), members[0].vocab,
+                                            config, features["val"], names["val"], references["val"])
     cider = lambda c: c.extra["val_alpha_search"][str(c.length_alpha)]["CIDEr"]
-    weight = max(searches, key=lambda w: (cider(searches[w]), w))
-    config = searches[weight]
-    log(f"Chosen: weight {weight}, length penalty {config.length_alpha} (val CIDEr {cider(config):.4f})")
-    weights = [weight, round(1 - weight, 6)]
+    weights = max(searches, key=lambda mix: (cider(searches[mix]), mix))
+    config = searches[weights]
+    log(f"Chosen: weights {mix_key(weights)}, length penalty {config.length_alpha} (val CIDEr {cider(config):.4f})")
     photo_scores = []
-    metrics = evaluate_split(EnsembleDecoder(decoders, weights), members[0].vocab, config,
+    metrics = evaluate_split(EnsembleDecoder(decoders, list(weights)), members[0].vocab, config,
                              features["test"], names["test"], references["test"], encoder.checksum,
                              photo_scores=photo_scores)
     metrics["decoder"] = "ensemble"
-    return {"weights": weights, "length_alpha": config.length_alpha, "metrics": metrics,
+    return {"weights": list(weights), "length_alpha": config.length_alpha, "metrics": metrics,
             "photo_scores": photo_scores, "vocab": members[0].vocab,
             # the weights scored: a member replaced while this ran must leave the ensemble stale
             "members_weights_sha256": [artifacts.weights_fingerprint(m.manifest["files"]) for m in members],
-            "val_search": {str(w): c.extra["val_alpha_search"] for w, c in searches.items()}}
+            "val_search": {mix_key(mix): c.extra["val_alpha_search"] for mix, c in searches.items()}}
 
 
 def score_folder(model_dirs: list, folder_dir: str | os.PathLike, encoder=None, beam: int = 3,

@@ -146,11 +146,12 @@ class TrustModel:
 
 # -- trained/trust.json: one estimate per model ------------------------------------------
 def model_weights(trained) -> dict[str, str]:
-    """The sha256 of a model's weights (an ensemble's: each member's), from its manifest."""
+    """The sha256 of a model's weights (an ensemble's: each member's), from its manifest, by
+    directory name (trained/attention_imagenet is an attention decoder too)."""
     members = getattr(trained, "members", None)
     if members is not None:
         return {name: weights_fingerprint(m.manifest["files"]) for name, m in zip(trained.member_names, members)}
-    return {trained.config.decoder: weights_fingerprint(trained.manifest["files"])}
+    return {Path(trained.directory).name: weights_fingerprint(trained.manifest["files"])}
 
 
 def weights_on_disk(model_root: Path, names: list[str]) -> dict[str, str | None]:
