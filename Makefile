@@ -62,32 +62,38 @@ build/example-camera.png: | venv
 caption: setup $(IMAGE)
 	$(PY) -m captioner caption $(IMAGE) --beam 3 --top 3
 
-# Both decoders (attention, then merge, which reads trained/attention's tuned exit flow and whose
-# self-critical phase distils trained/attention)
-# and then their ensemble; DECODER=attention trains one (re-run `make ensemble` afterwards:
-# the ensemble goes stale). Each with the self-critical settings its committed model was
+# Every model in trained/ (attention, then merge, which reads trained/attention's tuned exit flow
+# and whose self-critical phase distils trained/attention) and then their ensemble;
+# DECODER=attention trains one (re-run `make ensemble` afterwards: the ensemble goes stale).
+# Each with the self-critical settings its committed model was
 # trained with (README: Test-split scores): how much of the references' cross-entropy stays
 # in the self-critical loss, for how long, the guard's beam width, the contrastive reward's
 # weight, the learning rate, the epoch chosen at beam 3, for attention label-smoothed
 # cross-entropy and Xception's exit flow tuned from epoch 5 (about 5 hours here, with a
 # 4.3 GB cache of the middle flow's output), and for merge the teacher and its weight and the
 # attention model's exit flow it reads (about 65 minutes, with its maps cached as views).
-DECODER ?= both
+DECODER ?= all
 TRAIN_FLAGS_merge ?= --scst-xe-weight 0.5 --scst-max-epochs 10 --scst-patience 10 --scst-distinct-beam 3 --scst-contrast-weight 1.5 --scst-learning-rate 1e-4 --scst-select beam --scst-teacher trained/attention --scst-teacher-weight 0.3 --exit-flow-from trained/attention
 TRAIN_FLAGS_attention ?= --label-smoothing 0.1 --scst-xe-weight 0.1 --scst-max-epochs 16 --scst-patience 4 --scst-distinct-beam 3 --scst-contrast-weight 0.5 --scst-select beam --finetune-encoder exit_flow --encoder-learning-rate 1e-4 --finetune-start-epoch 5 --scst-exit-flow fixed
-train_decoder = $(PY) training_scripts/train.py --data $(DATA) --out trained --decoder $(1) $(TRAIN_FLAGS_$(1))
+# trained/'s models, in the order they train (merge reads trained/attention); DECODER=<one of
+# them> trains that one alone. A second model of one decoder is a directory of its own name
+# (train.py --name): add it here with DECODER_<name> = attention and its TRAIN_FLAGS_<name>.
+MODELS = attention merge
+train_model = $(PY) training_scripts/train.py --data $(DATA) --out trained --decoder $(or $(DECODER_$(1)),$(1)) --name $(1) $(TRAIN_FLAGS_$(1))
 train: setup
-	$(foreach d,$(if $(filter both,$(DECODER)),attention merge,$(DECODER)),$(call train_decoder,$(d)) &&\
-	  $(if $(EXTEND_FLAGS_$(d)),$(call train_decoder,$(d)) $(EXTEND_FLAGS_$(d)) --extend trained/$(d) &&)) true
-	$(if $(filter both,$(DECODER)),$(MAKE) ensemble)
+	$(foreach d,$(if $(filter all both,$(DECODER)),$(MODELS),$(DECODER)),$(call train_model,$(d)) &&\
+	  $(if $(EXTEND_FLAGS_$(d)),$(call train_model,$(d)) $(EXTEND_FLAGS_$(d)) --extend trained/$(d) &&)) true
+	$(if $(filter all both,$(DECODER)),$(MAKE) ensemble)
 	$(MAKE) everyday
 	$(MAKE) trust
 
-# trained/ensemble: the two trained models decoding as one, the weight and length penalty
-# chosen on val, scored on test (about 6 minutes).
+# trained/ensemble: the trained models decoding as one, the mix (each model's weight, in
+# MODELS' order) and the length penalty chosen on val, scored on test (about 6 minutes).
+# For two models, the first one's weight; for more, every model's, colon-separated (0.4:0.3:0.3).
+ENSEMBLE_MIXES ?= 0.3,0.4,0.5,0.6,0.7
 ensemble: setup
-	$(PY) training_scripts/evaluate_ensemble.py --data $(DATA) --models trained/attention trained/merge \
-	  --weights 0.3,0.4,0.5,0.6,0.7 --out trained/ensemble
+	$(PY) training_scripts/evaluate_ensemble.py --data $(DATA) --models $(MODELS:%=trained/%) \
+	  --weights $(ENSEMBLE_MIXES) --out trained/ensemble
 	$(MAKE) report
 
 # Every model on everyday photos unlike Flickr8k's, at beam 3 (about 3 minutes; scored, never

@@ -54,7 +54,7 @@ class Captioner:
         self.trained = trained
         self.config = trained.config
         self.vocab = trained.vocab
-        self.name = model_name(trained)   # trained/attention_imagenet is an attention decoder too
+        self.name = model_name(trained)   # a second attention model (train.py --name) is not "attention"
         self.flows = exit_flows(trained) if flows is None else list(flows)
         # NumPy arrays read with h5py (no TensorFlow); each model reading its own view, if any
         self.decoder = views_decoder(trained, self.flows)
@@ -398,7 +398,7 @@ def _first_line(exc: Exception) -> str:
 
 def load_captioner(model: str | None = None, **kwargs) -> Captioner:
     """What the command line's --model means: a model's name ("merge", "attention",
-    "attention_imagenet", "ensemble") or a directory (one model, or a trained/ holding several); None is the best
+    "ensemble") or a directory (one model, or a trained/ holding several); None is the best
     bundled model."""
     if model in MODEL_NAMES and not Path(model).exists():
         return Captioner.load(name=model, **kwargs)

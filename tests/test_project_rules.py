@@ -49,15 +49,20 @@ def test_the_makefile_trains_each_committed_model_with_the_settings_it_recorded(
     from captioner.decoders.config import Config
     makefile = (ROOT / "Makefile").read_text()
     defaults = Config()
-    for decoder in ("attention", "merge"):
+    models = re.search(r"^MODELS = (.*)$", makefile, re.M).group(1).split()
+    committed = sorted(d.name for d in (ROOT / "trained").iterdir() if (d / "config.json").is_file())
+    assert sorted(models) == committed  # `make train` trains every committed model, and no other
+    for model in models:
         flags = {}
-        for variable in (f"TRAIN_FLAGS_{decoder}", f"EXTEND_FLAGS_{decoder}"):
+        for variable in (f"TRAIN_FLAGS_{model}", f"EXTEND_FLAGS_{model}"):
             line = re.search(rf"^{variable} \?=(.*)$", makefile, re.M)
             words = line.group(1).split() if line else []
             flags.update({k[2:].replace("-", "_"): v for k, v in zip(words[::2], words[1::2])})
         made = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(Config)}
         made.update({k: type(made[k])(v) for k, v in flags.items()})
-        recorded = json.loads((ROOT / "trained" / decoder / "config.json").read_text())
+        recorded = json.loads((ROOT / "trained" / model / "config.json").read_text())
+        decoder = re.search(rf"^DECODER_{model} = (.*)$", makefile, re.M)
+        assert recorded["decoder"] == (decoder.group(1).strip() if decoder else model), model
         for key, value in recorded.items():
             if key in made and key not in ("decoder", "vocab_size", "extra", "feature_dim", "length_alpha"):
-                assert made[key] == value, (decoder, key, made[key], value)
+                assert made[key] == value, (model, key, made[key], value)

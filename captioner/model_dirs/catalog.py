@@ -14,9 +14,8 @@ from captioner.model_dirs.artifacts import (MANIFEST, METRICS, ArtifactError, Tr
 from captioner.model_dirs.ensemble_dir import (TrainedEnsemble, ensemble_records, is_ensemble, load_ensemble,
                                                stale_members)
 
-# The committed models' names (the command line's --model takes them); a second model of one
-# decoder is named by its directory (training_scripts/train.py --name).
-MODEL_NAMES = ("merge", "attention", "attention_imagenet", "ensemble")
+# The committed models' names, which the command line's --model takes without a directory.
+MODEL_NAMES = ("merge", "attention", "ensemble")
 
 
 def _bundled_model_dir() -> Path:
