@@ -32,7 +32,7 @@ from captioner.data.files import sha256_file
 from captioner.data.images import ImageSource, load_image, prepare_for_encoder
 from captioner.decoding.search import Caption, beam_search, greedy_search
 from captioner.model_dirs.artifacts import ArtifactError, TrainedModel
-from captioner.model_dirs.catalog import MODEL_NAMES, load_model, model_name, ranked_models
+from captioner.model_dirs.catalog import MODEL_NAMES, available_models, load_model, model_name, ranked_models
 from captioner.model_dirs.ensemble_dir import TrainedEnsemble
 from captioner.model_dirs.views import exit_flows, views_decoder
 from captioner.trust import evidence as trust_evidence
@@ -48,13 +48,15 @@ RECENT_SEARCHES = 16   # photos whose trust-evidence searches are kept (a few KB
 class Captioner:
     def __init__(self, trained: TrainedModel | TrainedEnsemble, encoder: Encoder | None = None,
                  encoder_weights: str | os.PathLike | None = None, encoder_kind: str | None = None,
-                 data_dir: str | os.PathLike | None = None, flows: list | None = None):
+                 data_dir: str | os.PathLike | None = None, flows: list | None = None,
+                 name: str | None = None):
         """`flows`: the tuned exit flows whose views `features` hold (model_dirs/views.py), by
-        default the model's own; more may be given, so that models with fewer share one encoder."""
+        default the model's own; more may be given, so that models with fewer share one encoder.
+        `name`: what available_models calls it (default: "ensemble", or its decoder's)."""
         self.trained = trained
         self.config = trained.config
         self.vocab = trained.vocab
-        self.name = model_name(trained)   # a second attention model (train.py --name) is not "attention"
+        self.name = name or model_name(trained)   # a second attention model (train.py --name) is not "attention"
         self.flows = exit_flows(trained) if flows is None else list(flows)
         # NumPy arrays read with h5py (no TensorFlow); each model reading its own view, if any
         self.decoder = views_decoder(trained, self.flows)
@@ -79,7 +81,8 @@ class Captioner:
              encoder: Encoder | None = None, encoder_weights: str | os.PathLike | None = None,
              encoder_kind: str | None = None, data_dir: str | os.PathLike | None = None,
              flows: list | None = None) -> "Captioner":
-        """Model `name` ("merge", "attention", "ensemble") from `directory` (default trained/),
+        """Model `name` ("merge", "attention", "ensemble", or any model directory's name in
+        `directory`) from `directory` (default trained/),
         or the one with the best test CIDEr; `directory` may also be one model's own directory.
         `encoder_kind` is "litert" (the default, no TensorFlow) or "tensorflow"
         (vision/engines.py); `encoder` is an encoder already built. `data_dir` (default
@@ -90,9 +93,11 @@ class Captioner:
         error is raised. `flows`: as for the constructor (`[]`: decode the frozen maps given, whatever
         exit flows the model has, as benchmarks timing the decoders do)."""
         errors = []
+        names = {os.path.abspath(d): n for n, d in available_models(directory).items()}
         for candidate in ranked_models(directory, name):
             try:   # a damaged manifest may only show when its exit flow is read, in the constructor
-                captioner = cls(load_model(candidate), encoder, encoder_weights, encoder_kind, data_dir, flows)
+                captioner = cls(load_model(candidate), encoder, encoder_weights, encoder_kind, data_dir, flows,
+                                names.get(os.path.abspath(candidate)))
             except ArtifactError as exc:
                 if name is not None:
                     raise

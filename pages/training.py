@@ -7,6 +7,7 @@ import streamlit as st
 from app import support as app
 from app.live_training import show_live_runs
 from captioner.evaluation.plots import PHASE_LABEL, curve_points
+from captioner.evaluation.report import ensemble_members
 
 st.title("Training")
 show_live_runs()
@@ -174,7 +175,7 @@ with settings_col:
             st.dataframe(pd.DataFrame.from_dict(alpha_search, orient="index").rename_axis("alpha"))
         mix_search = (record["config"].get("extra") or {}).get("val_mix_search")
         if mix_search:
-            members = [part.rsplit(" ", 1)[0] for part in record["config"].get("members", "").split(", ")]
+            members = [member for member, _ in ensemble_members(record["config"])]
             # rows name a mix as ensemble_dir.mix_key does: two members by the first one's weight
             rows = f"{members[0]} weight" if len(members) == 2 else "weights (" + " : ".join(members) + ")"
             st.markdown(f"**Mix search, {name}**: validation CIDEr at beam 3, by {rows} (rows) "

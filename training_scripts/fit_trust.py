@@ -217,7 +217,7 @@ def main(argv=None) -> int:
                                                       "everyday_fit_half": int((~coco_held).sum())},
                                         "everyday_folder": str(args.everyday), "beam": captioner.config.default_beam,
                                         "held_out": figures})
-                # keyed as the Captioner looks it up: by what the model is, not its folder's name
+                # keyed as the Captioner looks it up: by its name in trained/ (its directory's)
                 into[captioner.name] = estimate
                 for where, f in figures.items():
                     if where != "synthetic":

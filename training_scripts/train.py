@@ -1,12 +1,12 @@
 #!/usr/bin/env python
-"""Train caption decoders on Flickr8k and write them to trained/<decoder>/.
+"""Train caption decoders on Flickr8k and write them to trained/<decoder>/ (or trained/<--name>/).
 
     python training_scripts/train.py --data ../shared/flickr8k --out trained            # both
     python training_scripts/train.py --data ../shared/flickr8k --decoder attention      # one
 
 Each decoder trains with cross-entropy, then self-critical (CIDEr-D) epochs; the epoch with
 the best validation CIDEr is kept, its test scores written beside it. Re-running after a kill
-resumes from the last finished epoch (checkpoints in .<out>.checkpoint-<decoder>/ beside --out).
+resumes from the last finished epoch (checkpoints in .<out>.checkpoint-<name>/ beside --out).
 """
 from __future__ import annotations
 
@@ -20,10 +20,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from captioner.decoders.config import DECODERS, Config  # noqa: E402
 
 
+def refuse_other_model(directory: Path, decoder: str) -> None:
+    """--name must not train over an ensemble or a model of another decoder (train.py --decoder
+    attention --name merge would replace trained/merge)."""
+    from captioner.model_dirs.artifacts import ArtifactError, read_json
+    from captioner.model_dirs.ensemble_dir import is_ensemble
+    from captioner.training.loop import TrainingError
+    if is_ensemble(directory):
+        raise TrainingError(f"{directory}: holds an ensemble; choose another --name.")
+    try:
+        held = read_json(directory / "config.json").get("decoder") if (directory / "config.json").is_file() else None
+    except ArtifactError:
+        held = None   # a damaged model directory: training replaces it, as it always has
+    if held is not None and held != decoder:
+        raise TrainingError(f"{directory}: holds a {held} model, not {decoder}; choose another --name.")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="Flickr8k directory (either layout); default $CAPTIONER_DATA_DIR")
-    parser.add_argument("--out", default="trained", help="where models go: <out>/<decoder>/ (default: trained)")
+    parser.add_argument("--out", default="trained", help="where models go: <out>/<name>/ (default: trained)")
     parser.add_argument("--name", help="the model's directory in --out, for a second model of one decoder "
                         "(one --decoder; default: the decoder's name)")
     parser.add_argument("--decoder", choices=(*DECODERS, "both"), default="both",
@@ -76,6 +92,7 @@ def main(argv=None) -> int:
                         if hasattr(args, f.name) and f.name != "decoder"}
             config = Config(**settings, decoder=decoder)
             name = args.name or decoder
+            refuse_other_model(out / name, decoder)
             checkpoint = args.checkpoint_dir or out.parent / f".{out.name}.checkpoint-{name}"
             log(f"Training the {decoder} decoder into {out / name}")
             train(data_dir_from_env(args.data), out / name, config, checkpoint, encoder,

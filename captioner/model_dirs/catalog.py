@@ -54,14 +54,10 @@ def available_models(root: str | os.PathLike | None = None) -> dict[str, Path]:
 
 
 def model_name(trained: TrainedModel | TrainedEnsemble) -> str:
-    """The name a loaded model goes by: "ensemble"; its directory's, as available_models lists
-    it among the models beside it (trained/attention_imagenet); a directory alone, as
-    available_models names it, by its decoder."""
-    if isinstance(trained, TrainedEnsemble):
-        return "ensemble"
-    directory = Path(os.path.abspath(trained.directory))
-    beside = any(d != directory and (d / MANIFEST).is_file() for d in directory.parent.iterdir() if d.is_dir())
-    return directory.name if beside else trained.config.decoder
+    """The name of a model built without its catalog's (Captioner(trained)): "ensemble", or
+    its decoder's, as available_models names a directory that is one model. Captioner.load
+    passes the name available_models gives it (trained/attention_imagenet's is its directory's)."""
+    return "ensemble" if isinstance(trained, TrainedEnsemble) else trained.config.decoder
 
 
 def test_cider(directory: Path) -> float:

@@ -49,7 +49,7 @@ def mix_key(weights) -> str:
     """How a mix of members is named in ensemble.json's val_search: the first member's weight
     for two members (the second's is the rest), every member's weight, colon-separated, for more."""
     weights = [float(w) for w in weights]
-    return str(weights[0]) if len(weights) == 2 else ":".join(f"{w:g}" for w in weights)
+    return str(weights[0]) if len(weights) == 2 else ":".join(map(str, weights))
 
 
 def is_ensemble(directory: str | os.PathLike) -> bool:

@@ -2,7 +2,7 @@
 
 A run keeps `state.json` (the finished epochs, written at the end of each) and
 `progress.json` (where it is now, rewritten every few seconds by captioner.training.progress) in its
-checkpoint directory, `.<out>.checkpoint-<decoder>/` beside `--out`. Both are written
+checkpoint directory, `.<out>.checkpoint-<name>/` beside `--out`. Both are written
 atomically, so reading them while training runs is safe. From them `read_run` works out
 the time an epoch takes and the time left in the current phase.
 """

@@ -173,6 +173,8 @@ def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, mixes: list, e
     mixes = [tuple(float(w) for w in mix) for mix in mixes]
     if any(len(mix) != len(model_dirs) for mix in mixes):
         raise ValueError(f"each mix needs one weight per model ({len(model_dirs)}), got {mixes}")
+    if len({mix_key(mix) for mix in mixes}) != len(mixes):
+        raise ValueError(f"a mix is listed twice: {[mix_key(mix) for mix in mixes]}")
     members, decoders, features, names, references, encoder = ensemble_inputs(
         data_dir, model_dirs, ("val", "test"), encoder, progress)
     config = members[0].config

@@ -151,7 +151,7 @@ def model_weights(trained) -> dict[str, str]:
     members = getattr(trained, "members", None)
     if members is not None:
         return {name: weights_fingerprint(m.manifest["files"]) for name, m in zip(trained.member_names, members)}
-    return {Path(trained.directory).name: weights_fingerprint(trained.manifest["files"])}
+    return {Path(os.path.abspath(trained.directory)).name: weights_fingerprint(trained.manifest["files"])}
 
 
 def weights_on_disk(model_root: Path, names: list[str]) -> dict[str, str | None]:
