@@ -214,15 +214,15 @@ def cmd_fetch_weights(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from captioner.model_dirs.catalog import MODEL_NAMES, available_models, load_model, resolve_model
+    from captioner.model_dirs.catalog import available_models, is_model_name, load_model, resolve_model
     from captioner.model_dirs.artifacts import ArtifactError
     from captioner.model_dirs.ensemble_dir import TrainedEnsemble, ensemble_records
-    from pathlib import Path
-    if args.model in MODEL_NAMES and not Path(args.model).exists():
+    by_name = is_model_name(args.model)
+    if by_name:
         directories = {args.model: resolve_model(name=args.model)}
     else:
         directories = available_models(args.model) or {"?": resolve_model(args.model)}
-    default = resolve_model(args.model) if args.model not in MODEL_NAMES else None
+    default = resolve_model(args.model) if not by_name else None
     report = []
     for name, directory in directories.items():
         try:

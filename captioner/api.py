@@ -32,7 +32,7 @@ from captioner.data.files import sha256_file
 from captioner.data.images import ImageSource, load_image, prepare_for_encoder
 from captioner.decoding.search import Caption, beam_search, greedy_search
 from captioner.model_dirs.artifacts import ArtifactError, TrainedModel
-from captioner.model_dirs.catalog import MODEL_NAMES, available_models, load_model, model_name, ranked_models
+from captioner.model_dirs.catalog import available_models, is_model_name, load_model, model_name, ranked_models
 from captioner.model_dirs.ensemble_dir import TrainedEnsemble
 from captioner.model_dirs.views import exit_flows, views_decoder
 from captioner.trust import evidence as trust_evidence
@@ -403,8 +403,8 @@ def _first_line(exc: Exception) -> str:
 
 def load_captioner(model: str | None = None, **kwargs) -> Captioner:
     """What the command line's --model means: a model's name ("merge", "attention",
-    "ensemble") or a directory (one model, or a trained/ holding several); None is the best
-    bundled model."""
-    if model in MODEL_NAMES and not Path(model).exists():
+    "ensemble", or another model's directory name in trained/) or a directory (one model, or a
+    trained/ holding several); None is the best bundled model."""
+    if is_model_name(model):
         return Captioner.load(name=model, **kwargs)
     return Captioner.load(model, **kwargs)

@@ -125,7 +125,7 @@ def test_an_ensemble_directory_loads_and_decodes_as_its_members_mixed(tmp_path):
     assert records["manifest"]["dataset"] == {"path": "flickr8k"}  # the members' dataset, for the pages
 
 
-def test_an_ensemble_of_three_members_decodes_them_mixed_and_names_each_mix_by_every_weight(tmp_path):
+def test_an_ensemble_of_three_members_decodes_them_mixed_and_names_each_mix_by_every_weight(tmp_path, monkeypatch):
     from captioner import Captioner
     from captioner.data.text import Vocabulary
     from captioner.decoders.registry import numpy_decoder
@@ -150,6 +150,10 @@ def test_an_ensemble_of_three_members_decodes_them_mixed_and_names_each_mix_by_e
     # a second attention model goes by its directory's name (its trust estimate, the pages)
     assert Captioner.load(tmp_path, name="attention_imagenet").name == "attention_imagenet"
     assert Captioner.load(tmp_path, name="attention").name == "attention"
+    from captioner.api import load_captioner
+    monkeypatch.setenv("CAPTIONER_MODEL_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path.parent)   # no file called attention_imagenet here: --model names it
+    assert load_captioner("attention_imagenet").name == "attention_imagenet"   # the CLI's --model
     records = read_records(tmp_path / "ensemble")
     assert records["config"]["members"] == "attention 0.4, merge 0.3, attention_imagenet 0.3"
     assert records["config"]["extra"]["val_alpha_search"] == {"0.7": {"CIDEr": 0.5}}  # the chosen mix's

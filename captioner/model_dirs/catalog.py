@@ -53,6 +53,14 @@ def available_models(root: str | os.PathLike | None = None) -> dict[str, Path]:
     return {d.name: d for d in sorted(root.iterdir()) if (d / MANIFEST).is_file()}
 
 
+def is_model_name(model: str | None) -> bool:
+    """Whether the command line's --model names a model of trained/ (a committed name, or the
+    directory name of any model there, e.g. one trained with train.py --name) rather than a path."""
+    if model is None or Path(model).exists():
+        return False
+    return model in MODEL_NAMES or model in available_models()
+
+
 def model_name(trained: TrainedModel | TrainedEnsemble) -> str:
     """The name of a model built without its catalog's (Captioner(trained)): "ensemble", or
     its decoder's, as available_models names a directory that is one model. Captioner.load
