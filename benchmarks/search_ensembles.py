@@ -5,15 +5,16 @@ or other weights, would pay before `make ensemble` is changed. Nothing here touc
 
     python benchmarks/search_ensembles.py --data ../shared/flickr8k \
         --models /work/runs/exp_aa/attention /work/runs/exp_aa/attention_on trained/merge \
-        --weights 0.5,0.5,0 0.45,0.25,0.3 [--json out.json]
+        --weights 0.5:0.5:0,0.45:0.25:0.3 [--json out.json]
 
-Each --weights entry gives one weight per model (a 0 leaves that model out); they must sum to 1.
+--weights is spelled as for training_scripts/evaluate_ensemble.py: mixes separated by commas,
+each one weight per model, colon-separated, summing to 1 (a 0 leaves that model out); for two
+models, the first one's weight alone.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -25,27 +26,21 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="Flickr8k directory; default $CAPTIONER_DATA_DIR")
     parser.add_argument("--models", nargs="+", required=True, help="model directories sharing one vocabulary")
-    parser.add_argument("--weights", nargs="+", required=True, help="comma-separated weights, one per model")
+    parser.add_argument("--weights", required=True,
+                        help="mixes separated by commas, each one weight per model, colon-separated")
     parser.add_argument("--json", help="also write every score here")
     args = parser.parse_args(argv)
-    grid = []
-    for entry in args.weights:
-        try:
-            weights = [float(w) for w in entry.split(",")]
-        except ValueError:
-            parser.error(f"--weights: {entry!r} is not numbers separated by commas")
-        if (len(weights) != len(args.models) or not all(math.isfinite(w) and w >= 0 for w in weights)
-                or not abs(sum(weights) - 1) <= 1e-6):
-            parser.error(f"--weights: {entry!r} needs {len(args.models)} weights >= 0 summing to 1")
-        if weights in grid:
-            parser.error(f"--weights: {entry!r} is given twice")
-        grid.append(weights)
+    from captioner.model_dirs.ensemble_dir import mix_key, parse_mixes
+    try:
+        grid = parse_mixes(args.weights, len(args.models))
+    except ValueError as exc:
+        parser.error(f"--weights: {exc}")
 
     from captioner.vision.tf_setup import import_tensorflow_quietly
     import_tensorflow_quietly()
     from captioner.cli_errors import run_reporting_errors
     from captioner.data.dataset import data_dir_from_env
-    from captioner.decoders.ensemble import EnsembleDecoder
+    from captioner.decoders.ensemble import mixed
     from captioner.training.progress import log
     from captioner.training.scores import choose_length_alpha, ensemble_inputs
 
@@ -55,13 +50,11 @@ def main(argv=None) -> int:
             data_dir_from_env(args.data), args.models, ("val",))
         scores = {}
         for weights in grid:
-            used = [i for i, w in enumerate(weights) if w > 0]
-            log(f"weights {weights}")
-            chosen = choose_length_alpha(EnsembleDecoder([decoders[i] for i in used], [weights[i] for i in used]),
-                                         members[0].vocab, members[0].config, features["val"], names["val"],
-                                         references["val"])
+            log(f"weights {mix_key(weights)}")
+            chosen = choose_length_alpha(mixed(decoders, weights), members[0].vocab, members[0].config,
+                                         features["val"], names["val"], references["val"])
             search = chosen.extra["val_alpha_search"]
-            scores[",".join(f"{w:g}" for w in weights)] = {
+            scores[mix_key(weights)] = {
                 "chosen_alpha": chosen.length_alpha,
                 "by_alpha": {a: {"CIDEr": round(s["CIDEr"], 4), "BLEU-4": round(s["BLEU-4"], 4)}
                              for a, s in search.items()}}

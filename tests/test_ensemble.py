@@ -160,19 +160,26 @@ def test_an_ensemble_of_three_members_decodes_them_mixed_and_names_each_mix_by_e
     assert records["config"]["extra"]["val_mix_search"] == {"0.4:0.3:0.3": {"0.7": 0.5}, "0.5:0.3:0.2": {"0.7": 0.45}}
 
 
-def test_the_ensemble_script_reads_mixes_of_two_or_more_members():
-    import importlib.util
-    from conftest import ROOT
-    spec = importlib.util.spec_from_file_location("evaluate_ensemble", ROOT / "training_scripts" / "evaluate_ensemble.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    assert script.parse_mixes("0.3,0.7", 2) == [(0.3, 0.7), (0.7, 0.3)]
-    assert script.parse_mixes("0.4:0.3:0.3,0.5:0.3:0.2", 3) == [(0.4, 0.3, 0.3), (0.5, 0.3, 0.2)]
+def test_mixes_of_two_or_more_members_are_read_as_the_scripts_spell_them():
+    from captioner.model_dirs.ensemble_dir import parse_mixes
+    assert parse_mixes("0.3,0.7", 2) == [(0.3, 0.7), (0.7, 0.3)]
+    assert parse_mixes("0.4:0.3:0.3,0.5:0.3:0.2", 3) == [(0.4, 0.3, 0.3), (0.5, 0.3, 0.2)]
     for text, members, problem in (("0.5:0.6", 2, "sum to 1"), ("0.4:0.3", 3, "expected 3 weights"),
                                    ("0.5", 3, "expected 3 weights"), ("x", 2, "expected numbers"),
-                                   ("1.2", 2, "between 0 and 1")):
+                                   ("1.2", 2, "between 0 and 1"), ("0.5:0.5,0.5", 2, "given twice")):
         with pytest.raises(ValueError, match=problem):
-            script.parse_mixes(text, members)
+            parse_mixes(text, members)
+
+
+def test_a_mix_leaves_out_the_members_weighted_zero():
+    from captioner.decoders.ensemble import mixed
+    attention, merge = random_attention(2), random_merge(3)
+    features = random_features("attention", 3, 5)
+    alone = beam_search(attention, VOCAB, features, beam=3, max_length=6)
+    mix = mixed([attention, merge], [1.0, 0.0])
+    assert mix.members == [attention]   # the merge decoder's steps are not run
+    assert [c[0].tokens for c in beam_search(mix, VOCAB, features, beam=3, max_length=6)] == \
+        [c[0].tokens for c in alone]
 
 
 def test_train_name_never_trains_over_an_ensemble_or_another_decoders_model(tmp_path):

@@ -25,25 +25,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def parse_mixes(text: str, members: int) -> list[tuple[float, ...]]:
-    """--weights as mixes, one weight per member each: "0.3,0.4" for two members (the first
-    one's weight; the second gets the rest), "0.4:0.3:0.3,0.5:0.3:0.2" for any number."""
-    mixes = []
-    for choice in text.split(","):
-        try:
-            mix = [float(w) for w in choice.split(":")]
-        except ValueError:
-            raise ValueError(f"expected numbers, got {choice!r}") from None
-        if len(mix) == 1 and members == 2:
-            mix.append(round(1 - mix[0], 6))
-        if len(mix) != members:
-            raise ValueError(f"{choice!r}: expected {members} weights, colon-separated, one per model")
-        if not all(0.0 <= w <= 1.0 for w in mix) or abs(sum(mix) - 1) > 1e-6:
-            raise ValueError(f"{choice!r}: each weight must be between 0 and 1, and they must sum to 1")
-        mixes.append(tuple(mix))
-    return mixes
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="Flickr8k directory (either layout); default $CAPTIONER_DATA_DIR")
@@ -56,6 +37,7 @@ def main(argv=None) -> int:
                         "beside them, e.g. trained/ensemble)")
     parser.add_argument("--xception-weights", help="Xception .weights.h5 (default: the cache)")
     args = parser.parse_args(argv)
+    from captioner.model_dirs.ensemble_dir import parse_mixes
     if len(args.models) < 2:
         parser.error(f"--models: an ensemble is two or more models, got {len(args.models)}")
     try:

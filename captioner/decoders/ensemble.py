@@ -57,3 +57,10 @@ class EnsembleDecoder:
             if i == self._attention_member:
                 attention = out.attention
         return StepOutput(log_softmax(mixed).astype(np.float32), tuple(new_state), attention)
+
+
+def mixed(decoders: Sequence, weights: Sequence[float]) -> "EnsembleDecoder":
+    """The ensemble of `decoders` weighted by `weights`, leaving out those weighted 0 (their
+    steps would cost time and change nothing)."""
+    kept = [i for i, w in enumerate(weights) if w > 0]
+    return EnsembleDecoder([decoders[i] for i in kept], [weights[i] for i in kept])

@@ -52,6 +52,28 @@ def mix_key(weights) -> str:
     return str(weights[0]) if len(weights) == 2 else ":".join(map(str, weights))
 
 
+def parse_mixes(text: str, members: int) -> list[tuple[float, ...]]:
+    """Mixes to try, one weight per member each, as the scripts' --weights spell them:
+    "0.3,0.4" for two members (the first one's weight; the second gets the rest), and
+    "0.4:0.3:0.3,0.5:0.3:0.2" for any number. ValueError says what is wrong."""
+    mixes = []
+    for choice in text.split(","):
+        try:
+            mix = [float(w) for w in choice.split(":")]
+        except ValueError:
+            raise ValueError(f"expected numbers, got {choice!r}") from None
+        if len(mix) == 1 and members == 2:
+            mix.append(round(1 - mix[0], 6))
+        if len(mix) != members:
+            raise ValueError(f"{choice!r}: expected {members} weights, colon-separated, one per model")
+        if not all(0.0 <= w <= 1.0 for w in mix) or abs(sum(mix) - 1) > 1e-6:
+            raise ValueError(f"{choice!r}: each weight must be between 0 and 1, and they must sum to 1")
+        if tuple(mix) in mixes:
+            raise ValueError(f"{choice!r} is given twice")
+        mixes.append(tuple(mix))
+    return mixes
+
+
 def is_ensemble(directory: str | os.PathLike) -> bool:
     return (Path(directory) / ENSEMBLE).is_file()
 

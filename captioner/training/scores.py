@@ -166,7 +166,7 @@ def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, mixes: list, e
     on val (CIDEr at beam 3), never on test, then the test split at every beam width. Returns
     what model_dirs.ensemble_dir.save_ensemble writes: {"weights", "length_alpha", "val_search",
     "metrics", "photo_scores", "vocab", "members_weights_sha256"}."""
-    from captioner.decoders.ensemble import EnsembleDecoder
+    from captioner.decoders.ensemble import mixed
     from captioner.model_dirs.ensemble_dir import mix_key
     if len(model_dirs) < 2:
         raise ValueError(f"an ensemble is two or more models, got {len(model_dirs)}")
@@ -181,14 +181,14 @@ def score_ensemble(data_dir: str | os.PathLike, model_dirs: list, mixes: list, e
     searches = {}
     for mix in mixes:
         log("ensemble weights " + ", ".join(f"{w:g} for {d}" for w, d in zip(mix, model_dirs)))
-        searches[mix] = choose_length_alpha(EnsembleDecoder(decoders, list(mix)), members[0].vocab,
+        searches[mix] = choose_length_alpha(mixed(decoders, mix), members[0].vocab,
                                             config, features["val"], names["val"], references["val"])
     cider = lambda c: c.extra["val_alpha_search"][str(c.length_alpha)]["CIDEr"]
     weights = max(searches, key=lambda mix: (cider(searches[mix]), mix))
     config = searches[weights]
     log(f"Chosen: weights {mix_key(weights)}, length penalty {config.length_alpha} (val CIDEr {cider(config):.4f})")
     photo_scores = []
-    metrics = evaluate_split(EnsembleDecoder(decoders, list(weights)), members[0].vocab, config,
+    metrics = evaluate_split(mixed(decoders, weights), members[0].vocab, config,
                              features["test"], names["test"], references["test"], encoder.checksum,
                              photo_scores=photo_scores)
     metrics["decoder"] = "ensemble"
