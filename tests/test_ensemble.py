@@ -183,19 +183,14 @@ def test_a_mix_leaves_out_the_members_weighted_zero():
 
 
 def test_train_name_never_trains_over_an_ensemble_or_another_decoders_model(tmp_path):
-    import importlib.util
-    from conftest import ROOT
-    from captioner.training.loop import TrainingError
-    spec = importlib.util.spec_from_file_location("train_script", ROOT / "training_scripts" / "train.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from captioner.training.loop import TrainingError, refuse_other_model
     directory, (attention_dir, merge_dir) = tiny_ensemble(tmp_path)
     with pytest.raises(TrainingError, match="holds a merge model, not attention"):
-        script.refuse_other_model(merge_dir, "attention")   # --decoder attention --name merge
+        refuse_other_model(merge_dir, "attention")   # --decoder attention --name merge
     with pytest.raises(TrainingError, match="holds an ensemble"):
-        script.refuse_other_model(directory, "attention")
-    script.refuse_other_model(merge_dir, "merge")            # retraining it, as always
-    script.refuse_other_model(tmp_path / "attention_imagenet", "attention")   # a new one
+        refuse_other_model(directory, "attention")
+    refuse_other_model(merge_dir, "merge")            # retraining it, as always
+    refuse_other_model(tmp_path / "attention_imagenet", "attention")   # a new one
 
 
 def test_an_ensemble_goes_stale_when_a_member_is_retrained(tmp_path):

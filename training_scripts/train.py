@@ -20,22 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from captioner.decoders.config import DECODERS, Config  # noqa: E402
 
 
-def refuse_other_model(directory: Path, decoder: str) -> None:
-    """--name must not train over an ensemble or a model of another decoder (train.py --decoder
-    attention --name merge would replace trained/merge)."""
-    from captioner.model_dirs.artifacts import ArtifactError, read_json
-    from captioner.model_dirs.ensemble_dir import is_ensemble
-    from captioner.training.loop import TrainingError
-    if is_ensemble(directory):
-        raise TrainingError(f"{directory}: holds an ensemble; choose another --name.")
-    try:
-        held = read_json(directory / "config.json").get("decoder") if (directory / "config.json").is_file() else None
-    except ArtifactError:
-        held = None   # a damaged model directory: training replaces it, as it always has
-    if held is not None and held != decoder:
-        raise TrainingError(f"{directory}: holds a {held} model, not {decoder}; choose another --name.")
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="Flickr8k directory (either layout); default $CAPTIONER_DATA_DIR")
@@ -92,7 +76,6 @@ def main(argv=None) -> int:
                         if hasattr(args, f.name) and f.name != "decoder"}
             config = Config(**settings, decoder=decoder)
             name = args.name or decoder
-            refuse_other_model(out / name, decoder)
             checkpoint = args.checkpoint_dir or out.parent / f".{out.name}.checkpoint-{name}"
             log(f"Training the {decoder} decoder into {out / name}")
             train(data_dir_from_env(args.data), out / name, config, checkpoint, encoder,

@@ -61,6 +61,21 @@ def load_teacher(config: Config, run: Run, encoder, out_dir: Path):
     return teacher.bind(run.teacher_features(teacher.needs_maps, teacher.flows))
 
 
+def refuse_other_model(out_dir: Path, decoder: str) -> None:
+    """A run must not write over an ensemble or a model of another decoder (train.py --decoder
+    attention --name merge would replace trained/merge); a damaged directory it replaces."""
+    from captioner.model_dirs.ensemble_dir import is_ensemble
+    if is_ensemble(out_dir):
+        raise TrainingError(f"{out_dir}: holds an ensemble; choose another --name.")
+    try:
+        held = (artifacts.read_json(out_dir / "config.json").get("decoder")
+                if (out_dir / "config.json").is_file() else None)
+    except artifacts.ArtifactError:
+        held = None
+    if held is not None and held != decoder:
+        raise TrainingError(f"{out_dir}: holds a {held} model, not {decoder}; choose another --name.")
+
+
 def check_exit_flow_source(config: Config, out_dir: Path, checkpoint: Checkpoint, encoder_checksum: str) -> None:
     """A run reading another model's exit flow (--exit-flow-from) must not write over that
     model, and a resumed one must find the exit flow it began with."""
@@ -100,6 +115,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
     started = time.time()
     encoder = encoder or Encoder()
     reporter = ProgressReporter(checkpoint.dir, config.decoder)
+    refuse_other_model(out_dir, config.decoder)
     if config.exit_flow_from:   # checked before thousands of photos are encoded for it
         check_exit_flow_source(config, out_dir, checkpoint, encoder.checksum)
     run = Run(data_dir, config, encoder, progress, max_images, reporter, trunk_encoder)
