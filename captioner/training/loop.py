@@ -115,9 +115,9 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
     started = time.time()
     encoder = encoder or Encoder()
     reporter = ProgressReporter(checkpoint.dir, config.decoder)
-    refuse_other_model(out_dir, config.decoder)
     if config.exit_flow_from:   # checked before thousands of photos are encoded for it
         check_exit_flow_source(config, out_dir, checkpoint, encoder.checksum)
+    refuse_other_model(out_dir, config.decoder)   # after: writing over the source says so first
     run = Run(data_dir, config, encoder, progress, max_images, reporter, trunk_encoder)
     config = run.config
 
