@@ -31,7 +31,8 @@ def show_run(run: LiveRun) -> None:
     where = f"epoch {run.epoch}" if run.epoch else ""
     if run.phase_epoch and run.max_phase_epochs:
         where += f" ({run.phase_epoch} of at most {run.max_phase_epochs} {run.phase_name} epochs)"
-    st.subheader(f"{run.decoder} decoder: {run.phase_name}" + (f", {where}" if where else ""), anchor=False)
+    title = f"{run.decoder} decoder" if run.model == run.decoder else f"{run.model} ({run.decoder} decoder)"
+    st.subheader(f"{title}: {run.phase_name}" + (f", {where}" if where else ""), anchor=False)
     if not run.running:
         st.warning("No training process is running for this checkpoint: it stopped or was killed. "
                    "Running the same training command resumes it from its last finished epoch.")

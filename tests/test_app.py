@@ -76,6 +76,26 @@ def test_missing_or_broken_model_explains_the_fix(monkeypatch, tmp_path, broken,
         assert any("No trained model" in e.value for e in at.sidebar.error)
 
 
+def test_training_page_shows_a_run_in_progress_by_its_models_name(monkeypatch, tmp_path):
+    """The live view names the model a run writes, so a second model of one decoder
+    (train.py --name) is told apart from the first while both train."""
+    import json
+    import os
+    model = tmp_path / "trained"
+    model.mkdir()
+    checkpoint = tmp_path / ".trained.checkpoint-attention_b"
+    checkpoint.mkdir()
+    (checkpoint / "progress.json").write_text(json.dumps(
+        {"decoder": "attention", "model": "attention_b", "pid": os.getpid(), "phase": "xe", "epoch": 2,
+         "phase_epoch": 2, "max_phase_epochs": 30, "step": "training", "done": 5, "total": 10}))
+    monkeypatch.setenv("CAPTIONER_MODEL_DIR", str(model))
+    at = new_app().run()
+    at.switch_page("pages/training.py").run()
+    assert_no_exception(at)
+    assert [h.value for h in at.main.header][:1] == ["Training now"]
+    assert at.main.subheader[0].value.startswith("attention_b (attention decoder): cross-entropy, epoch 2")
+
+
 # -- caption page --------------------------------------------------------------------------
 @integration
 def test_upload_then_change_beam_widths_encodes_once(app_env, trained_dir):

@@ -147,6 +147,7 @@ def test_run_in_progress_estimates_time_per_epoch_and_time_left(tmp_path):
                       "config": {"decoder": "attention", "patience": 4, "scst_patience": 2}})
     run = read_run(ckpt, now)
     assert run.running and run.decoder == "attention" and run.phase_name == "cross-entropy"
+    assert run.model == "attention"  # progress.json from before runs named their model: the decoder's
     assert (run.epoch, run.done, run.total, run.loss, run.best_epoch) == (4, 50, 150, 2.5, 3)
     assert run.epoch_seconds == 310.0 and run.epoch_seconds_measured  # median of finished epochs
     assert run.epoch_left == 210.0
@@ -184,6 +185,11 @@ def test_checkpoints_are_found_beside_the_models_directory(tmp_path):
     assert checkpoint_dirs(models) == expected
     assert checkpoint_dirs(models / "merge") == expected  # CAPTIONER_MODEL_DIR=trained/merge
     assert [run.decoder for run in live_runs(models)] == ["attention", "?"]
+    # a second model of one decoder (train.py --name) is told apart by its directory's name
+    write_run(tmp_path / ".trained.checkpoint-attention_b", {"decoder": "attention", "model": "attention_b",
+                                                            "phase": "xe"})
+    assert [(run.model, run.decoder) for run in live_runs(models)][:2] == [("attention", "attention"),
+                                                                           ("attention_b", "attention")]
 
 
 # -- the figure ------------------------------------------------------------------------------

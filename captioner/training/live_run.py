@@ -26,6 +26,7 @@ PHASE_NAMES = {"features": "extracting features", "xe": "cross-entropy",
 class LiveRun:
     directory: Path
     decoder: str
+    model: str                        # the model directory it writes (its decoder's name unless --name)
     running: bool                     # its process is alive (on this machine)
     phase: str                        # features, xe, scst, evaluation
     epoch: int | None                 # the epoch under way (1-based, counted over both phases)
@@ -102,6 +103,7 @@ def read_run(directory: str | os.PathLike, now: float | None = None) -> LiveRun 
     phase = progress.get("phase") or state.get("phase") or "xe"
     run = LiveRun(
         directory=directory, decoder=progress.get("decoder") or config.get("decoder") or "?",
+        model=progress.get("model") or progress.get("decoder") or config.get("decoder") or "?",
         running=_alive(progress.get("pid")), phase=phase,
         epoch=progress.get("epoch", state.get("epoch")), phase_epoch=progress.get("phase_epoch"),
         max_phase_epochs=progress.get("max_phase_epochs"), step=progress.get("step"),

@@ -114,7 +114,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
                             else out_dir.with_name(f".{out_dir.name}.checkpoint"))
     started = time.time()
     encoder = encoder or Encoder()
-    reporter = ProgressReporter(checkpoint.dir, config.decoder)
+    reporter = ProgressReporter(checkpoint.dir, config.decoder, model=out_dir.name)
     if config.exit_flow_from:   # checked before thousands of photos are encoded for it
         check_exit_flow_source(config, out_dir, checkpoint, encoder.checksum)
     refuse_other_model(out_dir, config.decoder)   # after: writing over the source says so first

@@ -21,10 +21,12 @@ def log(message: str) -> None:
 
 
 class ProgressReporter:
-    def __init__(self, directory: Path, decoder: str, every_seconds: float = 3.0):
+    def __init__(self, directory: Path, decoder: str, every_seconds: float = 3.0, model: str | None = None):
+        """`model`: the name of the model directory the run writes (train.py --name), when it
+        is not the decoder's own."""
         self.path = Path(directory) / PROGRESS_FILE
         self.every = every_seconds
-        self.fields = {"decoder": decoder, "pid": _pid(), "started": time.time()}
+        self.fields = {"decoder": decoder, "model": model or decoder, "pid": _pid(), "started": time.time()}
         self._last_write = 0.0
 
     def report(self, force: bool = False, **fields) -> None:
