@@ -101,9 +101,9 @@ def read_run(directory: str | os.PathLike, now: float | None = None) -> LiveRun 
     config = state.get("config") or {}
     history = list(state.get("history") or [])
     phase = progress.get("phase") or state.get("phase") or "xe"
+    decoder = progress.get("decoder") or config.get("decoder") or "?"
     run = LiveRun(
-        directory=directory, decoder=progress.get("decoder") or config.get("decoder") or "?",
-        model=progress.get("model") or progress.get("decoder") or config.get("decoder") or "?",
+        directory=directory, decoder=decoder, model=progress.get("model") or decoder,
         running=_alive(progress.get("pid")), phase=phase,
         epoch=progress.get("epoch", state.get("epoch")), phase_epoch=progress.get("phase_epoch"),
         max_phase_epochs=progress.get("max_phase_epochs"), step=progress.get("step"),
