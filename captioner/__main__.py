@@ -267,6 +267,16 @@ def cmd_report(args) -> int:
     return 0
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """What captions, and what runs Xception: the same flags for `caption` and `caption-dir`."""
+    parser.add_argument("--model", help="merge, attention, ensemble, or a model directory (default: the best "
+                        "model in the project's trained/ by test CIDEr)")
+    parser.add_argument("--xception-weights", help="Xception weights: a .tflite file for LiteRT, a .weights.h5 "
+                        "for TensorFlow (default: the cache)")
+    parser.add_argument("--encoder", choices=ENCODERS, help="what runs Xception: litert (the default, no "
+                        "TensorFlow) or tensorflow (default: $CAPTIONER_ENCODER or litert)")
+
+
 def main(argv=None) -> int:
     # The same parser serves `python -m captioner` and the installed `captioner` command.
     prog = "python -m captioner" if sys.argv[0].endswith("__main__.py") else "captioner"
@@ -279,12 +289,7 @@ def main(argv=None) -> int:
     cap.add_argument("--beam", type=int, default=3, help="beam width; 1 is greedy (default 3)")
     cap.add_argument("--top", type=int, default=1, help="how many captions per photo (default 1)")
     cap.add_argument("--json", action="store_true", help="print JSON instead of text")
-    cap.add_argument("--model", help="merge, attention, ensemble, or a model directory (default: the best "
-                     "model in the project's trained/ by test CIDEr)")
-    cap.add_argument("--xception-weights", help="Xception weights: a .tflite file for LiteRT, a .weights.h5 for "
-                        "TensorFlow (default: the cache)")
-    cap.add_argument("--encoder", choices=ENCODERS, help="what runs Xception: litert (the default, no "
-                        "TensorFlow) or tensorflow (default: $CAPTIONER_ENCODER or litert)")
+    add_model_arguments(cap)
     cap.add_argument("--min-trust", type=valid_trust, metavar="X", help="write no caption for a photo whose "
                      "trust is below X (0-1), and say why: no alt text rather than wrong alt text")
     cap.add_argument("--attention", metavar="OUT.png", help="attention model: write the photo's "
@@ -298,12 +303,7 @@ def main(argv=None) -> int:
                       "(with --engine ray: a new or empty folder)")
     many.add_argument("--beam", type=int, default=3, help="beam width; 1 is greedy (default 3)")
     many.add_argument("--top", type=int, default=1, help="captions per photo (default 1)")
-    many.add_argument("--model", help="merge, attention, ensemble, or a model directory (default: the best "
-                      "bundled model by test CIDEr)")
-    many.add_argument("--xception-weights", help="Xception weights: a .tflite file for LiteRT, a .weights.h5 for "
-                        "TensorFlow (default: the cache)")
-    many.add_argument("--encoder", choices=ENCODERS, help="what runs Xception: litert (the default, no "
-                        "TensorFlow) or tensorflow (default: $CAPTIONER_ENCODER or litert)")
+    add_model_arguments(many)
     many.add_argument("--batch-size", type=int, default=16, help="photos per encoder call (default 16)")
     many.add_argument("--min-trust", type=valid_trust, metavar="X", help="leave out captions whose trust is "
                       "below X (0-1); the record's `withheld` says why")

@@ -20,10 +20,10 @@ CROWD_FILE = "CrowdFlowerAnnotations.txt"
 
 
 @dataclass(frozen=True)
-class ExpertRating:
+class PairRating:
+    """A judgement of one photo/caption pair; the caption may be another photo's."""
     image: str                   # the photo that was shown
     caption_id: str              # "<photo>.jpg#<n>"
-    scores: tuple[int, ...]      # one 1-4 score per expert
 
     @property
     def caption_image(self) -> str:
@@ -38,30 +38,21 @@ class ExpertRating:
         """True when the caption was written for this very photo."""
         return self.caption_image == self.image
 
+
+@dataclass(frozen=True)
+class ExpertRating(PairRating):
+    scores: tuple[int, ...]      # one 1-4 score per expert
+
     @property
     def mean_score(self) -> float:
         return sum(self.scores) / len(self.scores)
 
 
 @dataclass(frozen=True)
-class CrowdRating:
-    image: str
-    caption_id: str
+class CrowdRating(PairRating):
     fraction_yes: float          # share of workers who said the caption fits the photo
     yes: int
     no: int
-
-    @property
-    def caption_image(self) -> str:
-        return split_caption_id(self.caption_id)[0]
-
-    @property
-    def caption_index(self) -> int:
-        return split_caption_id(self.caption_id)[1]
-
-    @property
-    def own_caption(self) -> bool:
-        return self.caption_image == self.image
 
 
 @dataclass
