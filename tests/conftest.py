@@ -98,7 +98,6 @@ def captioner(trained_dir, serving_encoder, serving_flows):
 def each_captioner(request, trained_dir, serving_encoder, serving_flows):
     """Every committed model in turn, sharing one encoder. A model that is not committed is
     skipped (trained/ lists what is committed; the merge model must always be there)."""
-    from captioner import Captioner
     directory = trained_models().get(request.param)
     if directory is None:
         pytest.skip(f"no trained/{request.param} committed")

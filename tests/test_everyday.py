@@ -56,5 +56,5 @@ def test_every_model_is_scored_beside_itself_and_the_card_reports_it(tmp_path, m
     artifacts.load_trained(model)  # the model itself is untouched: it still verifies
     [entry] = scored_models(tmp_path / "trained")
     card = model_card(entry)
-    assert f"On 4 everyday COCO photos (coco-dev" in card
+    assert "On 4 everyday COCO photos (coco-dev" in card
     assert f"CIDEr {written['beam']['3']['CIDEr']:.3f} at beam 3 against people's" in card

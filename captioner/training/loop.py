@@ -155,30 +155,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
     while state["phase"] != "done":
         if state["phase"] == "xe" and (state["phase_epoch"] >= config.max_epochs
                                        or state["stale_epochs"] >= config.patience):
-            # Self-critical training starts from the best cross-entropy weights, with a
-            # fresh optimiser at its own (much smaller) learning rate.
-            log(f"Cross-entropy done: best val CIDEr {state['best_cider']:.4f} at epoch {state['best_epoch']}")
-            best = checkpoint.best_path(state)
-            best_tuned = tuned_file(state, state["best_epoch"])
-            tuned = is_tuned(model) and (best_tuned or trains_exit_flow(config, "scst"))
-            if is_tuned(model) and not tuned:  # nothing tuned to keep, nothing to tune: frozen again
-                log(f"The kept epoch {state['best_epoch']} came before fine-tuning began and "
-                    "--scst-exit-flow fixed keeps Xception as it is: self-critical training reads the frozen maps")
-                state.pop("finetune_from")
-            elif config.finetune_encoder and not tuned and not trains_exit_flow(config, "scst"):
-                log(f"--scst-exit-flow fixed: Xception's {config.finetune_encoder} is not tuned (fine-tuning "
-                    f"was to begin at epoch {config.finetune_start_epoch}, after cross-entropy)")
-            model = new_model(config, config.scst_learning_rate, averaging=averages_weights(config, "scst"),
-                              tuned=tuned)
-            load_decoder_only(model, best, config, best_tuned)
-            run.tune(model, fixed=not trains_exit_flow(config, "scst"))
-            train_step, nll_sum = phase_step(model, config, "scst")
-            state.update(phase="scst" if config.scst_max_epochs else "done", phase_epoch=0,
-                         stale_epochs=0, learning_rate=config.scst_learning_rate)
-            if config.scst_select == "beam" and config.scst_max_epochs:  # the score to beat, measured alike
-                state["best_cider"] = state["xe_val_cider_beam"] = run.val_at_beam(
-                    numpy_decoder(model, config))["val_cider_beam"]
-                log(f"Cross-entropy weights: val CIDEr {state['best_cider']:.4f} at beam {config.scst_distinct_beam}")
+            model, train_step, nll_sum = begin_self_critical(model, state, config, run, checkpoint)
             continue
         if state["phase"] == "scst" and (state["phase_epoch"] >= config.scst_max_epochs
                                          or state["stale_epochs"] >= config.scst_patience):
@@ -187,12 +164,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
 
         epoch = state["epoch"] + 1
         if tunes_at(config, epoch) and not is_tuned(model) and trains_exit_flow(config, state["phase"]):
-            model = to_tuned(model, config, state["learning_rate"])
-            state["finetune_from"] = epoch
-            run.tune(model)
-            train_step, nll_sum = phase_step(model, config, state["phase"])
-            log(f"Epoch {epoch}: fine-tuning Xception's {config.finetune_encoder} from here on, at learning "
-                f"rate {config.encoder_learning_rate} (the decoder's optimiser starts afresh)")
+            model, train_step, nll_sum = begin_tuning(model, state, config, run, epoch)
         reporter.report(phase=state["phase"], epoch=epoch, phase_epoch=state["phase_epoch"] + 1,
                         max_phase_epochs=config.max_epochs if state["phase"] == "xe" else config.scst_max_epochs,
                         epoch_started=time.time(), step="training", done=0, total=0, force=True)
@@ -210,41 +182,23 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
             row = scst_epoch(run, model, train_step, cider, rng, epoch, teacher)
         if trains_exit_flow(config, state["phase"]):
             run.refresh_maps()  # a tuned exit flow has changed: val reads its new maps
-        with averaged_weights(model):  # this epoch's weights (or their average), for every val pass
-            decoder = numpy_decoder(model, config)
-        scores, greedy = run.val_scores(decoder)
-        texts = [c.text for c in greedy]
-        stats = caption_statistics(texts)
-        guarded = {}
-        select_at_beam = state["phase"] == "scst" and config.scst_select == "beam"
-        if state["phase"] == "scst" and (config.scst_distinct_beam > 1 or select_at_beam):
-            guarded = run.val_at_beam(decoder)
-        selection = guarded["val_cider_beam"] if select_at_beam else scores["CIDEr"]
-        improved = selection > state["best_cider"]
-        distinct = guarded.get("val_distinct_beam", stats["distinct"])
-        if state["phase"] == "scst" and distinct < config.scst_min_distinct:
-            improved = False  # a higher CIDEr bought with generic captions is not kept
-            log(f"epoch {epoch}: only {distinct:.1%} of val captions distinct at beam "
-                f"{config.scst_distinct_beam} (< {config.scst_min_distinct:.0%}); not kept")
-        elif guarded:
-            log(f"epoch {epoch}: {distinct:.1%} of val captions distinct at beam {config.scst_distinct_beam}, "
-                f"alpha {guarded['val_distinct_alpha']}, CIDEr {guarded['val_cider_beam']:.4f}")
+        val, selection, improved, example = judge_epoch(run, model, config, state["phase"], epoch,
+                                                        state["best_cider"])
         if improved:
             state.update(best_cider=selection, best_epoch=epoch, stale_epochs=0)
         else:
             state["stale_epochs"] += 1
             if state["phase"] == "xe" and state["stale_epochs"] % config.lr_decay_patience == 0:
                 state["learning_rate"] /= 2
-        row.update({"phase": state["phase"], "epoch": epoch, "val_bleu4": scores["BLEU-4"],
-                    "val_cider": scores["CIDEr"], "learning_rate": float(model.optimizer.learning_rate.numpy()),
-                    "seconds": round(time.time() - t0, 1), "val_distinct": stats["distinct"],
-                    "val_bad_endings": stats["bad_endings"], **guarded})
+        row.update({"phase": state["phase"], "epoch": epoch, **val,
+                    "learning_rate": float(model.optimizer.learning_rate.numpy()),
+                    "seconds": round(time.time() - t0, 1)})
         state["history"].append(row)
         state["epoch"], state["phase_epoch"] = epoch, state["phase_epoch"] + 1
         checkpoint.save(model, state, improved)
         extra = "".join(f" {k} {row[k]}" for k in ("loss", "val_loss", "mean_reward") if k in row)
-        log(f"epoch {epoch} ({state['phase']}):{extra} val BLEU-4 {scores['BLEU-4']:.4f} "
-            f"CIDEr {scores['CIDEr']:.4f}{' (best)' if improved else ''}  e.g. {texts[0]!r}")
+        log(f"epoch {epoch} ({state['phase']}):{extra} val BLEU-4 {row['val_bleu4']:.4f} "
+            f"CIDEr {row['val_cider']:.4f}{' (best)' if improved else ''}  e.g. {example!r}")
         epochs_this_call += 1
         if stop_after_epochs and epochs_this_call >= stop_after_epochs:
             log("Stopping early on request (resume by running again).")
@@ -255,6 +209,25 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
                else "greedy")
     log(f"Training done: best val CIDEr {state['best_cider']:.4f} ({measure}) at epoch {state['best_epoch']}")
     reporter.report(phase="evaluation", force=True)
+    metrics = write_model(out_dir, state, config, run, checkpoint, encoder.checksum, evaluate_test)
+    card = write_model_card(out_dir)
+    log(f"Model written to {out_dir} ({time.time() - started:.0f} s in all)"
+        + (f"; its card in {card.name} (`python -m captioner report` refreshes the README's tables)" if card else ""))
+    reporter.remove()
+    if keep_checkpoint:  # marked finished, so the Training page does not show it as a killed run
+        # (from disk: in memory the phase is now "done", which would leave nothing to extend)
+        saved = artifacts.read_json(checkpoint.state_path)
+        artifacts.write_json_atomic(checkpoint.state_path, {**saved, "finished": True})
+        log(f"Checkpoint kept in {checkpoint.dir}: the next run there reopens it")
+    else:
+        checkpoint.remove()
+    return metrics or {}
+
+
+def write_model(out_dir: Path, state: dict, config: Config, run: Run, checkpoint: Checkpoint,
+                encoder_checksum: str, evaluate_test: bool) -> dict | None:
+    """The kept epoch's weights as a model directory, written atomically: the length penalty
+    chosen on val, the test split scored (with `evaluate_test`). Returns the test metrics."""
     best_tuned = tuned_file(state, state["best_epoch"])
     model = new_model(config, config.learning_rate, tuned=best_tuned, imagenet_head=False)
     load_decoder_only(model, checkpoint.best_path(state), config, best_tuned)
@@ -274,8 +247,18 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
     metrics, photo_scores = None, []
     if evaluate_test and run.splits["test"]:
         metrics = evaluate_split(decoder, run.vocab, config, run.features["test"], run.splits["test"],
-                                 run.references["test"], encoder.checksum, photo_scores=photo_scores)
-    info = {
+                                 run.references["test"], encoder_checksum, photo_scores=photo_scores)
+    info = model_info(state, config, run, model, encoder_checksum, float16)
+    artifacts.save_trained(out_dir, model, run.vocab, config, state["history"], metrics, info,
+                           photo_scores or None, exit_flow=run.shared_flow)
+    return metrics
+
+
+def model_info(state: dict, config: Config, run: Run, model, encoder_checksum: str, float16: dict | None) -> dict:
+    """What the manifest records of the run beside the weights: data, kept epoch, exit flow,
+    time, encoder and environment."""
+    best_row = next(h for h in state["history"] if h["epoch"] == state["best_epoch"])
+    return {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "decoder": config.decoder,
         "dataset": {"path": str(run.dataset.root), "layout": run.dataset.layout,
@@ -289,29 +272,83 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         "parameters": int(decoder_part(model).count_params()),
         **({"exit_flow": {"layer": split_layer(config), "tuned_from_epoch": state["finetune_from"],
                           "parameters": int(model.exit_flow.count_params()), "float16": float16}}
-           if best_tuned else {}),
+           if tuned_file(state, state["best_epoch"]) else {}),
         **({"exit_flow": {"layer": run.shared_flow.layer, "read_from": config.exit_flow_from}}
            if run.shared_flow is not None else {}),
         "training_seconds": round(sum(h["seconds"] for h in state["history"]), 1),
         "phase_seconds": {p: round(sum(h["seconds"] for h in state["history"] if h["phase"] == p), 1)
                           for p in ("xe", "scst")},
-        "encoder": {"name": "xception", "weights_checksum": encoder.checksum},
+        "encoder": {"name": "xception", "weights_checksum": encoder_checksum},
         **artifacts.environment(),
     }
-    artifacts.save_trained(out_dir, model, run.vocab, config, state["history"], metrics, info,
-                           photo_scores or None, exit_flow=run.shared_flow)
-    card = write_model_card(out_dir)
-    log(f"Model written to {out_dir} ({time.time() - started:.0f} s in all)"
-        + (f"; its card in {card.name} (`python -m captioner report` refreshes the README's tables)" if card else ""))
-    reporter.remove()
-    if keep_checkpoint:  # marked finished, so the Training page does not show it as a killed run
-        # (from disk: in memory the phase is now "done", which would leave nothing to extend)
-        saved = artifacts.read_json(checkpoint.state_path)
-        artifacts.write_json_atomic(checkpoint.state_path, {**saved, "finished": True})
-        log(f"Checkpoint kept in {checkpoint.dir}: the next run there reopens it")
-    else:
-        checkpoint.remove()
-    return metrics or {}
+
+
+def begin_tuning(model, state: dict, config: Config, run: Run, epoch: int):
+    """From `epoch` on, Xception's exit flow trains with the decoder. Returns the tuned model
+    and its training step."""
+    model = to_tuned(model, config, state["learning_rate"])
+    state["finetune_from"] = epoch
+    run.tune(model)
+    log(f"Epoch {epoch}: fine-tuning Xception's {config.finetune_encoder} from here on, at learning "
+        f"rate {config.encoder_learning_rate} (the decoder's optimiser starts afresh)")
+    return (model, *phase_step(model, config, state["phase"]))
+
+
+def judge_epoch(run: Run, model, config: Config, phase: str, epoch: int, best: float):
+    """Score an epoch's weights (or their moving average) on val and decide whether it beats
+    `best`. Returns the history row's val fields, the score that chooses the epoch, whether
+    it is kept, and one greedy caption to show in the log."""
+    with averaged_weights(model):  # this epoch's weights (or their average), for every val pass
+        decoder = numpy_decoder(model, config)
+    scores, greedy = run.val_scores(decoder)
+    texts = [c.text for c in greedy]
+    stats = caption_statistics(texts)
+    guarded = {}
+    select_at_beam = phase == "scst" and config.scst_select == "beam"
+    if phase == "scst" and (config.scst_distinct_beam > 1 or select_at_beam):
+        guarded = run.val_at_beam(decoder)
+    selection = guarded["val_cider_beam"] if select_at_beam else scores["CIDEr"]
+    improved = selection > best
+    distinct = guarded.get("val_distinct_beam", stats["distinct"])
+    if phase == "scst" and distinct < config.scst_min_distinct:
+        improved = False  # a higher CIDEr bought with generic captions is not kept
+        log(f"epoch {epoch}: only {distinct:.1%} of val captions distinct at beam "
+            f"{config.scst_distinct_beam} (< {config.scst_min_distinct:.0%}); not kept")
+    elif guarded:
+        log(f"epoch {epoch}: {distinct:.1%} of val captions distinct at beam {config.scst_distinct_beam}, "
+            f"alpha {guarded['val_distinct_alpha']}, CIDEr {guarded['val_cider_beam']:.4f}")
+    val = {"val_bleu4": scores["BLEU-4"], "val_cider": scores["CIDEr"], "val_distinct": stats["distinct"],
+           "val_bad_endings": stats["bad_endings"], **guarded}
+    return val, selection, improved, texts[0]
+
+
+def begin_self_critical(model, state: dict, config: Config, run: Run, checkpoint: Checkpoint):
+    """End cross-entropy: self-critical training starts from the best cross-entropy weights,
+    with a fresh optimiser at its own (much smaller) learning rate. Returns the new model and
+    its training step; `state` moves to the next phase."""
+    log(f"Cross-entropy done: best val CIDEr {state['best_cider']:.4f} at epoch {state['best_epoch']}")
+    best = checkpoint.best_path(state)
+    best_tuned = tuned_file(state, state["best_epoch"])
+    tuned = is_tuned(model) and (best_tuned or trains_exit_flow(config, "scst"))
+    if is_tuned(model) and not tuned:  # nothing tuned to keep, nothing to tune: frozen again
+        log(f"The kept epoch {state['best_epoch']} came before fine-tuning began and "
+            "--scst-exit-flow fixed keeps Xception as it is: self-critical training reads the frozen maps")
+        state.pop("finetune_from")
+    elif config.finetune_encoder and not tuned and not trains_exit_flow(config, "scst"):
+        log(f"--scst-exit-flow fixed: Xception's {config.finetune_encoder} is not tuned (fine-tuning "
+            f"was to begin at epoch {config.finetune_start_epoch}, after cross-entropy)")
+    model = new_model(config, config.scst_learning_rate, averaging=averages_weights(config, "scst"),
+                      tuned=tuned)
+    load_decoder_only(model, best, config, best_tuned)
+    run.tune(model, fixed=not trains_exit_flow(config, "scst"))
+    train_step, nll_sum = phase_step(model, config, "scst")
+    state.update(phase="scst" if config.scst_max_epochs else "done", phase_epoch=0,
+                 stale_epochs=0, learning_rate=config.scst_learning_rate)
+    if config.scst_select == "beam" and config.scst_max_epochs:  # the score to beat, measured alike
+        state["best_cider"] = state["xe_val_cider_beam"] = run.val_at_beam(
+            numpy_decoder(model, config))["val_cider_beam"]
+        log(f"Cross-entropy weights: val CIDEr {state['best_cider']:.4f} at beam {config.scst_distinct_beam}")
+    return model, train_step, nll_sum
 
 
 def phase_step(model, config: Config, phase: str):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 
 from captioner.evaluation.plots import save_figure
 from captioner.trust.estimate import TrustModel
