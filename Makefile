@@ -123,8 +123,9 @@ index: setup
 neighbours: setup
 	$(PY) -m captioner index-dataset --data $(DATA) --neighbours-only
 
+# --durations: the slowest tests in every run's log, to keep the suite within its time budget
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests --durations=15
 
 test-unit: venv
 	$(PY) -m pytest -q tests -m "not integration"
