@@ -157,7 +157,7 @@ def test_torn_last_line_is_truncated_and_redone(reference, tiny_model, tmp_path,
     out = tmp_path / "captions.jsonl"
     lines = [json.dumps(want[p]) + "\n" for p in list(want)[:10]]
     torn = json.dumps(want[list(want)[10]])[:37]
-    for tail in (torn, "{not json at all}\n", lines[9].rstrip("\n")):  # cut, garbage, no newline
+    for tail in (torn, '{"pa', lines[9].rstrip("\n")):  # cut, cut early, whole but no newline
         out.write_text("".join(lines[:9]) + tail)
         summary = caption_dir(load(tiny_model), folder, out, batch_size=4, progress=False)
         assert "last line was torn" in capsys.readouterr().err
@@ -176,6 +176,13 @@ def test_an_output_that_is_not_ours_is_refused(reference, tiny_model, tmp_path):
     with pytest.raises(OutputFileError, match="line 1 is not a caption record"):
         caption_dir(load(tiny_model), folder, out, progress=False)
     assert out.read_text().startswith("garbage\n")  # left as it was
+    # Another file named by mistake, even of one line: a whole line, or one that does not begin
+    # as a record does, is no torn append, so the file is left as it was.
+    for text in ('{"a": 1}\n', '{"a": 1}', json.dumps(first) + "\n{not json at all}\n"):
+        out.write_text(text)
+        with pytest.raises(OutputFileError, match="is not a caption record"):
+            caption_dir(load(tiny_model), folder, out, progress=False)
+        assert out.read_text() == text
     out.write_text(json.dumps(dict(first, beam=5)) + "\n")
     with pytest.raises(BatchError, match="with model merge at beam 5, not model merge at beam 3;"):
         caption_dir(load(tiny_model), folder, out, progress=False)

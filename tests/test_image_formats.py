@@ -84,3 +84,17 @@ def test_truncated_files_are_one_line(fmt):
     with pytest.raises(ImageError) as info:
         load_image(data[: len(data) // 3], name=f"cut.{fmt.lower()}")
     assert str(info.value).startswith(f"cut.{fmt.lower()}: ") and "\n" not in str(info.value)
+
+
+def test_a_heif_whose_first_image_is_a_bomb_is_refused_though_its_primary_is_small(monkeypatch):
+    """pillow-heif opens a file on its primary image; we decode the first, so both are checked."""
+    pillow_heif = pytest.importorskip("pillow_heif")
+    heif = pillow_heif.from_pillow(Image.new("RGB", (120, 100)))
+    heif.add_from_pillow(Image.new("RGB", (40, 40)))
+    heif[0].info["primary"], heif[1].info["primary"] = False, True
+    buffer = io.BytesIO()
+    heif.save(buffer, quality=80, primary_index=1)
+    assert Image.open(io.BytesIO(buffer.getvalue())).size == (40, 40)  # what the first check sees
+    monkeypatch.setattr(images, "MAX_PIXELS", 10_000)
+    with pytest.raises(ImageError, match="120x100 pixels, too large"):
+        load_image(buffer.getvalue(), name="two.heic")

@@ -3,10 +3,11 @@
 Each record is one line, keyed by its "path". Lines are appended with `os.write` on an
 O_APPEND descriptor (no user-space buffer that a kill could lose) and fsynced after every
 batch. Linux can still cut a large write short when a fatal signal arrives, so the last line
-may be torn: `open_for_resume` reads what is there, truncates a torn last line (no trailing
-newline, or not a JSON record) back to the previous newline, and reports the paths already
-done. Only the last line can be torn; anything wrong earlier means this is not our file, and
-we refuse to touch it rather than guess.
+may be torn: `open_for_resume` reads what is there, truncates a torn last line back to the
+previous newline, and reports the paths already done. A torn line is the last, has no
+trailing newline and begins as our records do; anything else that is not a record (a whole
+line of something else, wherever it is) means this is not our file, and we refuse to touch
+it rather than guess: `--out notes.json` by mistake must not empty notes.json.
 
 An exclusive flock stops two runs from appending to the same file (they would duplicate work
 and lines); the kernel drops it when the process dies, so a killed run never leaves it behind.
@@ -24,8 +25,17 @@ class OutputFileError(ValueError):
     """The output file cannot be resumed; the message names it and says why."""
 
 
+# How every record's line begins: json.dumps keeps key order, and "path" is the first key.
+RECORD_START = b'{"path": '
+
+
 def _is_record(value) -> bool:
     return isinstance(value, dict) and isinstance(value.get("path"), str)
+
+
+def _torn(raw: bytes) -> bool:
+    """Whether a line that is not a record is one a killed append cut short."""
+    return not raw.endswith(b"\n") and (raw.startswith(RECORD_START) or RECORD_START.startswith(raw))
 
 
 def scan(path: Path, keep: Callable[[dict], Any]) -> tuple[dict[str, Any], int]:
@@ -40,7 +50,7 @@ def scan(path: Path, keep: Callable[[dict], Any]) -> tuple[dict[str, Any], int]:
             except ValueError:
                 record = None
             if not _is_record(record):
-                if handle.read(1):  # not the last line: not a torn append
+                if not _torn(raw):  # (a line without a newline is the last)
                     raise OutputFileError(
                         f"{path}: line {number} is not a caption record, so this is not an "
                         "output of caption-dir (or it was edited); use another --out.")

@@ -102,14 +102,13 @@ def load_image(source: ImageSource, name: str | None = None,
         raise ImageError(f"{label}: image data is truncated or corrupt ({_one_line(exc)}).") from None
     if img.format not in SUPPORTED_FORMATS:
         raise ImageError(f"{label}: {img.format} images are not supported (use {FORMAT_NAMES}).")
-    width, height = img.size
-    if width * height > MAX_PIXELS:
-        raise ImageError(f"{label}: image is {width}x{height} pixels, too large to decode "
-                         f"safely (limit {MAX_PIXELS // 1_000_000} megapixels).")
-    if width < 1 or height < 1:
-        raise ImageError(f"{label}: image has no pixels.")
+    _check_size(img, label)
     try:
         img.seek(0)  # animated GIF/WebP, multi-page TIFF, HEIF collections: first image
+    except (EOFError, OSError, ValueError) as exc:
+        raise ImageError(f"{label}: image data is truncated or corrupt ({_one_line(exc)}).") from None
+    _check_size(img, label)  # a HEIF file opens on its primary image, which need not be the first
+    try:
         if img.format in ("JPEG", "MPO"):
             # Decode big JPEGs at a reduced scale (still >= 4x what the encoder uses):
             # a 40 MP phone photo then costs ~10 MB of memory instead of ~120 MB.
@@ -120,6 +119,16 @@ def load_image(source: ImageSource, name: str | None = None,
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{label}: image data is truncated or corrupt ({_one_line(exc)}).") from None
     return _to_rgb(img, label)
+
+
+def _check_size(img: Image.Image, label: str) -> None:
+    """Refuse, before any pixel is decoded, an image too large to decode safely or empty."""
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"{label}: image is {width}x{height} pixels, too large to decode "
+                         f"safely (limit {MAX_PIXELS // 1_000_000} megapixels).")
+    if width < 1 or height < 1:
+        raise ImageError(f"{label}: image has no pixels.")
 
 
 def _one_line(exc: Exception) -> str:
