@@ -58,7 +58,9 @@ def show_trust_problem(captioner, notes_shown: set | None = None) -> None:
 
 
 # -- "unlike the training photos" ------------------------------------------------------
-def show_familiarity(captioner, encoded: dict) -> None:
+def show_familiarity(captioner, encoded: dict, trusted: bool) -> None:
+    """How like the training photos this one is. `trusted`: every model shown carries a trust
+    estimate, which reads this signal; otherwise an unlike photo is a warning of its own."""
     familiarity = app.familiarity()
     if familiarity is None:
         st.caption("No familiarity check: run `python -m captioner index-dataset` to write "
@@ -67,7 +69,7 @@ def show_familiarity(captioner, encoded: dict) -> None:
     similarity = float(familiarity.similarity(captioner.imagenet_map(encoded["features"]))[0])
     share = 100 - familiarity.percentile
     unlike = familiarity.is_unfamiliar(similarity)
-    if captioner.trust_model is not None:
+    if trusted:
         # one of the trust estimate's signals: the caption boxes say when it pulled trust down
         st.caption(f"Similarity to the training photos: {similarity:.2f}"
                    + (" (unlike them)" if unlike else "") + f"; {share:g}% of held-out Flickr8k photos "
@@ -124,14 +126,15 @@ def show_confidence(caption) -> None:
 
 # -- attention -------------------------------------------------------------------------
 @st.cache_data(show_spinner="Drawing the attention maps…", max_entries=16)
-def _attention_grid(photo_key: str, model: str, beam: int, _caption, _preview: bytes) -> bytes:
+def _attention_grid(photo_key: str, model: str, stamp: tuple, beam: int, _caption, _preview: bytes) -> bytes:
     small = Image.open(io.BytesIO(_preview))
     small.thumbnail((240, 240))
     return figure_jpeg(attention_grid(small, _caption))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _attention_word(photo_key: str, model: str, beam: int, index: int, _caption, _preview: bytes) -> bytes:
+def _attention_word(photo_key: str, model: str, stamp: tuple, beam: int, index: int, _caption,
+                    _preview: bytes) -> bytes:
     """One word's map, large: drawn when it is asked for (a dozen up front took seconds)."""
     return figure_jpeg(attention_word(Image.open(io.BytesIO(_preview)), _caption, index))
 
@@ -149,7 +152,7 @@ def show_attention(captioner, encoded: dict, best: dict) -> None:
         st.caption(f"The {captioner.name} chose each word; the maps are where its {captioner.attention_source} "
                    "member looked as it did. The merge member reads the whole photo's average.")
     beam = st.selectbox("Beam width", beams, index=len(beams) // 2, key=f"attention_beam_{captioner.name}")
-    key = (encoded["key"], captioner.name, beam)
+    key = (encoded["key"], captioner.name, app.model_stamp(), beam)  # the stamp: a retrained model draws anew
     caption = best[beam]
     words = caption_words(caption)
     st.image(_attention_grid(*key, caption, encoded["preview"]),
@@ -163,7 +166,7 @@ def show_attention(captioner, encoded: dict, best: dict) -> None:
 
 # -- the beam search tree --------------------------------------------------------------
 @st.cache_data(show_spinner=False, max_entries=32)
-def _tree(photo_key: str, model: str, beam: int, show_pruned: bool, _captioner, _features) -> str:
+def _tree(photo_key: str, model: str, stamp: tuple, beam: int, show_pruned: bool, _captioner, _features) -> str:
     trace = []
     caption = _captioner.caption(_features, beam=beam, trace=trace)[0]
     return beam_tree_dot(trace, _captioner.vocab, show_pruned=show_pruned,
@@ -181,5 +184,5 @@ def show_beam_trees(captioner, encoded: dict, beams: list[int]) -> None:
                "(log p / length^α); the red path is the caption the search returns.")
     for column, beam in zip(st.columns(max(len(widths), 1)), sorted(widths)):
         with column:
-            st.graphviz_chart(_tree(encoded["key"], captioner.name, beam, show_pruned, captioner,
+            st.graphviz_chart(_tree(encoded["key"], captioner.name, app.model_stamp(), beam, show_pruned, captioner,
                                     encoded["features"]), width="stretch")

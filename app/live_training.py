@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from app import support as app
+from captioner.model_dirs.artifacts import ArtifactError
 from captioner.training.live_run import LiveRun, format_seconds, live_runs
 
 # progress.json is rewritten every 3 s at most; redrawing more often shows nothing new.
@@ -13,7 +14,11 @@ REFRESH_SECONDS = 5
 
 @st.fragment(run_every=REFRESH_SECONDS)
 def show_live_runs() -> None:
-    runs = live_runs(app.model_dir())
+    try:
+        runs = live_runs(app.model_dir())
+    except ArtifactError as exc:  # a damaged checkpoint file: said here, the page goes on
+        st.warning(f"Cannot show the runs in progress: {exc}", icon="⚠️")
+        return
     seen = [str(run.directory) for run in runs]
     before = st.session_state.get("live_runs") or []
     st.session_state["live_runs"] = seen

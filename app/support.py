@@ -35,6 +35,7 @@ from captioner.model_dirs.ensemble_dir import is_ensemble, stale_members
 REPO = Path(__file__).resolve().parent.parent   # the checkout: app/ sits in it
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "avif", "heic", "heif"]
 UPLOAD_LABEL = "JPEG, PNG, WebP, BMP, GIF, TIFF, AVIF or HEIC, up to 20 MB"
+MAX_PHOTOS = 50   # the Many photos page: a batch of uploads is held in memory, up to 20 MB each
 BEAM_CHOICES = [1, 2, 3, 5, 8, 10]
 DEFAULT_BEAMS = [1, 3, 5]
 TOP_ALTERNATIVES = 3
@@ -106,6 +107,9 @@ def require_captioner() -> Captioner:
     return captioner
 
 
+_others_stamp: dict[str, tuple] = {}  # per model directory, the stamp _load_other's entries are of
+
+
 @st.cache_resource(show_spinner="Loading the other caption model…", max_entries=4)
 def _load_other(directory: str, stamp: tuple, name: str) -> Captioner:
     # The same encoder as the default model's, so one encoder pass serves both, wherever the
@@ -125,6 +129,11 @@ def load_captioners() -> tuple[dict[str, Captioner], list[str]]:
     from captioner.model_dirs.catalog import available_models
     directory = model_dir()
     stamp = _model_stamp(directory)
+    if _others_stamp.setdefault(str(directory), stamp) != stamp:
+        # Retrained: the old models (and the old default's Xception they share) are let go now,
+        # not when four newer entries have pushed them out of the cache.
+        _load_other.clear()
+        _others_stamp[str(directory)] = stamp
     default = _load_captioner(str(directory), stamp)
     models, errors = {default.name: default}, []
     for name in available_models(directory):
@@ -326,7 +335,7 @@ def encode_photo(captioner: Captioner, data: bytes, filename: str | None = None)
     # Tests read this counter to check that changing beam widths does not re-encode.
     st.session_state["encoder_runs"] = st.session_state.get("encoder_runs", 0) + 1
     cache[slot] = {"features": features, "encode_ms": encode_ms, "preview": preview_jpeg(img),
-                   "size": img.size, "key": key}
+                   "size": img.info.get("source_size", img.size), "key": key}
     while len(cache) > PHOTO_CACHE_SIZE:
         cache.pop(next(iter(cache)))
     return dict(cache[slot], reused=False)
@@ -380,8 +389,13 @@ def dataset_root() -> str:
     """The dataset directory: fixed by the server when locked, else the sidebar's box."""
     if data_dir_locked():
         return default_data_dir()
-    return st.sidebar.text_input("Dataset directory", value=default_data_dir(), key="data_dir",
+    # A widget drawn on one page forgets its value when the visitor goes to another: kept
+    # here too, so coming back to the Dataset page finds the directory they typed.
+    chosen = st.session_state.setdefault("data_dir_chosen", default_data_dir())
+    root = st.sidebar.text_input("Dataset directory", value=chosen, key="data_dir",
                                  help="Flickr8k in either layout; defaults to $CAPTIONER_DATA_DIR.")
+    st.session_state["data_dir_chosen"] = root
+    return root
 
 
 @dataclass

@@ -79,7 +79,7 @@ with timing_col:
 notes_shown: set = set()  # the models usually share one note: say it once
 for m in shown:
     explain.show_trust_problem(m, notes_shown)
-explain.show_familiarity(default, encoded)
+explain.show_familiarity(default, encoded, trusted=all(m.trust_model is not None for m in shown))
 
 
 def beam_box(column, model: str, beam: int, captions, decode_ms: float, key: str) -> None:

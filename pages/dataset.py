@@ -68,8 +68,12 @@ def show_photo(name: str) -> None:
 
 
 def show_model_caption(name: str) -> None:
-    done = st.session_state.setdefault("model_captions", {})
     captioner, _ = app.load_captioner()
+    # For the models on disk now: after retraining, a photo is captioned by the new model.
+    stamp = app.model_stamp()
+    if st.session_state.get("model_captions_stamp") != stamp:
+        st.session_state["model_captions"], st.session_state["model_captions_stamp"] = {}, stamp
+    done = st.session_state["model_captions"]
     encoder_error = app.encoder_error() if captioner is not None else "no trained model"
     if st.button("Caption it with the model", key="caption-selected", disabled=bool(encoder_error),
                  help=f"Unavailable: {encoder_error}" if encoder_error else None):

@@ -24,10 +24,16 @@ if not uploads:
 app.require_encoder()
 models, _ = app.load_captioners()
 model = models[right.selectbox("Model", list(models), key="many_model")]
-files = [(app.safe_label(u.name, f"Photo {i + 1}"), u.getvalue()) for i, u in enumerate(uploads)]
+if len(uploads) > app.MAX_PHOTOS:
+    st.warning(f"{len(uploads)} photos chosen: the first {app.MAX_PHOTOS} are captioned (at most "
+               f"{app.MAX_PHOTOS} at a time here; `captioner caption-dir` takes a whole folder).", icon="⚠️")
+    uploads = uploads[:app.MAX_PHOTOS]
+# The names as uploaded: the table and the downloads show them as text, never as Markdown.
+files = [(u.name or f"Photo {i + 1}", u.getvalue()) for i, u in enumerate(uploads)]
 
 # Every widget click re-runs the page: keep the results of this exact set of files.
-key = hashlib.sha1(repr((model.name, beam, [(n, hashlib.sha1(d).digest()) for n, d in files])).encode()).hexdigest()
+key = hashlib.sha1(repr((model.name, app.model_stamp(), beam,
+                         [(n, hashlib.sha1(d).digest()) for n, d in files])).encode()).hexdigest()
 cache = st.session_state.setdefault("many_results", {})
 if key not in cache:
     with st.spinner(f"Captioning {len(files)} photos…"):

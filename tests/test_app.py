@@ -95,6 +95,13 @@ def test_training_page_shows_a_run_in_progress_by_its_models_name(monkeypatch, t
     assert [h.value for h in at.main.header][:1] == ["Training now"]
     assert at.main.subheader[0].value.startswith("attention_b (attention decoder): cross-entropy, epoch 2")
 
+    (checkpoint / "state.json").write_text("[]")   # damaged: the page says so and goes on
+    at.run()
+    assert_no_exception(at)
+    assert any("Cannot show the runs in progress:" in w.value and "state.json: expected a JSON object" in w.value
+               for w in at.main.warning)
+    assert at.main.title  # the rest of the page is drawn
+
 
 # -- caption page --------------------------------------------------------------------------
 @integration

@@ -342,3 +342,17 @@ def test_many_photos_with_a_bad_file_among_good_ones(app_env):
     at.selectbox(key="many_model").set_value("attention").run()  # the other model, same files
     assert_no_exception(at)
     assert list(at.main.dataframe[0].value["file"]) == ["cat.png", "notes.jpg", "coffee.png"]
+
+
+def test_many_photos_keeps_names_as_uploaded_and_caps_how_many(app_env, monkeypatch):
+    from app import support
+    monkeypatch.setattr(support, "MAX_PHOTOS", 2)
+    at = new_app().run()
+    at.switch_page("pages/many.py").run()
+    files = [("IMG 1 (1).png", photo_png("chelsea"), "image/png"),
+             ("café.png", photo_png("coffee"), "image/png"),
+             ("third.png", photo_png("coffee"), "image/png")]
+    at.file_uploader(key="uploads").set_value(files).run()
+    assert_no_exception(at)
+    assert list(at.main.dataframe[0].value["file"]) == ["IMG 1 (1).png", "café.png"]
+    assert any("3 photos chosen: the first 2 are captioned" in w.value for w in at.main.warning)

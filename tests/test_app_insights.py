@@ -153,6 +153,16 @@ def test_missed_words_and_phrases(small_world):
     assert all(len(p.split()) == 3 for p in people["phrase"])
 
 
+def test_the_dataset_directory_typed_is_kept_across_pages(small_world, tmp_path):
+    at = new_app().run()
+    at.switch_page("pages/dataset.py").run()
+    at.text_input(key="data_dir").set_value(str(tmp_path / "elsewhere")).run()
+    at.switch_page("pages/training.py").run()
+    at.switch_page("pages/dataset.py").run()
+    assert_no_exception(at)
+    assert at.text_input(key="data_dir").value == str(tmp_path / "elsewhere")
+
+
 def test_locked_dataset_directory_hides_the_box(small_world, monkeypatch):
     at = new_app().run()
     at.switch_page("pages/dataset.py").run()

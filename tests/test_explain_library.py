@@ -115,6 +115,14 @@ def test_many_photos_bad_file_among_good(tmp_path):
     records = to_records(results, "merge", 2)
     assert len({tuple(r) for r in records}) == 1  # the same keys for every row
     json.dumps(records)
+    # Batched, a bad file inside a batch shifts nothing: each photo keeps its own results.
+    other = io.BytesIO()
+    Image.new("RGB", (48, 64), (220, 30, 30)).save(other, "PNG")
+    files[2] = ("two.png", other.getvalue())
+    alone = caption_files(captioner, files, beam=2, batch_size=1, familiarity=fam)
+    assert alone[0].similarity != alone[2].similarity
+    for batch_size in (2, 3):
+        assert caption_files(captioner, files, beam=2, batch_size=batch_size, familiarity=fam) == alone
 
 
 def test_index_dataset_on_a_tiny_dataset(tmp_path, monkeypatch):

@@ -58,6 +58,17 @@ def test_exif_orientation_is_honoured():
     assert out.size == (20, 40)
 
 
+def test_a_big_jpeg_is_decoded_small_but_reports_its_own_size_upright():
+    img = Image.new("RGB", (4000, 3000), (90, 120, 30))
+    out = load_image(encode(img, "JPEG"))
+    assert max(out.size) < 4000 and out.info["source_size"] == (4000, 3000)  # draft() shrank it
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = load_image(encode(img, "JPEG", exif=exif.tobytes()))
+    assert out.size[0] < out.size[1] and out.info["source_size"] == (3000, 4000)
+    assert load_image(encode(photo(), "PNG")).info["source_size"] == (40, 30)
+
+
 def bomb_png(width=30000, height=30000) -> bytes:
     """A few hundred bytes that claim 900 megapixels."""
     def chunk(kind, body):

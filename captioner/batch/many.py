@@ -43,36 +43,47 @@ def _thumbnail(img: Image.Image) -> bytes:
 
 def caption_files(captioner, files: list[tuple[str, bytes]], beam: int = 3, batch_size: int = 8,
                   familiarity=None) -> list[PhotoResult]:
-    """One PhotoResult per (name, bytes), in order; names should already be safe to show."""
+    """One PhotoResult per (name, bytes), in order. Photos are decoded a batch at a time, so
+    memory holds one batch of encoder inputs (about 1 MB a photo), not every upload's."""
     results = [PhotoResult(name) for name, _ in files]
-    good, arrays = [], []
-    for i, (name, data) in enumerate(files):
-        try:
-            img = load_image(data, name)
-            arrays.append(prepare_for_encoder(img))
-            results[i].thumbnail = _thumbnail(img)
-            good.append(i)
-        except ImageError as exc:
-            results[i].error = str(exc)
-        except Exception as exc:  # one odd file must not cost the others their captions
-            results[i].error = f"{name}: cannot be read ({type(exc).__name__})."
-    for start in range(0, len(good), batch_size):
-        batch = good[start:start + batch_size]
-        maps = captioner.encoder.feature_maps(np.stack(arrays[start:start + batch_size]))
-        similarity = familiarity.similarity(captioner.imagenet_maps(maps)) if familiarity is not None else [None] * len(batch)
-        for i, captions, sim in zip(batch, captioner.caption_batch(maps, beam=beam, top=1), similarity):
-            best = captions[0]
-            results[i].caption = best.text
-            results[i].log_prob = round(best.log_prob, 4)
-            results[i].normalized_log_prob = round(best.normalized_log_prob, 4)
-            if best.trust is not None:
-                results[i].trust = round(best.trust.value, 3)
-                results[i].verdict = best.trust.verdict
-                results[i].trust_reasons = list(best.trust.reasons)
-            if sim is not None:
-                results[i].similarity = round(float(sim), 4)
-                results[i].unfamiliar = bool(familiarity.is_unfamiliar(sim))
+    for start in range(0, len(files), batch_size):
+        batch, arrays = [], []
+        for i in range(start, min(start + batch_size, len(files))):
+            name, data = files[i]
+            try:
+                img = load_image(data, name)
+                array, thumbnail = prepare_for_encoder(img), _thumbnail(img)
+            except ImageError as exc:
+                results[i].error = str(exc)
+                continue
+            except Exception as exc:  # one odd file must not cost the others their captions
+                results[i].error = f"{name}: cannot be read ({type(exc).__name__})."
+                continue
+            batch.append(i)
+            arrays.append(array)
+            results[i].thumbnail = thumbnail
+        if batch:
+            caption_batch(captioner, [results[i] for i in batch], np.stack(arrays), beam, familiarity)
     return results
+
+
+def caption_batch(captioner, results: list[PhotoResult], arrays: np.ndarray, beam: int, familiarity) -> None:
+    """Fill `results` in with the captions of their photos' encoder inputs `arrays`."""
+    maps = captioner.encoder.feature_maps(arrays)
+    similarity = (familiarity.similarity(captioner.imagenet_maps(maps)) if familiarity is not None
+                  else [None] * len(results))
+    for result, captions, sim in zip(results, captioner.caption_batch(maps, beam=beam, top=1), similarity):
+        best = captions[0]
+        result.caption = best.text
+        result.log_prob = round(best.log_prob, 4)
+        result.normalized_log_prob = round(best.normalized_log_prob, 4)
+        if best.trust is not None:
+            result.trust = round(best.trust.value, 3)
+            result.verdict = best.trust.verdict
+            result.trust_reasons = list(best.trust.reasons)
+        if sim is not None:
+            result.similarity = round(float(sim), 4)
+            result.unfamiliar = bool(familiarity.is_unfamiliar(sim))
 
 
 def to_records(results: list[PhotoResult], model: str, beam: int) -> list[dict]:

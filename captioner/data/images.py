@@ -64,7 +64,8 @@ def _describe(source: ImageSource, name: str | None) -> str:
 
 def load_image(source: ImageSource, name: str | None = None,
                max_bytes: int = MAX_FILE_BYTES) -> Image.Image:
-    """Decode a path, raw bytes or PIL image into an upright RGB PIL image.
+    """Decode a path, raw bytes or PIL image into an upright RGB PIL image. A big JPEG is
+    decoded at a reduced scale; `info["source_size"]` holds the file's own size, upright.
 
     Raises ImageError with a one-line message naming `name` (or the path) and the problem.
     """
@@ -108,6 +109,7 @@ def load_image(source: ImageSource, name: str | None = None,
     except (EOFError, OSError, ValueError) as exc:
         raise ImageError(f"{label}: image data is truncated or corrupt ({_one_line(exc)}).") from None
     _check_size(img, label)  # a HEIF file opens on its primary image, which need not be the first
+    stored = img.size  # before draft() below shrinks a big JPEG
     try:
         if img.format in ("JPEG", "MPO"):
             # Decode big JPEGs at a reduced scale (still >= 4x what the encoder uses):
@@ -118,7 +120,11 @@ def load_image(source: ImageSource, name: str | None = None,
         raise ImageError(f"{label}: image is too large to decode safely.") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{label}: image data is truncated or corrupt ({_one_line(exc)}).") from None
-    return _to_rgb(img, label)
+    decoded = img.size
+    rgb = _to_rgb(img, label)
+    # The photo's own size, upright: what the user's file holds, not the decoded draft.
+    rgb.info["source_size"] = stored[::-1] if rgb.size != decoded and rgb.size == decoded[::-1] else stored
+    return rgb
 
 
 def _check_size(img: Image.Image, label: str) -> None:

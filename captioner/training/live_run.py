@@ -82,7 +82,12 @@ def _optional_json(path: Path) -> dict:
     """A file that may be missing (a run in its first epoch has no state.json yet)."""
     if not path.is_file():
         return {}
-    data = read_json(path)
+    try:
+        data = read_json(path)
+    except ArtifactError:
+        if not path.exists():  # removed while being read: the run ended (progress.json) just now
+            return {}
+        raise
     if not isinstance(data, dict):
         raise ArtifactError(f"{path}: expected a JSON object.")
     return data
