@@ -42,6 +42,27 @@ def warn_without_trust(captioner) -> None:
         print(f"warning: captions carry no trust estimate: {captioner.trust_problem}", file=sys.stderr)
 
 
+def positive(kind):
+    """An argparse type: a number of `kind` above zero (a zero would divide, or do nothing)."""
+    def parse(value: str):
+        number = kind(value)
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
+        return number
+    parse.__name__ = kind.__name__  # argparse names the type in its error for a non-number
+    return parse
+
+
+def search_flags_error(args) -> str | None:
+    """Why --beam and --top cannot be searched with, if they cannot."""
+    from captioner.api import MAX_BEAM
+    if not 1 <= args.beam <= MAX_BEAM or not 1 <= args.top <= MAX_BEAM:
+        return f"--beam and --top must be between 1 and {MAX_BEAM}"
+    if args.top > args.beam:  # a beam of width k finishes k captions at most
+        return f"--top {args.top} needs --beam {args.top} or wider (a beam of width k returns k captions at most)"
+    return None
+
+
 def valid_trust(value: str) -> float:
     number = float(value)
     if not 0.0 <= number <= 1.0:
@@ -50,11 +71,10 @@ def valid_trust(value: str) -> float:
 
 
 def cmd_caption(args) -> int:
-    from captioner.api import MAX_BEAM
     from captioner.data.images import ImageError
 
-    if not 1 <= args.beam <= MAX_BEAM or not 1 <= args.top <= MAX_BEAM:
-        print(f"error: --beam and --top must be between 1 and {MAX_BEAM}.", file=sys.stderr)
+    if problem := search_flags_error(args):
+        print(f"error: {problem}.", file=sys.stderr)
         return 2
     if args.attention and len(args.images) != 1:
         print("error: --attention draws one photo's figure: give exactly one photo.", file=sys.stderr)
@@ -115,10 +135,8 @@ def write_attention_figure(captioner, path: str, beam: int, out: str) -> None:
 def cmd_caption_dir(args) -> int:
     from pathlib import Path
 
-    from captioner.api import MAX_BEAM
-
-    if not 1 <= args.beam <= MAX_BEAM or not 1 <= args.top <= MAX_BEAM:
-        print(f"error: --beam and --top must be between 1 and {MAX_BEAM}.", file=sys.stderr)
+    if problem := search_flags_error(args):
+        print(f"error: {problem}.", file=sys.stderr)
         return 2
     if not Path(args.folder).is_dir():  # before spending seconds on loading the model
         print(f"error: {args.folder}: not a folder.", file=sys.stderr)
@@ -126,7 +144,7 @@ def cmd_caption_dir(args) -> int:
     misplaced = None
     if args.engine == "ray" and args.retry_errors:
         misplaced = "--retry-errors is for the local engine (Ray writes a new folder every run)"
-    elif args.engine == "local" and (args.address or args.workers):
+    elif args.engine == "local" and (args.address or args.workers is not None):
         misplaced = "--address and --workers are for --engine ray"
     if misplaced:
         print(f"error: {misplaced}.", file=sys.stderr)
@@ -304,7 +322,7 @@ def main(argv=None) -> int:
     many.add_argument("--beam", type=int, default=3, help="beam width; 1 is greedy (default 3)")
     many.add_argument("--top", type=int, default=1, help="captions per photo (default 1)")
     add_model_arguments(many)
-    many.add_argument("--batch-size", type=int, default=16, help="photos per encoder call (default 16)")
+    many.add_argument("--batch-size", type=positive(int), default=16, help="photos per encoder call (default 16)")
     many.add_argument("--min-trust", type=valid_trust, metavar="X", help="leave out captions whose trust is "
                       "below X (0-1); the record's `withheld` says why")
     many.add_argument("--retry-errors", action="store_true",
@@ -313,9 +331,9 @@ def main(argv=None) -> int:
     many.add_argument("--engine", choices=("local", "ray"), default="local",
                       help="local (default) or ray: the same job on Ray Data")
     many.add_argument("--address", help="Ray cluster address (default: start Ray on this machine)")
-    many.add_argument("--workers", type=int, help="Ray actors at most (default: one per GPU, or "
+    many.add_argument("--workers", type=positive(int), help="Ray actors at most (default: one per GPU, or "
                       "per --cpus-per-worker CPUs)")
-    many.add_argument("--cpus-per-worker", type=float, default=1,
+    many.add_argument("--cpus-per-worker", type=positive(float), default=1,
                       help="CPUs each Ray actor takes (and TensorFlow threads it uses; default 1)")
     many.set_defaults(func=cmd_caption_dir)
 

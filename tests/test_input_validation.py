@@ -116,3 +116,20 @@ def test_resume_may_set_how_self_critical_training_learns_only_before_it_starts(
                               if k not in ("scst_xe_weight", "scst_distinct_beam")})
     checkpoint.save(new_model(config, 1e-3), dict(old, phase="scst"), True)
     checkpoint.load(config)
+
+
+def test_command_line_flags_that_cannot_work_are_one_line_errors(tmp_path, capsys):
+    from captioner.__main__ import main
+    out = str(tmp_path / "captions.jsonl")
+    # a beam of width 2 returns two captions at most: --top 3 would quietly give fewer
+    for command in (["caption", str(tmp_path / "photo.jpg")], ["caption-dir", str(tmp_path), "--out", out]):
+        assert main([*command, "--beam", "2", "--top", "3"]) == 2
+        assert capsys.readouterr().err == ("error: --top 3 needs --beam 3 or wider (a beam of width k "
+                                           "returns k captions at most).\n")
+    for flag, value in (("--workers", "0"), ("--cpus-per-worker", "0"), ("--batch-size", "-1")):
+        with pytest.raises(SystemExit) as stopped:
+            main(["caption-dir", str(tmp_path), "--out", out, "--engine", "ray", flag, value])
+        assert stopped.value.code == 2
+        assert f"error: argument {flag}: must be above 0, got {value}\n" in capsys.readouterr().err
+    assert main(["caption-dir", str(tmp_path), "--out", out, "--workers", "1"]) == 2  # 1 is no "not given"
+    assert "--address and --workers are for --engine ray" in capsys.readouterr().err

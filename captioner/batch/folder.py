@@ -49,7 +49,14 @@ def find_photos(root: str | os.PathLike) -> list[str]:
     if not root.is_dir():
         raise BatchError(f"{root}: not a folder.")
     found = []
-    for folder, dirs, files in os.walk(root):
+
+    def unreadable(exc: OSError) -> None:  # os.walk would skip it without a word
+        if Path(exc.filename) == root:
+            raise BatchError(f"{root}: cannot list the folder ({exc.strerror}).")
+        print(f"warning: {exc.filename}: cannot list the folder ({exc.strerror}); its photos are "
+              "left out.", file=sys.stderr)
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         relative = Path(folder).relative_to(root)
         found.extend((relative / name).as_posix() for name in files

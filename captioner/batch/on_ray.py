@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +111,14 @@ def start_ray(ray, address: str | None) -> bool:
     return True
 
 
+def utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def caption_dir_ray(root: str | os.PathLike, outdir: str | os.PathLike, load_captioner,
                     beam: int = 3, top: int = 1, batch_size: int = 16, address: str | None = None,
                     workers: int | None = None, cpus_per_worker: float = 1,
@@ -119,6 +128,9 @@ def caption_dir_ray(root: str | os.PathLike, outdir: str | os.PathLike, load_cap
     ray = import_ray()
     if batch_size < 1:
         raise BatchError(f"--batch-size must be at least 1, got {batch_size}.")
+    if cpus_per_worker <= 0 or (workers is not None and workers < 1):
+        raise BatchError(f"--cpus-per-worker must be above 0 and --workers at least 1, got "
+                         f"{cpus_per_worker} and {workers}.")
     root, outdir = Path(root).resolve(), Path(outdir).resolve()
     if outdir.is_file():
         raise BatchError(f"{outdir}: is a file; --engine ray writes a folder of JSON-lines files.")
@@ -126,6 +138,12 @@ def caption_dir_ray(root: str | os.PathLike, outdir: str | os.PathLike, load_cap
         # Ray names its files afresh on every run: writing into a used folder would duplicate.
         raise BatchError(f"{outdir}: not empty; --engine ray writes into a new or empty folder.")
     photos = find_photos(root)
+    # Arrow's strings are UTF-8: a name that is not (os.walk's surrogate escapes) would fail the job.
+    unnamed = [path for path in photos if not utf8(path)]
+    if unnamed:
+        print(f"warning: {len(unnamed)} file name(s) are not valid UTF-8, which Ray's records cannot "
+              f"hold, such as {unnamed[0]!r}: left out (--engine local captions them).", file=sys.stderr)
+        photos = [path for path in photos if utf8(path)]
     start = time.perf_counter()
     started = start_ray(ray, address)
     try:

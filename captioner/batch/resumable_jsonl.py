@@ -104,16 +104,20 @@ class ResumableJsonl:
         if not paths & self.done.keys():
             return
         partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
-        with open(self.path, "rb") as source, open(partial, "wb") as target:
-            for raw in source:
-                if json.loads(raw)["path"] not in paths:
-                    target.write(raw)
-            target.flush()
-            os.fsync(target.fileno())
-        # Lock the new file before it takes the old one's name, so no other run slips in.
-        fd = os.open(partial, os.O_RDWR | os.O_APPEND)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.replace(partial, self.path)
+        try:
+            with open(self.path, "rb") as source, open(partial, "wb") as target:
+                for raw in source:
+                    if json.loads(raw)["path"] not in paths:
+                        target.write(raw)
+                target.flush()
+                os.fsync(target.fileno())
+            # Lock the new file before it takes the old one's name, so no other run slips in.
+            fd = os.open(partial, os.O_RDWR | os.O_APPEND)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.replace(partial, self.path)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise OutputFileError(f"{self.path}: cannot rewrite it ({exc.strerror}).") from None
         os.close(self._fd)
         self._fd = fd
         self.done = {p: r for p, r in self.done.items() if p not in paths}
@@ -123,10 +127,13 @@ class ResumableJsonl:
         # ASCII escapes keep any file name writable, even one that is not valid UTF-8.
         data = "".join(json.dumps(r) + "\n" for r in records).encode("ascii")
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        os.fsync(self._fd)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            os.fsync(self._fd)
+        except OSError as exc:  # a full disk: the file is named, and a rerun repairs a torn line
+            raise OutputFileError(f"{self.path}: cannot write ({exc.strerror}).") from None
         for record in records:
             if record["path"] not in self.done:
                 self.done[record["path"]] = self.keep(record)

@@ -53,13 +53,40 @@ def environment() -> dict:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """`path` holds either its old contents or `text`, never a part of it."""
+    """`path` holds either its old contents or `text`, never a part of it, after a kill or
+    (the data synced before the rename) a power cut."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes files private; these are meant to be read
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; these are meant to be read
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)  # a full disk leaves no stray temporary file
+        raise
+
+
+def fsync_tree(directory: Path) -> None:
+    """Flush a directory's files, then the directory itself, to disk."""
+    for path in directory.iterdir():
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    fsync_directory(directory)
+
+
+def fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def weights_fingerprint(files: dict) -> str:
@@ -134,7 +161,9 @@ def write_model_dir(out_dir: Path, write, info: dict) -> Path:
         manifest = dict(info, files={name: sha256_file(staging / name) for name in files})
         write_json_atomic(staging / MANIFEST, manifest)
         os.chmod(staging, 0o755)
+        fsync_tree(staging)  # on disk before it replaces the old model, which is then deleted
         _swap_in(staging, out_dir)
+        fsync_directory(out_dir.parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # after a swap this holds the old model
     return out_dir
@@ -150,7 +179,11 @@ def _swap_in(staging: Path, target: Path) -> None:
     backup = target.with_name(f".{target.name}.previous")
     shutil.rmtree(backup, ignore_errors=True)
     os.rename(target, backup)
-    os.rename(staging, target)
+    try:
+        os.rename(staging, target)
+    except OSError:
+        os.rename(backup, target)  # the old model back where it was
+        raise
     shutil.rmtree(backup, ignore_errors=True)
 
 
