@@ -305,7 +305,7 @@ def main(argv=None) -> int:
     cap = sub.add_parser("caption", help="caption one or more photos")
     cap.add_argument("images", nargs="+", help="JPEG, PNG, WebP, BMP, GIF, TIFF, AVIF or HEIC files")
     cap.add_argument("--beam", type=int, default=3, help="beam width; 1 is greedy (default 3)")
-    cap.add_argument("--top", type=int, default=1, help="how many captions per photo (default 1)")
+    cap.add_argument("--top", type=int, default=1, help="how many captions per photo, at most --beam (default 1)")
     cap.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_model_arguments(cap)
     cap.add_argument("--min-trust", type=valid_trust, metavar="X", help="write no caption for a photo whose "
@@ -320,7 +320,7 @@ def main(argv=None) -> int:
     many.add_argument("--out", required=True, help="the JSON-lines file to write or resume "
                       "(with --engine ray: a new or empty folder)")
     many.add_argument("--beam", type=int, default=3, help="beam width; 1 is greedy (default 3)")
-    many.add_argument("--top", type=int, default=1, help="captions per photo (default 1)")
+    many.add_argument("--top", type=int, default=1, help="captions per photo, at most --beam (default 1)")
     add_model_arguments(many)
     many.add_argument("--batch-size", type=positive(int), default=16, help="photos per encoder call (default 16)")
     many.add_argument("--min-trust", type=valid_trust, metavar="X", help="leave out captions whose trust is "
