@@ -205,8 +205,8 @@ class Captioner:
     def caption(self, features: np.ndarray, beam: int | None = None, top: int = 1,
                 alpha: float | None = None, max_length: int | None = None,
                 attention: bool = False, trace: list | None = None, trust: bool = True) -> list[Caption]:
-        """The `top` best captions for one photo's features; beam=1 is greedy search.
-        With `attention` (attention model only), each caption carries its per-word weights;
+        """The `top` best captions for one photo's features (at most `beam`: a beam of width
+        k finishes k captions); beam=1 is greedy search. With `attention` (attention model only), each caption carries its per-word weights;
         with a `trace` list, the beam search appends what each step kept and pruned
         (decoding.TraceStep), for drawing it.
 
