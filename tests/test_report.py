@@ -78,6 +78,24 @@ def test_the_cards_say_what_a_model_card_says():
     assert "--scst-teacher trained/attention" in cards["merge"] and "make ensemble" in cards["ensemble"]
 
 
+def test_every_table_row_has_its_headers_cells():
+    """A row one cell off puts people's BLEU-1 under BLEU-2 (as the cards once did)."""
+    models = committed_models()
+    texts = [model_card(m) for m in models] + [(ROOT / "README.md").read_text()]
+    for text in texts:
+        width = None
+        for line in text.splitlines():
+            if not line.startswith("|"):
+                width = None
+                continue
+            cells = line.count("|") - 1
+            width = width or cells
+            assert cells == width, line
+    people = next(line for line in model_card(models[0]).splitlines() if line.startswith("| people"))
+    human = models[0].metrics["human_first_reference"]
+    assert people.split(" | ")[1] == f"{human['BLEU-1']:.3f}"   # under BLEU-1, after the label
+
+
 def test_the_command_checks_and_reads_no_tensorflow():
     committed_models()
     code = ("import sys; from captioner.__main__ import main; rc = main(['report', '--check']); "

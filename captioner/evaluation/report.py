@@ -354,7 +354,7 @@ def model_card(model: Model) -> str:
             lines.append(f"| {beam} | " + " | ".join(_number(m["beam"][beam].get(k)) for k in METRICS)
                          + f" | {_share(m['distinct_captions'][beam])} | {m['vocabulary_used'][beam]} | "
                          f"{_share(m['bad_ending_rate'][beam])} |")
-    lines.append(_people_row([model], 1, 3))
+    lines.append(_people_row([model], 0, 3))  # under beam: the label; then the metrics; 3 statistics
     lines += [
         "",
         f"Length penalty α = {config.get('length_alpha')} (chosen on validation).",
