@@ -10,9 +10,15 @@ export CAPTIONER_DATA_DIR ?= $(DATA)
 
 setup: venv system-packages weights
 
+# A venv with a working pip, or made anew: `python3 -m venv` without Debian's python3-venv
+# leaves bin/python but no pip, which a bare `test -x` would then keep forever.
+define make_venv
+$(1)/bin/python -m pip --version >/dev/null 2>&1 || { rm -rf $(1) && python3 -m venv $(1); } || {   rm -rf $(1); echo "error: python3 -m venv failed; on Debian or Ubuntu: apt-get install python3-venv" >&2; exit 1; }
+endef
+
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-serve.txt
-	test -x $(PY) || python3 -m venv $(VENV)
+	$(call make_venv,$(VENV))
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
@@ -43,7 +49,7 @@ SERVE_VENV ?= .venv-serve
 serve: weights $(SERVE_VENV)/.installed
 	$(SERVE_VENV)/bin/python -m app.serve --server.port $(PORT) --server.headless true
 $(SERVE_VENV)/.installed: requirements-serve.txt
-	test -x $(SERVE_VENV)/bin/python || python3 -m venv $(SERVE_VENV)
+	$(call make_venv,$(SERVE_VENV))
 	$(SERVE_VENV)/bin/python -m pip install --quiet -r requirements-serve.txt
 	touch $@
 

@@ -61,7 +61,7 @@ def show_trust_problem(captioner, notes_shown: set | None = None) -> None:
 def show_familiarity(captioner, encoded: dict, trusted: bool) -> None:
     """How like the training photos this one is. `trusted`: every model shown carries a trust
     estimate, which reads this signal; otherwise an unlike photo is a warning of its own."""
-    familiarity = app.familiarity()
+    familiarity = app.familiarity(captioner.imagenet_checksum)
     if familiarity is None:
         st.caption("No familiarity check: run `python -m captioner index-dataset` to write "
                    "`trained/training_photos.h5`.")

@@ -151,17 +151,24 @@ def _familiarity(path: str, mtime: int):
     return Familiarity.load(path)
 
 
-def familiarity():
-    """The training photos' centroids and threshold (trained/training_photos.h5), or None."""
+def familiarity(encoder_checksum: str | None = None):
+    """The training photos' centroids and threshold (trained/training_photos.h5), or None; None
+    too when they were made from other Xception weights than `encoder_checksum` (a model's
+    ImageNet trunk), whose maps they cannot be compared with."""
     from captioner.explain.familiarity import find
     path = find(model_dir())
     if path is None:
         return None
     try:
-        return _familiarity(str(path), path.stat().st_mtime_ns)
+        found = _familiarity(str(path), path.stat().st_mtime_ns)
     except Exception:  # a damaged file costs the warning, not the page
         logging.getLogger(__name__).exception("Cannot read %s", path)
         return None
+    if encoder_checksum and found.encoder_checksum != encoder_checksum:
+        logging.getLogger(__name__).warning("%s: centroids of other Xception weights (%s, not %s); run "
+                                            "`make index`", path, found.encoder_checksum[:12], encoder_checksum[:12])
+        return None
+    return found
 
 
 @st.cache_resource(show_spinner="Loading the nearest-photo index…", max_entries=1)

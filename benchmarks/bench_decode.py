@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     dataset = load_flickr8k(args.data)
     names = dataset.images("test")[: max(args.photos, 32)]
     # Both runtimes of the same Xception, timed in turns within this run; serving uses LiteRT.
-    encoders = {"litert": LiteEncoder(), "tf": Encoder(allow_download=False)}
+    encoders = {"litert": LiteEncoder(), "tf": Encoder()}
     encoder = encoders["litert"]
     captioner = Captioner.load(args.model, name="merge", encoder=encoder, flows=[])
     arrays = np.stack([prepare_for_encoder(load_image(dataset.image_path(n))) for n in names])

@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     paths = [data.image_path(n) for n in names]
     int8_path = cache_dir() / "xception_imagenet_notop.int8.tflite"
     if not int8_path.is_file():
-        model, checksum, _ = resolve_weights(allow_download=False)
+        model, checksum, _ = resolve_weights()
         convert(model, checksum, int8_path, int8=True)
     float_encoder, int8_encoder = LiteEncoder(cached_lite_path()), LiteEncoder(int8_path)
     maps = {"float": extract_feature_maps(paths, float_encoder, FeatureCache(float_encoder.checksum),

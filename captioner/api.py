@@ -159,6 +159,12 @@ class Captioner:
         built from them) are keyed by, whatever exit flows this model reads."""
         return getattr(self.encoder, "base_checksum", self.encoder.checksum)
 
+    def _known_imagenet_checksum(self) -> str:
+        """`imagenet_checksum` without opening the encoder for it: the manifest names the
+        weights the model was trained on, which an opened encoder is checked against."""
+        return (self.imagenet_checksum if self._encoder is not None
+                else (self.trained.manifest.get("encoder") or {}).get("weights_checksum", ""))
+
     def _open_encoder(self):
         if not self.flows:
             return open_encoder(self._encoder_kind, self._encoder_weights)
@@ -300,11 +306,8 @@ class Captioner:
         if not self.data_dir:
             self.trust_note = f"{without} (no Flickr8k here: {how})."
             return None
-        # The index is keyed by the encoder's weights, which the manifest names: no need to build it.
-        checksum = (self.imagenet_checksum if self._encoder is not None
-                    else (self.trained.manifest.get("encoder") or {}).get("weights_checksum", ""))
-        try:
-            consensus = Consensus.from_dataset(checksum, self.data_dir)
+        try:  # the index is keyed by the encoder's weights
+            consensus = Consensus.from_dataset(self._known_imagenet_checksum(), self.data_dir)
         except (OSError, DatasetError, ValueError) as exc:  # no index, no dataset, the two differ
             self.trust_note = f"{without} ({_first_line(exc)}; {how})."
             return None
@@ -323,7 +326,13 @@ class Captioner:
         them before any estimate exists)."""
         if self._centroids is None:
             from captioner.explain.familiarity import Familiarity
-            self._centroids = Familiarity.load(self._familiarity_path()).centroids
+            path = self._familiarity_path()
+            familiarity = Familiarity.load(path)
+            expected = self._known_imagenet_checksum()
+            if expected and familiarity.encoder_checksum != expected:
+                raise TrustError(f"{path}: made from other Xception weights ({familiarity.encoder_checksum[:12]}, "
+                                 f"not {expected[:12]}); run `make index`.")
+            self._centroids = familiarity.centroids
         return self._centroids
 
     def _familiarity_path(self) -> Path:

@@ -38,7 +38,7 @@ cache = st.session_state.setdefault("many_results", {})
 if key not in cache:
     with st.spinner(f"Captioning {len(files)} photos…"):
         cache.clear()  # one batch per session is kept, not every batch ever uploaded
-        cache[key] = caption_files(model, files, beam=beam, familiarity=app.familiarity())
+        cache[key] = caption_files(model, files, beam=beam, familiarity=app.familiarity(model.imagenet_checksum))
 results = cache[key]
 
 failed = sum(r.error is not None for r in results)

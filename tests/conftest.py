@@ -61,7 +61,7 @@ def keras_encoder():
     """Xception on TensorFlow, which training uses and LiteRT is checked against."""
     from captioner.vision.encoder import Encoder, cached_weights_path
     require(cached_weights_path(), "Xception weights (run `make setup`)")
-    return Encoder(allow_download=False)
+    return Encoder()
 
 
 @pytest.fixture(scope="session")

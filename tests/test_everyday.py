@@ -58,3 +58,12 @@ def test_every_model_is_scored_beside_itself_and_the_card_reports_it(tmp_path, m
     card = model_card(entry)
     assert "On 4 everyday COCO photos (coco-dev" in card
     assert f"CIDEr {written['beam']['3']['CIDEr']:.3f} at beam 3 against people's" in card
+
+    # A model trained on other Xception weights is not scored on these: refused, nothing written
+    from captioner.vision.encoder import EncoderWeightsError
+    other = tmp_path / "trained" / "other"
+    artifacts.save_trained(other, build_decoder(config), vocab, config, [], metrics,
+                           {"dataset": {}, "encoder": {"name": "xception", "weights_checksum": "f" * 64}})
+    with pytest.raises(EncoderWeightsError, match=f"^{other}: was trained on features of Xception weights ffffffffffff"):
+        score_folder([other], folder, PixelEncoder(), progress=False)
+    assert not (other / artifacts.EVERYDAY_METRICS).exists()

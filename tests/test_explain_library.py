@@ -205,3 +205,12 @@ def test_cli_writes_the_attention_figure(encoder, tmp_path, capsys):
     assert main(["caption", str(photo), "--model", str(merge_dir), "--attention", str(out)]) == 2
     assert "needs the attention model" in capsys.readouterr().err
     assert main(["caption", str(photo), str(photo), "--attention", str(out)]) == 2
+
+
+def test_the_app_compares_maps_only_with_centroids_of_the_same_weights(tmp_path, monkeypatch):
+    from captioner.explain.familiarity import FILE, Familiarity
+    Familiarity(np.ones((1, 2048), np.float32) / np.sqrt(2048), 0.5, 2.0, "a" * 64).save(tmp_path / FILE)
+    monkeypatch.setenv("CAPTIONER_MODEL_DIR", str(tmp_path))
+    from app import support
+    assert support.familiarity("a" * 64).encoder_checksum == "a" * 64
+    assert support.familiarity("b" * 64) is None   # other Xception weights: no verdict from them

@@ -133,3 +133,26 @@ def test_command_line_flags_that_cannot_work_are_one_line_errors(tmp_path, capsy
         assert f"error: argument {flag}: must be above 0, got {value}\n" in capsys.readouterr().err
     assert main(["caption-dir", str(tmp_path), "--out", out, "--workers", "1"]) == 2  # 1 is no "not given"
     assert "--address and --workers are for --engine ray" in capsys.readouterr().err
+
+
+def test_an_extended_run_starts_at_the_rate_its_loop_held_after_the_last_epoch():
+    """A history row records the rate its epoch ran at; cross-entropy halves it after that
+    epoch once `lr_decay_patience` epochs in a row have not improved (--extend reads it)."""
+    from captioner.training.checkpoint import rate_after
+    config = Config(lr_decay_patience=2)
+    assert rate_after(1e-3, "xe", 2, config) == rate_after(1e-3, "xe", 4, config) == 5e-4
+    assert rate_after(1e-3, "xe", 0, config) == rate_after(1e-3, "xe", 3, config) == 1e-3
+    assert rate_after(1e-3, "scst", 2, config) == 1e-3  # self-critical training keeps its rate
+
+
+def test_a_deleted_converted_file_is_converted_again_not_a_traceback(tmp_path, monkeypatch):
+    """Our messages say "delete it and run make setup": a .tflite deleted beside its record is
+    an EncoderWeightsError, which the converters answer by converting it anew."""
+    from captioner.vision.litert import default_threads, verified_record
+    path = tmp_path / "exit_flow.tflite"
+    (tmp_path / "exit_flow.tflite.json").write_text(json.dumps({"sha256": "0" * 64, "weights_checksum": "x"}))
+    with pytest.raises(EncoderWeightsError, match=f"^{path}: cannot be read"):
+        verified_record(path)
+    monkeypatch.setenv("CAPTIONER_ENCODER_THREADS", "two")
+    with pytest.raises(EncoderWeightsError, match="^CAPTIONER_ENCODER_THREADS=two: expected a whole number"):
+        default_threads()

@@ -176,7 +176,7 @@ def test_encoder_weights_resolution_never_falls_back_to_random(tmp_path, monkeyp
     monkeypatch.setenv("CAPTIONER_CACHE_DIR", str(tmp_path / "empty"))
     monkeypatch.delenv("CAPTIONER_XCEPTION_WEIGHTS", raising=False)
     with pytest.raises(EncoderWeightsError, match="make setup"):
-        resolve_weights(allow_download=False)
+        resolve_weights()
 
     tampered = tmp_path / "tampered"
     tampered.mkdir()
@@ -187,4 +187,4 @@ def test_encoder_weights_resolution_never_falls_back_to_random(tmp_path, monkeyp
         weights.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
         weights[names[0]][...] = weights[names[0]][...] * 1.01
     with pytest.raises(EncoderWeightsError, match="checksum"):
-        resolve_weights(allow_download=False)
+        resolve_weights()

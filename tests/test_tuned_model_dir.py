@@ -101,7 +101,7 @@ def test_a_tuned_model_directory_encodes_as_its_keras_model(tuned, photos):
         np.testing.assert_array_equal(a, b)
     expected = keras_maps(model, photos)
     from captioner.vision.encoder import Encoder
-    frozen = Encoder(allow_download=False).feature_maps(photos).astype(np.float32)
+    frozen = Encoder().feature_maps(photos).astype(np.float32)
 
     on_tf = Captioner(trained, encoder_kind="tensorflow")
     on_tf.check_encoder()

