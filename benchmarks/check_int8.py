@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     float_encoder, int8_encoder = LiteEncoder(cached_lite_path()), LiteEncoder(int8_path)
     maps = {"float": extract_feature_maps(paths, float_encoder, FeatureCache(float_encoder.checksum),
                                           desc="float maps"),
-            "int8": extract_feature_maps(paths, int8_encoder, FeatureCache(f"int8-{int8_encoder.checksum}"),
+            "int8": extract_feature_maps(paths, int8_encoder, FeatureCache(int8_encoder.checksum),
                                          desc="int8 maps")}
     references = {n: data.captions[n] for n in names}
     results = {"photos": len(names), "int8_file_mb": round(int8_path.stat().st_size / 2**20, 1),

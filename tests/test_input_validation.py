@@ -156,3 +156,24 @@ def test_a_deleted_converted_file_is_converted_again_not_a_traceback(tmp_path, m
     monkeypatch.setenv("CAPTIONER_ENCODER_THREADS", "two")
     with pytest.raises(EncoderWeightsError, match="^CAPTIONER_ENCODER_THREADS=two: expected a whole number"):
         default_threads()
+
+
+def test_an_int8_encoder_is_not_taken_for_the_float_one():
+    from captioner.vision.litert import lite_checksum
+    assert lite_checksum({"weights_checksum": "abc", "weights": "float32"}) == "abc"
+    assert lite_checksum({"weights_checksum": "abc"}) == "abc"   # records written before precision was
+    assert lite_checksum({"weights_checksum": "abc", "weights": "int8 (dynamic range)"}) == "int8-abc"
+
+
+def test_a_write_that_fails_leaves_the_old_file_and_no_temporary_one(tmp_path):
+    from captioner.data.files import replaced_when_written
+    target = tmp_path / "index.h5"
+    target.write_text("old")
+    with pytest.raises(OSError):
+        with replaced_when_written(target, tmp_path / ".index.h5.partial") as partial:
+            partial.write_text("half")
+            raise OSError(28, "No space left on device")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["index.h5"]
+    with replaced_when_written(target, tmp_path / ".index.h5.partial") as partial:
+        partial.write_text("new")
+    assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["index.h5"]

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from captioner.data.files import replaced_when_written
+
 FILE = "training_photos.h5"
 DEFAULT_CLUSTERS = 128
 DEFAULT_PERCENTILE = 2.0
@@ -58,16 +60,15 @@ class Familiarity:
     def save(self, path: str | os.PathLike) -> Path:
         import h5py
         path = Path(path)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        with h5py.File(partial, "w") as out:
-            # float16 halves the file (1 MB at 256 centroids); cosines move by < 1e-3.
-            out.create_dataset("centroids", data=self.centroids.astype(np.float16))
-            out.attrs["threshold"] = self.threshold
-            out.attrs["percentile"] = self.percentile
-            out.attrs["encoder_checksum"] = self.encoder_checksum
-            out.attrs["stats"] = json.dumps(self.stats)
-        os.chmod(partial, 0o644)
-        os.replace(partial, path)
+        with replaced_when_written(path, path.with_name(f".{path.name}.{os.getpid()}.partial")) as partial:
+            with h5py.File(partial, "w") as out:
+                # float16 halves the file (1 MB at 256 centroids); cosines move by < 1e-3.
+                out.create_dataset("centroids", data=self.centroids.astype(np.float16))
+                out.attrs["threshold"] = self.threshold
+                out.attrs["percentile"] = self.percentile
+                out.attrs["encoder_checksum"] = self.encoder_checksum
+                out.attrs["stats"] = json.dumps(self.stats)
+            os.chmod(partial, 0o644)
         return path
 
     @classmethod

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from captioner.data.files import replaced_when_written
 from captioner.vision.encoder import cache_dir
 from captioner.vision.features import PREPROCESS_VERSION
 from captioner.explain.familiarity import pooled, unit_rows
@@ -71,12 +72,11 @@ class NeighbourIndex:
     def save(self, path: Path) -> Path:
         import h5py
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        with h5py.File(partial, "w") as out:
-            out.create_dataset("vectors", data=self.vectors.astype(np.float16))
-            out.create_dataset("names", data=np.array(self.names, dtype=object),
-                               dtype=h5py.string_dtype())
-        os.replace(partial, path)
+        with replaced_when_written(path, path.with_name(f".{path.name}.{os.getpid()}.partial")) as partial:
+            with h5py.File(partial, "w") as out:
+                out.create_dataset("vectors", data=self.vectors.astype(np.float16))
+                out.create_dataset("names", data=np.array(self.names, dtype=object),
+                                   dtype=h5py.string_dtype())
         return path
 
     @classmethod

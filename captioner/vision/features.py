@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from captioner.vision.encoder import FEATURE_MAP_SHAPE, cache_dir, pool
+from captioner.data.files import replaced_when_written
 from captioner.data.images import ImageError, load_image, prepare_for_encoder
 
 if TYPE_CHECKING:
@@ -57,9 +58,8 @@ class FeatureCache:
     def put(self, digest: str, feature_map: np.ndarray) -> None:
         path = self.path_for(digest)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npy")
-        np.save(partial, np.asarray(feature_map, dtype=np.float16), allow_pickle=False)
-        os.replace(partial, path)
+        with replaced_when_written(path, path.with_name(f"{path.stem}.{os.getpid()}.partial.npy")) as partial:
+            np.save(partial, np.asarray(feature_map, dtype=np.float16), allow_pickle=False)
 
 
 def file_digest(path: Path) -> str:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import os
 import threading
+from hashlib import sha256
 from pathlib import Path
 
 import numpy as np
 
-from captioner.data.files import sha256_file
+from captioner.data.files import replaced_when_written, sha256_file
 from captioner.vision.mapped_files import release_file_pages
 from captioner.vision.tf_setup import silenced
 from captioner.vision.encoder import (EXPECTED_CHECKSUM, EncoderWeightsError, cache_dir,
@@ -50,17 +51,16 @@ def convert(keras_model, weights_checksum: str, target: Path | None = None, int8
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     with silenced((1, 2)):  # it prints every variable it freezes
         flatbuffer = converter.convert()
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    partial.write_bytes(flatbuffer)
-    record = {"sha256": sha256_file(partial), "weights_checksum": weights_checksum,
+    record = {"sha256": sha256(flatbuffer).hexdigest(), "weights_checksum": weights_checksum,
               "weights": "int8 (dynamic range)" if int8 else "float32",
               "converted_with": f"tensorflow {tf.__version__}"}
-    record_partial = target.with_name(f".{target.name}.{os.getpid()}.partial.json")
-    record_partial.write_text(json.dumps(record, indent=2) + "\n")
     # The model first, then its record: a crash between leaves a record that does not match,
     # which is refused and rewritten by the next fetch-weights, never a silently wrong file.
-    os.replace(partial, target)
-    os.replace(record_partial, _record_path(target))
+    with replaced_when_written(target, target.with_name(f".{target.name}.{os.getpid()}.partial")) as partial:
+        partial.write_bytes(flatbuffer)
+    record_path = _record_path(target)
+    with replaced_when_written(record_path, record_path.with_name(f".{record_path.name}.{os.getpid()}.partial")) as partial:
+        partial.write_text(json.dumps(record, indent=2) + "\n")
     return target
 
 
@@ -86,6 +86,14 @@ def verified_record(path: Path, verify_source: bool = True, source: str = EXPECT
         raise EncoderWeightsError(f"{path}: converted from weights {record['weights_checksum'][:12]}, not "
                                   f"{what} {source[:12]}; delete it and {SETUP_HINT}.")
     return record
+
+
+def lite_checksum(record: dict) -> str:
+    """What a converted file's maps are keyed and checked by: the Keras weights' checksum for a
+    float32 file; a quantised one is another encoder, whose maps must not pass for (or be
+    cached as) the float ones, so its precision comes first ("int8-...")."""
+    precision = record.get("weights", "float32")
+    return record["weights_checksum"] if precision == "float32" else f"{precision.split()[0]}-{record['weights_checksum']}"
 
 
 def default_threads() -> int:
@@ -120,7 +128,8 @@ class LiteEncoder:
                                       "machine that has run it.")
         record = verified_record(self.path, verify_source=bool(source) or not explicit,
                                  source=source or EXPECTED_CHECKSUM)
-        self.checksum, self.source = record["weights_checksum"], f"{self.path} (LiteRT)"
+        self.checksum = lite_checksum(record)
+        self.source = f"{self.path} (LiteRT, {record.get('weights', 'float32')})"
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:

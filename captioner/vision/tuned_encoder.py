@@ -128,7 +128,7 @@ def open_views_encoder(kind: str, flows: list) -> ViewsEncoder:
             if not path.is_file():
                 raise EncoderWeightsError(f"{flows[0].weights.parent}: has a tuned exit flow, whose LiteRT "
                                           f"conversion {path} is missing; {SETUP_HINT}.")
-        trunk = LiteEncoder(paths[0])
+        trunk = LiteEncoder(paths[0], source=EXPECTED_CHECKSUM)  # the cached trunk: of the ImageNet weights
         heads = [LiteEncoder(paths[1], source=EXPECTED_CHECKSUM)]
         heads += [LiteEncoder(path, source=flow.sha256) for path, flow in zip(paths[2:], flows)]
         return ViewsEncoder(trunk.feature_maps, [h.feature_maps for h in heads], trunk.checksum,

