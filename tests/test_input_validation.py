@@ -177,3 +177,15 @@ def test_a_write_that_fails_leaves_the_old_file_and_no_temporary_one(tmp_path):
     with replaced_when_written(target, tmp_path / ".index.h5.partial") as partial:
         partial.write_text("new")
     assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["index.h5"]
+
+
+def test_setup_converts_the_models_it_can_and_names_a_damaged_one(tmp_path, capsys):
+    """A damaged model must not stop `make setup` (and so `make run`): the app serves the others."""
+    from captioner.model_dirs.catalog import available_models, convert_exit_flows
+    damaged = tmp_path / "merge"
+    damaged.mkdir()
+    (damaged / "manifest.json").write_text('{"files": {"decoder.weights.h5": "0"}}')
+    (damaged / "config.json").write_text("{}")
+    assert "merge" in available_models(tmp_path)
+    assert convert_exit_flows(tmp_path) == []
+    assert capsys.readouterr().err.startswith(f"warning: {damaged}")

@@ -7,6 +7,7 @@ passing over an ensemble whose members were retrained since it was scored.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from captioner.model_dirs.artifacts import (MANIFEST, METRICS, ArtifactError, TrainedModel, load_trained,
@@ -119,7 +120,11 @@ def convert_exit_flows(root: str | os.PathLike | None = None) -> list[Path]:
     for directory in available_models(root).values():
         if is_ensemble(directory):
             continue   # its members are converted as models of their own
-        flow = load_trained(directory).exit_flow
+        try:
+            flow = load_trained(directory).exit_flow
+        except ArtifactError as exc:  # the app serves the other models and says what is wrong with this one
+            print(f"warning: {exc} Its exit flow, if any, is not converted.", file=sys.stderr)
+            continue
         if flow is not None:
             convert_views([flow])   # the trunk up to flow.layer and ImageNet's head once, then its own
             heads.append(head_lite_path(flow.sha256))
