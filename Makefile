@@ -86,10 +86,11 @@ TRAIN_FLAGS_attention ?= --label-smoothing 0.1 --scst-xe-weight 0.1 --scst-max-e
 # (train.py --name): add it here with DECODER_<name> = attention and its TRAIN_FLAGS_<name>.
 MODELS = attention merge
 train_model = $(PY) training_scripts/train.py --data $(DATA) --out trained --decoder $(or $(DECODER_$(1)),$(1)) --name $(1) $(TRAIN_FLAGS_$(1))
+# The ensemble is re-chosen whenever there is one: a retrained member leaves it stale.
 train: setup
 	$(foreach d,$(if $(filter all both,$(DECODER)),$(MODELS),$(DECODER)),$(call train_model,$(d)) &&\
 	  $(if $(EXTEND_FLAGS_$(d)),$(call train_model,$(d)) $(EXTEND_FLAGS_$(d)) --extend trained/$(d) &&)) true
-	$(if $(filter all both,$(DECODER)),$(MAKE) ensemble)
+	$(if $(or $(filter all both,$(DECODER)),$(wildcard trained/ensemble)),$(MAKE) ensemble)
 	$(MAKE) everyday
 	$(MAKE) trust
 

@@ -188,7 +188,7 @@ def caption_dir_ray(args) -> int:
     summary = run_on_ray(args.folder, args.out, load, beam=args.beam, top=args.top,
                          batch_size=args.batch_size, address=args.address, workers=args.workers,
                          cpus_per_worker=args.cpus_per_worker, progress=not args.quiet,
-                         min_trust=args.min_trust)
+                         min_trust=args.min_trust, use_gpus=encoder_kind(args.encoder, args.xception_weights) == "tensorflow")
     for error in summary.errors:
         print(f"error: {error}", file=sys.stderr)
     if summary.failed > len(summary.errors):

@@ -96,11 +96,9 @@ def captioner(trained_dir, serving_encoder, serving_flows):
 
 @pytest.fixture(scope="session", params=["merge", "attention", "ensemble"])
 def each_captioner(request, trained_dir, serving_encoder, serving_flows):
-    """Every committed model in turn, sharing one encoder. A model that is not committed is
-    skipped (trained/ lists what is committed; the merge model must always be there)."""
-    directory = trained_models().get(request.param)
-    if directory is None:
-        pytest.skip(f"no trained/{request.param} committed")
+    """Every committed model in turn, sharing one encoder (all three are committed: one
+    missing fails in CI, like any missing integration input)."""
+    directory = require(TRAINED / request.param, f"the committed {request.param} model")
     # data_dir "": the trust estimate every install has, wherever the tests run (a developer's
     # cache may hold the nearest-photo index; tests/test_trust_models.py covers the other one)
     return serving_captioner(directory, serving_encoder, serving_flows, data_dir="")

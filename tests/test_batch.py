@@ -226,6 +226,15 @@ def run_helper(*args) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def stopped(proc) -> bool:
+    """Whether `proc` is stopped by a signal (its state in /proc is T)."""
+    try:
+        stat = Path(f"/proc/{proc.pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] == "T"
+
+
 def count_lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
@@ -233,13 +242,14 @@ def count_lines(path: Path) -> int:
 def test_sigkill_at_any_point_then_resume_loses_and_repeats_nothing(reference, tiny_model, tmp_path):
     folder, want = reference
     out = tmp_path / "captions.jsonl"
-    # 27 photos in batches of 4 at 0.4 s a batch: kill after the 2nd and the 5th batch.
+    # 27 photos in batches of 4: killed once 8 lines are written, then once 20 are. The helper
+    # stops itself there (SIGSTOP), so the kill lands mid-run however slow the machine is.
     for kill_after in (8, 20):
-        proc = run_helper("local", tiny_model, folder, out, 0.4)
+        proc = run_helper("local", tiny_model, folder, out, 0.0, kill_after)
         deadline = time.time() + 180
-        while count_lines(out) < kill_after and proc.poll() is None and time.time() < deadline:
+        while not stopped(proc) and proc.poll() is None and time.time() < deadline:
             time.sleep(0.02)
-        assert proc.poll() is None, "finished before it could be killed: " + proc.stderr.read()
+        assert stopped(proc), "it did not stop to be killed: " + ("" if proc.poll() is None else proc.stderr.read())
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert kill_after <= count_lines(out) < 27

@@ -14,7 +14,7 @@ from captioner.evaluation.insights import (filter_photos, load_photo_scores, mis
                                            reference_bleu4, sort_photos)
 from captioner.training.live_run import checkpoint_dirs, format_seconds, live_runs, read_run
 from captioner.evaluation.phrases import compare_phrases, phrase_counts
-from conftest import ROOT, trained_models
+from conftest import ROOT, require, trained_models
 
 REFERENCES = {
     "dog.jpg": ["A dog runs on the grass .", "a brown dog running", "The dog is playing outside",
@@ -217,12 +217,13 @@ def test_plot_history_command(tmp_path):
 
 
 # -- the real files ----------------------------------------------------------------------------
+@pytest.mark.integration   # Flickr8k and the committed models
 def test_real_photo_scores(shared_data):
     from captioner.data.dataset import load_flickr8k
     from captioner.evaluation.insights import model_vocabulary
-    scored = {name: d for name, d in trained_models().items() if (d / PHOTO_SCORES).is_file()}
-    if not scored:
-        pytest.skip("no committed model has test_captions.json yet (models trained before it existed)")
+    scored = trained_models()
+    for name, directory in scored.items():   # every committed model has them
+        require(directory / PHOTO_SCORES, f"{name}'s per-photo test scores")
     dataset = load_flickr8k(shared_data)
     test = dataset.images("test")
     for name, directory in scored.items():

@@ -68,6 +68,7 @@ def lite_copy(tmp_path, monkeypatch):
     return tmp_path / LITE_FILENAME, tmp_path / LITE_RECORD
 
 
+@pytest.mark.integration   # the converted encoder `make setup` writes
 def test_a_damaged_or_foreign_encoder_file_is_refused(lite_copy):
     from captioner.vision.litert import LiteEncoder
     model, record = lite_copy

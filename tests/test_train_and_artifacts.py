@@ -28,14 +28,18 @@ def run_helper(data, out, ckpt, decoder="merge", env_extra=None):
 
 
 def kill_when(proc, state_path: Path, ready, timeout=240):
+    """SIGKILL `proc` once its checkpoint state is `ready`; fail, saying so, if it never is."""
     deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
+    reached = False
+    while not reached and time.time() < deadline and proc.poll() is None:
         try:
-            if state_path.exists() and ready(json.loads(state_path.read_text())):
-                break
+            reached = state_path.exists() and ready(json.loads(state_path.read_text()))
         except ValueError:
             pass  # never half-written (atomic), but be safe
         time.sleep(0.1)
+    if not reached:  # killing it now would test another point of the run than intended
+        proc.kill()
+        pytest.fail(f"the run did not reach the point to kill it at within {timeout} s:\n" + proc.stdout.read())
     assert proc.poll() is None, "training finished before it could be killed:\n" + proc.stdout.read()
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -136,6 +136,8 @@ def test_min_trust_writes_no_caption_and_says_why(photo_folder, tmp_path, encode
                for r in records.values())
     if dog["captions"]:
         assert dog["captions"][0]["trust"] >= 0.3 and dog["captions"][0]["verdict"] and dog["withheld"] is None
+    else:  # every caption under the threshold: the record says so rather than staying silent
+        assert "below --min-trust" in dog["withheld"]
     assert all(r["min_trust"] == 0.3 for r in records.values())
     # Resuming under another threshold would mix two policies in one file: refused, said.
     for other in (("--min-trust", "0.5"), ()):

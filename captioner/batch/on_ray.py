@@ -122,9 +122,11 @@ def utf8(name: str) -> bool:
 def caption_dir_ray(root: str | os.PathLike, outdir: str | os.PathLike, load_captioner,
                     beam: int = 3, top: int = 1, batch_size: int = 16, address: str | None = None,
                     workers: int | None = None, cpus_per_worker: float = 1,
-                    progress: bool = True, min_trust: float | None = None) -> RaySummary:
+                    progress: bool = True, min_trust: float | None = None, use_gpus: bool = False) -> RaySummary:
     """Caption every photo under `root` into JSON-lines files in `outdir` (new or empty).
-    `load_captioner` is a picklable callable returning a Captioner; each actor calls it once."""
+    `load_captioner` is a picklable callable returning a Captioner; each actor calls it once.
+    `use_gpus`: its encoder is TensorFlow's, which runs on a GPU: one per actor where the
+    cluster has them (LiteRT runs on CPUs, so a GPU reserved for it would only cap the pool)."""
     ray = import_ray()
     if batch_size < 1:
         raise BatchError(f"--batch-size must be at least 1, got {batch_size}.")
@@ -150,7 +152,7 @@ def caption_dir_ray(root: str | os.PathLike, outdir: str | os.PathLike, load_cap
         resources = ray.cluster_resources()
         # With --encoder tensorflow the encoder runs on a GPU where the cluster has them (needs
         # the `tensorflow` build with CUDA on those nodes): one GPU per actor, one per GPU.
-        gpus = int(resources.get("GPU", 0))
+        gpus = int(resources.get("GPU", 0)) if use_gpus else 0
         if workers is None:
             workers = gpus or max(1, int(resources.get("CPU", 1) // cpus_per_worker))
         ray.data.DataContext.get_current().enable_progress_bars = progress

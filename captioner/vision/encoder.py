@@ -3,8 +3,7 @@
 Weights are looked up in this order, never falling back to random ones:
   1. an explicit path (argument, `--xception-weights`, or CAPTIONER_XCEPTION_WEIGHTS);
   2. the cache written by `python -m captioner fetch-weights` (see weights.py);
-  3. Keras' own "imagenet" download (needs the internet);
-  4. otherwise EncoderWeightsError saying how to provide them.
+  3. otherwise EncoderWeightsError saying how to provide them (nothing is downloaded here).
 """
 from __future__ import annotations
 
