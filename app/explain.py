@@ -63,8 +63,12 @@ def show_familiarity(captioner, encoded: dict, trusted: bool) -> None:
     estimate, which reads this signal; otherwise an unlike photo is a warning of its own."""
     familiarity = app.familiarity(captioner.imagenet_checksum)
     if familiarity is None:
-        st.caption("No familiarity check: run `python -m captioner index-dataset` to write "
-                   "`trained/training_photos.h5`.")
+        from captioner.explain.familiarity import find
+        st.caption("No familiarity check: " + (
+            "run `python -m captioner index-dataset` to write `trained/training_photos.h5`."
+            if find(app.model_dir()) is None else
+            "`trained/training_photos.h5` cannot be read, or was made from other Xception weights than "
+            "this model's; run `python -m captioner index-dataset` to write it anew."))
         return
     similarity = float(familiarity.similarity(captioner.imagenet_map(encoded["features"]))[0])
     share = 100 - familiarity.percentile

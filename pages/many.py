@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app import support as app
-from captioner.batch.many import caption_files, to_records
+from captioner.batch.many import caption_files, spreadsheet_safe, to_records
 
 st.title("Caption many photos")
 app.require_captioner()
@@ -71,7 +71,7 @@ elif model.trust_note:
 
 records = to_records(results, model.name, beam)
 left, right = st.columns(2)
-left.download_button("Download CSV", pd.DataFrame(records).to_csv(index=False), "captions.csv",
+left.download_button("Download CSV", pd.DataFrame(spreadsheet_safe(records)).to_csv(index=False), "captions.csv",
                      "text/csv", key="download_csv", on_click="ignore")
 right.download_button("Download JSON", json.dumps(records, indent=2), "captions.json",
                       "application/json", key="download_json", on_click="ignore")

@@ -115,6 +115,10 @@ def test_many_photos_bad_file_among_good(tmp_path):
     records = to_records(results, "merge", 2)
     assert len({tuple(r) for r in records}) == 1  # the same keys for every row
     json.dumps(records)
+    from captioner.batch.many import spreadsheet_safe
+    named = [dict(records[0], file="=HYPERLINK(1).png", error="@x"), dict(records[0], file="a=b.png")]
+    assert [(r["file"], r["error"], r["beam"]) for r in spreadsheet_safe(named)] == [
+        ("'=HYPERLINK(1).png", "'@x", 2), ("a=b.png", None, 2)]
     # Batched, a bad file inside a batch shifts nothing: each photo keeps its own results.
     other = io.BytesIO()
     Image.new("RGB", (48, 64), (220, 30, 30)).save(other, "PNG")

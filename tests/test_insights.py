@@ -222,6 +222,7 @@ def test_real_photo_scores(shared_data):
     from captioner.data.dataset import load_flickr8k
     from captioner.evaluation.insights import model_vocabulary
     scored = trained_models()
+    assert set(scored) >= {"merge", "attention", "ensemble"}
     for name, directory in scored.items():   # every committed model has them
         require(directory / PHOTO_SCORES, f"{name}'s per-photo test scores")
     dataset = load_flickr8k(shared_data)

@@ -86,6 +86,16 @@ def caption_batch(captioner, results: list[PhotoResult], arrays: np.ndarray, bea
             result.unfamiliar = bool(familiarity.is_unfamiliar(sim))
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(records: list[dict]) -> list[dict]:
+    """`records` for a CSV file: a text cell that a spreadsheet would run as a formula (an
+    uploaded file named "=HYPERLINK(...).jpg", and the error naming it) starts with a quote."""
+    return [{k: f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v for k, v in r.items()}
+            for r in records]
+
+
 def to_records(results: list[PhotoResult], model: str, beam: int) -> list[dict]:
     """Rows for CSV/JSON: the same keys for every photo, captioned or not."""
     return [{"file": r.name, "model": model, "beam": beam, "caption": r.caption,

@@ -104,6 +104,7 @@ class ResumableJsonl:
         if not paths & self.done.keys():
             return
         partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
+        fd = None
         try:
             with open(self.path, "rb") as source, open(partial, "wb") as target:
                 for raw in source:
@@ -116,6 +117,8 @@ class ResumableJsonl:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.replace(partial, self.path)
         except OSError as exc:
+            if fd is not None:
+                os.close(fd)
             partial.unlink(missing_ok=True)
             raise OutputFileError(f"{self.path}: cannot rewrite it ({exc.strerror}).") from None
         os.close(self._fd)

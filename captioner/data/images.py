@@ -106,7 +106,9 @@ def load_image(source: ImageSource, name: str | None = None,
     _check_size(img, label)
     try:
         img.seek(0)  # animated GIF/WebP, multi-page TIFF, HEIF collections: first image
-    except (EOFError, OSError, ValueError) as exc:
+    except Image.DecompressionBombError:
+        raise ImageError(f"{label}: image is too large to decode safely.") from None
+    except (EOFError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{label}: image data is truncated or corrupt ({_one_line(exc)}).") from None
     _check_size(img, label)  # a HEIF file opens on its primary image, which need not be the first
     stored = img.size  # before draft() below shrinks a big JPEG

@@ -71,6 +71,8 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def fsync_tree(directory: Path) -> None:
     """Flush a directory's files, then the directory itself, to disk."""
+    if os.name == "nt":  # read-only descriptors cannot be fsynced there
+        return
     for path in directory.iterdir():
         if path.is_file():
             fd = os.open(path, os.O_RDONLY)
@@ -82,6 +84,8 @@ def fsync_tree(directory: Path) -> None:
 
 
 def fsync_directory(directory: Path) -> None:
+    if os.name == "nt":  # Windows opens no directory for fsync (its renames are journalled)
+        return
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
