@@ -17,7 +17,7 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from captioner.data.files import sha256_file  # noqa: F401  (re-exported: artifacts.sha256_file)
+from captioner.data.files import replaced_when_written, sha256_file  # noqa: F401  (sha256_file re-exported: artifacts.sha256_file)
 from captioner.decoders.config import Config
 from captioner.data.text import Vocabulary
 
@@ -57,16 +57,12 @@ def write_text_atomic(path: Path, text: str) -> None:
     (the data synced before the rename) a power cut."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
+    with replaced_when_written(path, Path(tmp)):  # a full disk leaves no stray temporary file
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes files private; these are meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)  # a full disk leaves no stray temporary file
-        raise
 
 
 def fsync_tree(directory: Path) -> None:
