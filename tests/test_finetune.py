@@ -77,6 +77,10 @@ def test_settings_are_checked():
         Config(decoder="attention", finetune_encoder="exit_flow", scst_exit_flow="frozen")
     with pytest.raises(ValueError, match="exit_flow_from"):
         Config(decoder="attention", finetune_encoder="exit_flow", exit_flow_from="trained/attention")
+    with pytest.raises(ValueError, match="finetune_mirror"):
+        Config(decoder="attention", finetune_mirror=0.5)
+    with pytest.raises(ValueError, match="finetune_mirror"):
+        Config(decoder="attention", finetune_encoder="exit_flow", finetune_mirror=1.5)
 
 
 def test_a_step_moves_the_exit_flow_and_lowers_the_loss(seeded_xception):
@@ -160,6 +164,72 @@ def test_the_trunk_cache_round_trips(tmp_path, original_dataset):
     np.testing.assert_array_equal(first, again)
 
 
+def test_the_mirrored_trunk_cache_holds_the_mirrored_photos_and_round_trips(tmp_path, original_dataset):
+    from captioner.data.dataset import load_flickr8k
+    from captioner.data.images import load_image, prepare_for_encoder
+    data = load_flickr8k(original_dataset)
+    splits = {"train": data.images("train")[:3], "val": data.images("val")[:2]}
+    config = tiny_config(finetune_mirror=0.5)
+    first = finetune.trunk_features(data, splits, config, False, PixelTrunk())
+    assert set(first) == {"train", "val", finetune.MIRRORED}   # the training photos alone, mirrored
+    photos = np.stack([prepare_for_encoder(load_image(data.image_path(n))) for n in splits["train"]])
+    np.testing.assert_array_equal(first[finetune.MIRRORED], PixelTrunk().feature_maps(photos[:, :, ::-1]))
+    np.testing.assert_array_equal(first["train"], PixelTrunk().feature_maps(photos))
+    assert not np.array_equal(first["train"], first[finetune.MIRRORED])
+
+    class Refuses(PixelTrunk):
+        def feature_maps(self, batch):
+            raise AssertionError("cached: the trunk must not run again")
+    again = finetune.trunk_features(data, splits, config, False, Refuses())
+    for key in first:
+        np.testing.assert_array_equal(first[key], again[key])
+
+
+def test_mirroring_reads_the_mirrored_trunk_but_never_for_a_photo_captioned_left_or_right(
+        tmp_path, original_dataset, seeded_xception, monkeypatch):
+    """--finetune-mirror: a tuned cross-entropy batch reads some photos' mirrored trunk
+    outputs, never one whose captions say left or right; before tuning, nothing is mirrored."""
+    from captioner.training import cross_entropy
+    from captioner.training import run as run_module
+    from captioner.training.checkpoint import new_model
+    from captioner.training.progress import ProgressReporter
+    text = original_dataset / "Flickr8k_text"
+    said_left = (text / "Flickr_8k.trainImages.txt").read_text().split()[0]
+    with open(text / "Flickr8k.token.txt", "a") as handle:
+        handle.write(f"{said_left}#5\tThe square is on the left .\n")
+    run = run_module.Run(original_dataset, tiny_config(finetune_mirror=1.0), quick()["encoder"], False, None,
+                         ProgressReporter(tmp_path, "attention"), PixelTrunk())
+    left = run.splits["train"].index(said_left)
+    assert run.mirrorable.tolist() == [p != left for p in range(len(run.splits["train"]))]
+    photos = np.array([left, (left + 1) % 5, (left + 2) % 5])
+    rng = np.random.default_rng(0)
+    assert run.mirror_choices(photos, rng) is None   # not tuned yet: frozen features, no draw
+    run.tune(new_model(run.config, 1e-3, tuned=True))
+    assert run.mirror_choices(photos, rng).tolist() == [False, True, True]
+    # one photo both ways in a batch: two trunk outputs, each row reading its own
+    other = photos[1]
+    inputs = run.inputs("train", np.array([other, other, left]), np.ones((3, 2), np.int32),
+                        np.array([True, False, False]))
+    trunk, index = inputs["trunk"], inputs["photo_index"]
+    assert len(trunk) == 3
+    np.testing.assert_array_equal(trunk[index[0]], run.trunk[finetune.MIRRORED][other].astype(np.float32))
+    np.testing.assert_array_equal(trunk[index[1]], run.trunk["train"][other].astype(np.float32))
+    np.testing.assert_array_equal(trunk[index[2]], run.trunk["train"][left].astype(np.float32))
+    # a whole epoch, with probability 1: every row of a mirrorable photo reads it mirrored
+    rows_read = []
+    real_inputs = run.inputs
+
+    def recording_inputs(split, rows, tokens, mirrored=None):
+        rows_read.extend(zip(rows.tolist(), [False] * len(rows) if mirrored is None else mirrored.tolist()))
+        return real_inputs(split, rows, tokens, mirrored)
+    monkeypatch.setattr(run, "inputs", recording_inputs)
+    monkeypatch.setattr(cross_entropy, "val_loss", lambda run, nll_sum: 0.0)   # not wanted here
+    cross_entropy.xe_epoch(run, lambda *args: (np.float32(1.0), np.float32(0.0)), None,
+                           np.random.default_rng(1), 1)
+    assert len(rows_read) == len(run.captions["train"])
+    assert all(flip == (photo != left) for photo, flip in rows_read)
+
+
 def test_a_frozen_model_becomes_a_tuned_one_with_its_decoder_unchanged(seeded_xception):
     """What training does at --finetune-start-epoch: the decoder goes on from where it was."""
     from captioner.decoders.registry import build_decoder, is_tuned
@@ -175,12 +245,13 @@ def test_a_frozen_model_becomes_a_tuned_one_with_its_decoder_unchanged(seeded_xc
 @pytest.mark.slow
 def test_a_tuned_run_resumed_after_kills_repeats_an_unbroken_one_and_ships_its_exit_flow(
         tmp_path, original_dataset, seeded_xception):
-    """Tuning from the first epoch (cross-entropy) on through self-critical training; stopping
-    after epochs 1, 2 (the last cross-entropy one) and 3 (the first self-critical one) changes nothing, and the model
-    written carries its exit flow, scored on the test split through it."""
+    """Tuning from the first epoch (cross-entropy, half the photos mirrored) on through
+    self-critical training; stopping after epochs 1, 2 (the last cross-entropy one) and 3 (the
+    first self-critical one) changes nothing, and the model written carries its exit flow,
+    scored on the test split through it."""
     from captioner.training.loop import train
     config = tiny_config(max_epochs=2, patience=9, scst_max_epochs=2, scst_patience=9,
-                         finetune_start_epoch=1, scst_min_distinct=0.0)
+                         finetune_start_epoch=1, scst_min_distinct=0.0, finetune_mirror=0.5)
     train(original_dataset, tmp_path / "unbroken", config, tmp_path / "ckpt-a", **quick(evaluate_test=True))
     for stop in (1, 1, 1, None):  # epochs 1, 2, 3, 4
         train(original_dataset, tmp_path / "resumed", config, tmp_path / "ckpt-b",
@@ -203,14 +274,15 @@ def test_a_tuned_run_resumed_after_kills_repeats_an_unbroken_one_and_ships_its_e
     card = (tmp_path / "unbroken" / "MODEL_CARD.md").read_text()   # says what was tuned, and what float16 cost
     assert "Xception's exit flow tuned" in card and "6,801,104 parameters, from `add_10` on" in card
     assert "from epoch 1, in cross-entropy and self-critical training" in card and "Stored in float16" in card
+    assert "read mirrored left to right with probability 0.5" in card
     # A tuned model extends as a frozen one does: one more self-critical epoch, from its own
     # decoder and exit flow (seeded exactly), its optimisers afresh.
     from captioner.training.checkpoint import Checkpoint
     longer = tiny_config(max_epochs=2, patience=9, scst_max_epochs=3, scst_patience=9,
-                         finetune_start_epoch=1, scst_min_distinct=0.0)
+                         finetune_start_epoch=1, scst_min_distinct=0.0, finetune_mirror=0.5)
     seeded = Checkpoint(tmp_path / "ckpt-c")
     as_run = tiny_config(max_epochs=2, patience=9, scst_max_epochs=3, scst_patience=9, finetune_start_epoch=1,
-                         scst_min_distinct=0.0, vocab_size=unbroken.config.vocab_size)   # as train() fills it in
+                         scst_min_distinct=0.0, finetune_mirror=0.5, vocab_size=unbroken.config.vocab_size)   # as train() fills it in
     seeded.seed_from_model(tmp_path / "unbroken", as_run, unbroken.vocab, unbroken.manifest["encoder"]["weights_checksum"])
     model, state = seeded.load(as_run)
     assert state["finetune_from"] == 1 and state["epoch"] == 4

@@ -131,9 +131,12 @@ def encoder_sentence(model: Model) -> str:
               f"{float16['val_cider_beam3_float16']:.4f}, against {float16['val_cider_beam3_float32']:.4f} in float32, "
               f"the same caption for {float16['same_caption']:.1%} of the val photos."
               if {"val_cider_beam3_float16", "val_cider_beam3_float32", "same_caption"} <= set(float16) else "")
+    mirror = model.config.get("finetune_mirror") or 0
+    mirrored = (f" In its tuned cross-entropy epochs a training photo was read mirrored left to right "
+                f"with probability {mirror:g} (never one whose captions say left or right)." if mirror else "")
     return (start + f"; its {part} ({tuned.get('parameters', 0):,} parameters, from `{tuned.get('layer')}` on) "
             f"was tuned with this decoder from epoch {tuned.get('tuned_from_epoch')}, {phases}, and the rest "
-            f"stays frozen.{stored}")
+            f"stays frozen.{mirrored}{stored}")
 
 
 def _number(value) -> str:

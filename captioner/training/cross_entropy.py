@@ -19,7 +19,9 @@ def xe_epoch(run: Run, train_step, nll_sum, rng, epoch: int) -> dict:
         indices = [i for p in photos for i in captions.by_photo[p]]
         rows, inputs, targets = captions.batch(indices)
         mask = (targets > 0).astype(np.float32)
-        loss, _ = train_step(run.inputs("train", rows, inputs), targets, mask, np.float32(mask.sum()))
+        flips = run.mirror_choices(photos, rng)
+        mirrored = None if flips is None else np.isin(rows, np.asarray(photos)[flips])
+        loss, _ = train_step(run.inputs("train", rows, inputs, mirrored), targets, mask, np.float32(mask.sum()))
         losses.append(float(loss))
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", refresh=False)
         run.reporter.report(done=done, total=len(batches), unit="batches",

@@ -23,7 +23,8 @@ from captioner.decoders.config import Config
 from captioner.decoders.registry import is_tuned
 
 # Settings that may change when a run resumes, until its fine-tuning has begun.
-FINETUNE_SETTINGS = frozenset({"finetune_encoder", "encoder_learning_rate", "finetune_start_epoch"})
+FINETUNE_SETTINGS = frozenset({"finetune_encoder", "encoder_learning_rate", "finetune_start_epoch",
+                               "finetune_mirror"})
 MAP_BATCH = 32
 
 
@@ -130,14 +131,41 @@ def head_maps(model, trunk: np.ndarray, batch_size: int = MAP_BATCH) -> np.ndarr
     return out if out is not None else np.zeros((0, 100, 2048), np.float16)
 
 
+MIRRORED = "train_mirrored"   # trunk_features' key for the mirrored training photos
+
+
+def trunk_cache(encoder_checksum: str, layer: str, mirrored: bool = False):
+    """The cache of the trunk's outputs at `layer`, which the exit flow reads (of mirrored
+    photos, apart)."""
+    from captioner.vision.exit_flow import SPLIT_SHAPES
+    from captioner.vision.features import FeatureCache
+    return FeatureCache(encoder_checksum, shape=SPLIT_SHAPES[layer],
+                        part=f"{layer}-mirrored" if mirrored else layer)
+
+
 def trunk_features(dataset, splits: dict, config: Config, progress: bool, trunk_encoder=None) -> dict:
     """Each split's cached trunk output (n, h, w, c) float16, computed where missing by the
-    trunk on LiteRT (vision/exit_flow.trunk_encoder) or `trunk_encoder`."""
-    from captioner.vision.exit_flow import SPLIT_SHAPES, trunk_encoder as lite_trunk
-    from captioner.vision.features import FeatureCache, extract_feature_maps
+    trunk on LiteRT (vision/exit_flow.trunk_encoder) or `trunk_encoder`; with
+    `finetune_mirror`, also the training photos' mirrored ones (key MIRRORED)."""
+    from captioner.vision.exit_flow import trunk_encoder as lite_trunk
+    from captioner.vision.features import extract_feature_maps
     layer = split_layer(config)
     encoder = trunk_encoder or lite_trunk(layer)
-    cache = FeatureCache(encoder.checksum, shape=SPLIT_SHAPES[layer], part=layer)
-    return {split: extract_feature_maps([dataset.image_path(n) for n in names], encoder, cache,
-                                        progress=progress, desc=f"Exit-flow inputs ({split})")
-            for split, names in splits.items() if names}
+    todo = [(split, names, False) for split, names in splits.items() if names]
+    if config.finetune_mirror and splits.get("train"):
+        todo.append((MIRRORED, splits["train"], True))
+    return {key: extract_feature_maps([dataset.image_path(n) for n in names], encoder,
+                                      trunk_cache(encoder.checksum, layer, mirrored), progress=progress,
+                                      desc=f"Exit-flow inputs ({key.replace('_', ', ')})", mirrored=mirrored)
+            for key, names, mirrored in todo}
+
+
+MIRROR_WORDS = frozenset({"left", "right"})
+
+
+def mirrorable(captions: dict, names: list[str]) -> np.ndarray:
+    """Which photos may be read mirrored: none of whose captions says "left" or "right"
+    (mirrored, they would say the wrong one)."""
+    from captioner.data.text import clean_caption
+    return np.array([not any(MIRROR_WORDS.intersection(clean_caption(c)) for c in captions[n])
+                     for n in names], dtype=bool)

@@ -16,7 +16,7 @@ from captioner.evaluation.metrics import caption_statistics, quick_scores
 from captioner.training.caption_set import CaptionSet
 from captioner.training.features import shared_flow_features, split_features
 from captioner.decoders.registry import is_tuned
-from captioner.training.finetune import head_maps, trunk_features
+from captioner.training.finetune import MIRRORED, head_maps, mirrorable, trunk_features
 from captioner.training.progress import ProgressReporter, log
 from captioner.training.scores import ALPHA_CHOICES, best_alpha
 from captioner.training.similar import similar_photos
@@ -54,6 +54,9 @@ class Run:
                       if config.finetune_encoder else {})
         self.tuned_model = None
         self.exit_flow_fixed = False   # see `tune`
+        # the training photos that may be read mirrored (--finetune-mirror)
+        self.mirrorable = (mirrorable(self.dataset.captions, self.splits["train"])
+                           if MIRRORED in self.trunk else None)
         self._frozen = {}   # the frozen features of splits tuned maps have replaced
         train_captions = [c for n in self.splits["train"] for c in self.dataset.captions[n]]
         self.vocab = Vocabulary.build(train_captions, config.min_word_count)
@@ -66,12 +69,30 @@ class Run:
         per_photo = len(self.captions["train"]) / max(len(self.splits["train"]), 1)
         self.photos_per_batch = max(1, round(config.batch_size / max(per_photo, 1)))
 
-    def inputs(self, split: str, photos, tokens) -> dict:
+    def inputs(self, split: str, photos, tokens, mirrored: np.ndarray | None = None) -> dict:
+        """A batch's model inputs: caption rows `tokens` of photos `photos` (one per row),
+        with `mirrored` (one per row, from `mirror_choices`) the training photos read mirrored."""
         if self.tuned_model is None:
             return keras_inputs(self.config, self.features[split], photos, tokens)
-        unique, index = np.unique(photos, return_inverse=True)  # each photo's exit flow runs once
-        return {"trunk": self.trunk[split][unique].astype(np.float32),
+        photos = np.asarray(photos)
+        flips = np.zeros(len(photos), bool) if mirrored is None else np.asarray(mirrored, bool)
+        # each (photo, mirrored) pair's exit flow runs once
+        unique, index = np.unique(photos * 2 + flips, return_inverse=True)
+        ids, flipped = unique // 2, unique % 2 == 1
+        trunk = self.trunk[split][ids]
+        if flipped.any():
+            trunk[flipped] = self.trunk[MIRRORED][ids[flipped]]
+        return {"trunk": trunk.astype(np.float32),
                 "photo_index": index.astype(np.int32), "tokens": tokens.astype(np.int32)}
+
+    def mirror_choices(self, photos, rng) -> np.ndarray | None:
+        """Which of the training photos `photos` a tuned cross-entropy batch reads mirrored
+        (each with probability `finetune_mirror`, if its captions allow), or None when
+        nothing is mirrored: no random draw then, so runs without mirroring are unchanged."""
+        if self.mirrorable is None or self.tuned_model is None:
+            return None
+        photos = np.asarray(photos)
+        return self.mirrorable[photos] & (rng.random(len(photos)) < self.config.finetune_mirror)
 
     def tune(self, model, splits=("val",), fixed: bool = False) -> None:
         """Read `splits` (and from now on the training photos' samples) through `model`'s exit

@@ -69,13 +69,15 @@ def file_digest(path: Path) -> str:
 def extract_feature_maps(paths: list[Path], encoder, cache: FeatureCache | None = None,
                          batch_size: int = 32, progress: bool = True, pooled: bool = False,
                          desc: str = "Extracting features", on_progress=None,
-                         collect: bool = True) -> np.ndarray | None:
+                         collect: bool = True, mirrored: bool = False) -> np.ndarray | None:
     """Xception features of `paths`, computing only what is not cached.
 
     Returns float16 maps (n, 10, 10, 2048), or with `pooled` their float32 means (n, 2048),
     pooled one photo at a time so the maps of a whole split need not fit in memory.
     `on_progress(done, total)` is called after each batch the encoder runs. Without `collect`
     the maps only go to the cache (for caches larger than memory) and None is returned.
+    With `mirrored` each photo is mirrored left to right before it is encoded (training's
+    augmentation; `cache` must be one of mirrored photos: the file digests do not say so).
     """
     from tqdm import tqdm
 
@@ -107,7 +109,8 @@ def extract_feature_maps(paths: list[Path], encoder, cache: FeatureCache | None 
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
 
     def prepare(batch):
-        return np.stack([prepare_for_encoder(load_image(paths[i])) for i in batch])
+        arrays = np.stack([prepare_for_encoder(load_image(paths[i])) for i in batch])
+        return np.ascontiguousarray(arrays[:, :, ::-1]) if mirrored else arrays
 
     bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress,
                file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
