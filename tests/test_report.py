@@ -103,3 +103,22 @@ def test_the_command_checks_and_reads_no_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "up to date" in result.stdout and "no tensorflow" in result.stdout
+
+
+def test_a_card_says_when_the_model_it_learned_from_has_been_retrained_since(tmp_path):
+    """A merge model reads the attention model's exit flow and distils it: once
+    trained/attention is retrained, its card must not read as if it still did."""
+    import types
+    from captioner.evaluation.report import retrained_since
+    from captioner.model_dirs.artifacts import sha256_file
+    (tmp_path / "trained" / "attention").mkdir(parents=True)
+    manifest = tmp_path / "trained" / "attention" / "manifest.json"
+    manifest.write_text(json.dumps({"files": {"exit_flow.weights.h5": "a" * 64}}))
+    merge = types.SimpleNamespace(directory=tmp_path / "trained" / "merge")
+    assert retrained_since(merge, "trained/attention", exit_flow_sha="a" * 64) == ""
+    assert retrained_since(merge, "trained/attention", manifest_sha=sha256_file(manifest)) == ""
+    assert "retrained since, with another exit flow" in retrained_since(merge, "trained/attention",
+                                                                       exit_flow_sha="b" * 64)
+    assert "retrained since" in retrained_since(merge, "trained/attention", manifest_sha="c" * 64)
+    assert "is not here" in retrained_since(merge, "trained/gone", exit_flow_sha="a" * 64)
+    assert retrained_since(merge, str(tmp_path / "trained" / "attention"), exit_flow_sha="a" * 64) == ""

@@ -15,7 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from captioner.model_dirs.artifacts import EVERYDAY_METRICS, ArtifactError, read_json, write_text_atomic
+from captioner.model_dirs.artifacts import (EVERYDAY_METRICS, MANIFEST, ArtifactError, read_json, sha256_file,
+                                           write_text_atomic)
 from captioner.model_dirs.catalog import MODEL_NAMES, available_models, read_records, resolve_model
 
 MODEL_CARD = "MODEL_CARD.md"
@@ -115,14 +116,18 @@ def encoder_sentence(model: Model) -> str:
                     if path.is_file() and read_json(path).get("exit_flow")}
             if len(shas) == 1 and len(own) == len(members):
                 return start + "; its members read one tuned exit flow, which runs once a photo (see their cards)."
-            return (start + f"; each member reads its own map: {', '.join(own)} through a tuned exit flow "
-                    "(see its card), the others through ImageNet's, frozen.")
+            others = " (see its card), the others through ImageNet's, frozen" if len(own) < len(members) else ""
+            kinds = "a tuned exit flow" if len(shas) == 1 else "tuned exit flows of their own"
+            return start + f"; each member reads its own map: {', '.join(own)} through {kinds}{others or ' (see their cards)'}."
     if not tuned:
         return start + ", frozen."
     if model.config.get("exit_flow_from"):
+        source = model.config["exit_flow_from"]
+        copy = (model.manifest.get("files") or {}).get("exit_flow.weights.h5", "")
         return (start + f"; it reads the exit flow (from `{tuned.get('layer')}` on) that "
-                f"`{model.config['exit_flow_from']}` tuned, held fixed while this decoder trained "
-                "(a copy of it, byte for byte, is `exit_flow.weights.h5`), and the rest stays frozen.")
+                f"`{source}` tuned, held fixed while this decoder trained "
+                f"(a copy of it, byte for byte, is `exit_flow.weights.h5`, sha256 `{copy[:12]}...`)"
+                f"{retrained_since(model, source, exit_flow_sha=copy)}, and the rest stays frozen.")
     part = TUNED_PART.get(model.config.get("finetune_encoder"), "exit flow")
     phases = ("in cross-entropy, then held fixed in self-critical training"
               if model.config.get("scst_exit_flow") == "fixed" else "in cross-entropy and self-critical training")
@@ -288,6 +293,21 @@ def fill_tables(text: str, models: list[Model]) -> str:
     return MARKER.sub(replace, text)
 
 
+def retrained_since(model, source: str, manifest_sha: str | None = None, exit_flow_sha: str | None = None) -> str:
+    """", retrained since ..." when the model directory `source` (beside this one) no longer
+    holds what this model was trained with: another manifest, or another exit flow. The model
+    itself is unaffected (it carries its copy); rerunning its recipe would not reproduce it."""
+    directory = Path(source) if Path(source).is_absolute() else model.directory.parent / Path(source).name
+    try:
+        if manifest_sha and sha256_file(directory / MANIFEST) != manifest_sha:
+            return f" (`{source}` has been retrained since; this model was trained with the one recorded here)"
+        if exit_flow_sha and (read_json(directory / MANIFEST).get("files") or {}).get("exit_flow.weights.h5") != exit_flow_sha:
+            return f" (`{source}` has been retrained since, with another exit flow; this model carries the one it read)"
+    except (OSError, ArtifactError):
+        return f" (`{source}` is not here)"
+    return ""
+
+
 def _flags(config: dict) -> str:
     """The training script's flags that differ from its defaults, as the model recorded them."""
     from captioner.decoders.config import Config
@@ -396,12 +416,16 @@ def model_card(model: Model) -> str:
                          "Makefile's train target does; the settings above are the extended run's.")
         if manifest.get("scst_teacher"):
             lines.append("")
-            lines.append(f"Its self-critical phase distils `{manifest['scst_teacher'].get('directory')}` "
-                         f"(manifest sha256 `{manifest['scst_teacher'].get('manifest_sha256', '')[:12]}...`), "
-                         "which must be trained first.")
+            teacher = manifest["scst_teacher"]
+            lines.append(f"Its self-critical phase distils `{teacher.get('directory')}` "
+                         f"(manifest sha256 `{teacher.get('manifest_sha256', '')[:12]}...`), "
+                         "which must be trained first"
+                         f"{retrained_since(model, teacher.get('directory', ''), manifest_sha=teacher.get('manifest_sha256'))}.")
         if config.get("exit_flow_from"):
             lines.append("")
-            lines.append(f"It reads the exit flow of `{config['exit_flow_from']}`, which must be trained first.")
+            copy = (manifest.get("files") or {}).get("exit_flow.weights.h5", "")
+            lines.append(f"It reads the exit flow of `{config['exit_flow_from']}`, which must be trained first"
+                         f"{retrained_since(model, config['exit_flow_from'], exit_flow_sha=copy)}.")
     versions = manifest.get("versions") or {}
     if versions:
         lines += ["", ("Scored" if ensemble else "Trained") + " with " + ", ".join(f"{k} {v}" for k, v in versions.items()) + "."]
