@@ -80,7 +80,7 @@ caption: setup $(IMAGE)
 # attention model's exit flow it reads (about 65 minutes, with its maps cached as views).
 DECODER ?= all
 TRAIN_FLAGS_merge ?= --scst-xe-weight 0.5 --scst-max-epochs 10 --scst-patience 10 --scst-distinct-beam 3 --scst-contrast-weight 1.5 --scst-learning-rate 1e-4 --scst-select beam --scst-teacher trained/attention --scst-teacher-weight 0.3 --exit-flow-from trained/attention
-TRAIN_FLAGS_attention ?= --label-smoothing 0.1 --scst-xe-weight 0.1 --scst-max-epochs 16 --scst-patience 4 --scst-distinct-beam 3 --scst-contrast-weight 0.5 --scst-select beam --finetune-encoder exit_flow --encoder-learning-rate 1e-4 --finetune-start-epoch 5 --scst-exit-flow fixed
+TRAIN_FLAGS_attention ?= --label-smoothing 0.1 --scst-xe-weight 0.1 --scst-max-epochs 16 --scst-patience 4 --scst-distinct-beam 3 --scst-contrast-weight 0.5 --scst-select beam --finetune-encoder exit_flow --encoder-learning-rate 1e-4 --finetune-start-epoch 3 --scst-exit-flow fixed
 # trained/'s models, in the order they train (merge reads trained/attention); DECODER=<one of
 # them> trains that one alone. A second model of one decoder is a directory of its own name
 # (train.py --name): add it here with DECODER_<name> = attention and its TRAIN_FLAGS_<name>.
