@@ -136,7 +136,7 @@ def main(argv=None) -> int:
         results[f"{kind}_encoder_images_per_s_batch32"] = round(32000 / statistics.median(batch32[kind]), 2)
     results["encoder_ms_batch1"] = results["litert_encoder_ms_batch1"]   # the shares below: serving's
     results["split_encoder_ms_batch1"] = round(statistics.median(split_ms["split"]), 1)
-    results["split_encoder_head"] = ("ImageNet's and the default model's own" if default_model.flows
+    results["split_encoder_head"] = (f"ImageNet's and the default model's own ({len(default_model.flows)} tuned)" if default_model.flows
                                      else "ImageNet's, twice")
     results["split_vs_whole_encoder_batch1"] = round(statistics.median(split_ms["split"])
                                                      / statistics.median(split_ms["whole"]), 3)
