@@ -183,6 +183,9 @@ def test_the_mirrored_trunk_cache_holds_the_mirrored_photos_and_round_trips(tmp_
     again = finetune.trunk_features(data, splits, config, False, Refuses())
     for key in first:
         np.testing.assert_array_equal(first[key], again[key])
+    from captioner.vision.features import extract_feature_maps
+    with pytest.raises(ValueError, match="cache of their own"):   # never into the plain photos' cache
+        extract_feature_maps([data.image_path(splits["train"][0])], PixelTrunk(), mirrored=True, progress=False)
 
 
 def test_mirroring_reads_the_mirrored_trunk_but_never_for_a_photo_captioned_left_or_right(

@@ -294,9 +294,10 @@ def fill_tables(text: str, models: list[Model]) -> str:
 
 
 def retrained_since(model, source: str, manifest_sha: str | None = None, exit_flow_sha: str | None = None) -> str:
-    """", retrained since ..." when the model directory `source` (beside this one) no longer
-    holds what this model was trained with: another manifest, or another exit flow. The model
-    itself is unaffected (it carries its copy); rerunning its recipe would not reproduce it."""
+    """A note for the card, " (`source` has been retrained since ...)", when the model directory
+    `source` (beside this one) no longer holds what this model was trained with: another
+    manifest, or another exit flow; "" when it does. The model itself is unaffected (it carries
+    its copy), but rerunning its recipe would not reproduce it."""
     directory = Path(source) if Path(source).is_absolute() else model.directory.parent / Path(source).name
     try:
         if manifest_sha and sha256_file(directory / MANIFEST) != manifest_sha:

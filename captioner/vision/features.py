@@ -81,6 +81,8 @@ def extract_feature_maps(paths: list[Path], encoder, cache: FeatureCache | None 
     """
     from tqdm import tqdm
 
+    if mirrored and cache is None:   # the default cache holds the photos as they are
+        raise ValueError("mirrored photos need a cache of their own (finetune.trunk_cache)")
     cache = cache or FeatureCache(encoder.checksum)
     paths = [Path(p) for p in paths]
     digests = [file_digest(p) for p in paths]
