@@ -122,3 +122,14 @@ def test_a_card_says_when_the_model_it_learned_from_has_been_retrained_since(tmp
     assert "retrained since" in retrained_since(merge, "trained/attention", manifest_sha="c" * 64)
     assert "is not here" in retrained_since(merge, "trained/gone", exit_flow_sha="a" * 64)
     assert retrained_since(merge, str(tmp_path / "trained" / "attention"), exit_flow_sha="a" * 64) == ""
+    # and the tables' one-line names say "an earlier" attention model once it has been retrained
+    from captioner.evaluation.report import describe
+    student = types.SimpleNamespace(
+        directory=tmp_path / "trained" / "merge", name="merge",
+        config={"decoder": "merge", "scst_teacher": "trained/attention", "exit_flow_from": "trained/attention"},
+        manifest={"best_phase": "xe", "scst_teacher": {"manifest_sha256": sha256_file(manifest)},
+                  "files": {"exit_flow.weights.h5": "a" * 64}})
+    assert describe(student) == "merge, distilling the attention model, reading the attention model's tuned exit flow"
+    manifest.write_text(json.dumps({"files": {"exit_flow.weights.h5": "b" * 64}}))   # retrained
+    assert describe(student) == ("merge, distilling an earlier attention model, reading an earlier "
+                                 "attention model's tuned exit flow")

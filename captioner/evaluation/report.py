@@ -85,10 +85,15 @@ def describe(model: Model) -> str:
     label = config.get("decoder", model.name)
     if model.manifest.get("best_phase") == "scst":
         label += " + contrastive self-critical" if config.get("scst_contrast_weight") else " + self-critical"
+    teacher = model.manifest.get("scst_teacher") or {}
     if config.get("scst_teacher"):
-        label += f", distilling the {Path(config['scst_teacher']).name} model"
+        since = retrained_since(model, config["scst_teacher"], manifest_sha=teacher.get("manifest_sha256"))
+        label += f", distilling {'an earlier' if 'retrained since' in since else 'the'} {Path(config['scst_teacher']).name} model"
     if config.get("exit_flow_from"):
-        label += f", reading the {Path(config['exit_flow_from']).name} model's tuned exit flow"
+        copy = (model.manifest.get("files") or {}).get("exit_flow.weights.h5", "")
+        since = retrained_since(model, config["exit_flow_from"], exit_flow_sha=copy)
+        label += (f", reading {'an earlier' if 'retrained since' in since else 'the'} {Path(config['exit_flow_from']).name} "
+                  "model's tuned exit flow")
     elif model.manifest.get("exit_flow"):
         label += f", Xception's {TUNED_PART.get(config.get('finetune_encoder'), 'exit flow')} tuned"
     return label
