@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from captioner.model_dirs.artifacts import (EVERYDAY_METRICS, MANIFEST, ArtifactError, read_json, sha256_file,
-                                           write_text_atomic)
+from captioner.model_dirs.artifacts import (EVERYDAY_METRICS, HEAD_WEIGHTS, MANIFEST, ArtifactError, read_json,
+                                           sha256_file, write_text_atomic)
 from captioner.model_dirs.catalog import MODEL_NAMES, available_models, read_records, resolve_model
 
 MODEL_CARD = "MODEL_CARD.md"
@@ -85,14 +85,13 @@ def describe(model: Model) -> str:
     label = config.get("decoder", model.name)
     if model.manifest.get("best_phase") == "scst":
         label += " + contrastive self-critical" if config.get("scst_contrast_weight") else " + self-critical"
-    teacher = model.manifest.get("scst_teacher") or {}
     if config.get("scst_teacher"):
-        since = retrained_since(model, config["scst_teacher"], manifest_sha=teacher.get("manifest_sha256"))
-        label += f", distilling {'an earlier' if 'retrained since' in since else 'the'} {Path(config['scst_teacher']).name} model"
+        teacher = model.manifest.get("scst_teacher") or {}
+        earlier = source_state(model, config["scst_teacher"], manifest_sha=teacher.get("manifest_sha256")) == "retrained"
+        label += f", distilling {'an earlier' if earlier else 'the'} {Path(config['scst_teacher']).name} model"
     if config.get("exit_flow_from"):
-        copy = (model.manifest.get("files") or {}).get("exit_flow.weights.h5", "")
-        since = retrained_since(model, config["exit_flow_from"], exit_flow_sha=copy)
-        label += (f", reading {'an earlier' if 'retrained since' in since else 'the'} {Path(config['exit_flow_from']).name} "
+        earlier = source_state(model, config["exit_flow_from"], exit_flow_sha=flow_copy(model.manifest)) == "retrained"
+        label += (f", reading {'an earlier' if earlier else 'the'} {Path(config['exit_flow_from']).name} "
                   "model's tuned exit flow")
     elif model.manifest.get("exit_flow"):
         label += f", Xception's {TUNED_PART.get(config.get('finetune_encoder'), 'exit flow')} tuned"
@@ -121,14 +120,14 @@ def encoder_sentence(model: Model) -> str:
                     if path.is_file() and read_json(path).get("exit_flow")}
             if len(shas) == 1 and len(own) == len(members):
                 return start + "; its members read one tuned exit flow, which runs once a photo (see their cards)."
-            others = " (see its card), the others through ImageNet's, frozen" if len(own) < len(members) else ""
             kinds = "a tuned exit flow" if len(shas) == 1 else "tuned exit flows of their own"
-            return start + f"; each member reads its own map: {', '.join(own)} through {kinds}{others or ' (see their cards)'}."
+            rest = (" (see its card), the others through ImageNet's, frozen" if len(own) < len(members)
+                    else " (see their cards)")
+            return start + f"; each member reads its own map: {', '.join(own)} through {kinds}{rest}."
     if not tuned:
         return start + ", frozen."
     if model.config.get("exit_flow_from"):
-        source = model.config["exit_flow_from"]
-        copy = (model.manifest.get("files") or {}).get("exit_flow.weights.h5", "")
+        source, copy = model.config["exit_flow_from"], flow_copy(model.manifest)
         return (start + f"; it reads the exit flow (from `{tuned.get('layer')}` on) that "
                 f"`{source}` tuned, held fixed while this decoder trained "
                 f"(a copy of it, byte for byte, is `exit_flow.weights.h5`, sha256 `{copy[:12]}...`)"
@@ -298,20 +297,37 @@ def fill_tables(text: str, models: list[Model]) -> str:
     return MARKER.sub(replace, text)
 
 
-def retrained_since(model, source: str, manifest_sha: str | None = None, exit_flow_sha: str | None = None) -> str:
-    """A note for the card, " (`source` has been retrained since ...)", when the model directory
-    `source` (beside this one) no longer holds what this model was trained with: another
-    manifest, or another exit flow; "" when it does. The model itself is unaffected (it carries
-    its copy), but rerunning its recipe would not reproduce it."""
+def flow_copy(manifest: dict) -> str:
+    """The sha256 of the exit flow a model directory carries, as its manifest records it ("" if none)."""
+    return (manifest.get("files") or {}).get(HEAD_WEIGHTS, "")
+
+
+def source_state(model, source: str, manifest_sha: str | None = None, exit_flow_sha: str | None = None) -> str:
+    """Whether the model directory `source` (beside this one, unless absolute) still holds what
+    this model was trained with, the manifest whose sha256 it recorded or the exit flow it
+    carries a copy of: "same", "retrained" or "missing". The model itself is unaffected (it
+    carries its copy), but rerunning its recipe would not reproduce it."""
     directory = Path(source) if Path(source).is_absolute() else model.directory.parent / Path(source).name
     try:
         if manifest_sha and sha256_file(directory / MANIFEST) != manifest_sha:
-            return f" (`{source}` has been retrained since; this model was trained with the one recorded here)"
-        if exit_flow_sha and (read_json(directory / MANIFEST).get("files") or {}).get("exit_flow.weights.h5") != exit_flow_sha:
-            return f" (`{source}` has been retrained since, with another exit flow; this model carries the one it read)"
+            return "retrained"
+        if exit_flow_sha and flow_copy(read_json(directory / MANIFEST)) != exit_flow_sha:
+            return "retrained"
     except (OSError, ArtifactError):
+        return "missing"
+    return "same"
+
+
+def retrained_since(model, source: str, manifest_sha: str | None = None, exit_flow_sha: str | None = None) -> str:
+    """The card's note on `source` (see source_state): "" while it holds what this model read."""
+    state = source_state(model, source, manifest_sha, exit_flow_sha)
+    if state == "missing":
         return f" (`{source}` is not here)"
-    return ""
+    if state == "same":
+        return ""
+    kept = ("with another exit flow; this model carries the one it read" if exit_flow_sha
+            else "this model was trained with the one recorded here")
+    return f" (`{source}` has been retrained since{',' if exit_flow_sha else ';'} {kept})"
 
 
 def _flags(config: dict) -> str:
@@ -429,9 +445,8 @@ def model_card(model: Model) -> str:
                          f"{retrained_since(model, teacher.get('directory', ''), manifest_sha=teacher.get('manifest_sha256'))}.")
         if config.get("exit_flow_from"):
             lines.append("")
-            copy = (manifest.get("files") or {}).get("exit_flow.weights.h5", "")
             lines.append(f"It reads the exit flow of `{config['exit_flow_from']}`, which must be trained first"
-                         f"{retrained_since(model, config['exit_flow_from'], exit_flow_sha=copy)}.")
+                         f"{retrained_since(model, config['exit_flow_from'], exit_flow_sha=flow_copy(manifest))}.")
     versions = manifest.get("versions") or {}
     if versions:
         lines += ["", ("Scored" if ensemble else "Trained") + " with " + ", ".join(f"{k} {v}" for k, v in versions.items()) + "."]
