@@ -54,7 +54,8 @@ def test_images_that_are_no_photo_come_out_likely_wrong(each_captioner):
 
 def test_a_dog_the_model_gets_right_is_not_likely_wrong(each_captioner, test_split):
     from captioner.evaluation.metrics import sentence_bleu4
-    dogs = [n for n in test_split.images("test") if all("dog" in c.lower() for c in test_split.captions[n])][:12]
+    # 40 photos: the merge model gets none of the first 12 right by this measure, 10 of the 40
+    dogs = [n for n in test_split.images("test") if all("dog" in c.lower() for c in test_split.captions[n])][:40]
     maps = each_captioner.features_batch([test_split.image_path(n) for n in dogs])
     right = []
     for name, captions in zip(dogs, each_captioner.caption_batch(maps, beam=3)):
