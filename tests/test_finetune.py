@@ -300,35 +300,43 @@ def test_a_tuned_run_resumed_after_kills_repeats_an_unbroken_one_and_ships_its_e
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scst_exit_flow", ["train", "fixed"])
 def test_self_critical_training_tunes_the_exit_flow_or_keeps_the_cross_entropy_one(
-        tmp_path, original_dataset, seeded_xception, scst_exit_flow):
+        tmp_path, original_dataset, seeded_xception):
     """--scst-exit-flow fixed: the self-critical epochs start from the kept cross-entropy
-    epoch's exit flow and leave it as it is (the decoder learns); "train" tunes it on."""
+    epoch's exit flow and leave it as it is (the decoder learns); "train" tunes it on. The
+    setting may still change while self-critical training has not begun, so both settings go
+    on from one cross-entropy checkpoint."""
+    import shutil
     from captioner.decoders.config import Config
     from captioner.training.checkpoint import new_model
     from captioner.training.loop import train
-    config = tiny_config(max_epochs=2, patience=9, scst_max_epochs=2, scst_patience=9,
-                         finetune_start_epoch=1, scst_min_distinct=0.0, scst_exit_flow=scst_exit_flow)
-    ckpt = tmp_path / "ckpt"
 
-    def saved(weights_key):
+    def config(scst_exit_flow):
+        return tiny_config(max_epochs=2, patience=9, scst_max_epochs=2, scst_patience=9,
+                           finetune_start_epoch=1, scst_min_distinct=0.0, scst_exit_flow=scst_exit_flow)
+
+    def saved(ckpt, weights_key):
         state = artifacts.read_json(ckpt / "state.json")
         model = new_model(Config.from_json(state["config"]), 1e-3, tuned=True, imagenet_head=False)
         model.load_weights(str(ckpt / state[weights_key]))
         return model.exit_flow.get_weights(), model.caption_decoder.get_weights()
 
-    train(original_dataset, tmp_path / "out", config, ckpt, stop_after_epochs=2, keep_checkpoint=True, **quick())
-    assert artifacts.read_json(ckpt / "state.json")["phase"] == "xe"
-    xe_flow, xe_decoder = saved("best_weights")   # where self-critical training starts
-    for stop in (1, None):   # a resumed self-critical phase keeps the setting too
-        train(original_dataset, tmp_path / "out", config, ckpt, stop_after_epochs=stop, keep_checkpoint=True,
-              **quick())
-    state = artifacts.read_json(ckpt / "state.json")
-    assert [r["phase"] for r in state["history"]] == ["xe"] * 2 + ["scst"] * 2
-    scst_flow, scst_decoder = saved("model")   # after the last self-critical epoch
-    same_flow = all(np.array_equal(a, b) for a, b in zip(xe_flow, scst_flow, strict=True))
-    assert same_flow == (scst_exit_flow == "fixed")
-    assert not all(np.array_equal(a, b) for a, b in zip(xe_decoder, scst_decoder, strict=True))
-    card = (tmp_path / "out" / "MODEL_CARD.md").read_text()
-    assert ("then held fixed in self-critical training" in card) == (scst_exit_flow == "fixed")
+    xe_ckpt = tmp_path / "ckpt-xe"
+    train(original_dataset, tmp_path / "out-xe", config("train"), xe_ckpt, stop_after_epochs=2,
+          keep_checkpoint=True, **quick())
+    assert artifacts.read_json(xe_ckpt / "state.json")["phase"] == "xe"
+    xe_flow, xe_decoder = saved(xe_ckpt, "best_weights")   # where self-critical training starts
+    for setting in ("train", "fixed"):
+        ckpt, out = tmp_path / f"ckpt-{setting}", tmp_path / f"out-{setting}"
+        shutil.copytree(xe_ckpt, ckpt)
+        for stop in (1, None):   # a resumed self-critical phase keeps the setting too
+            train(original_dataset, out, config(setting), ckpt, stop_after_epochs=stop, keep_checkpoint=True,
+                  **quick())
+        state = artifacts.read_json(ckpt / "state.json")
+        assert [r["phase"] for r in state["history"]] == ["xe"] * 2 + ["scst"] * 2
+        scst_flow, scst_decoder = saved(ckpt, "model")   # after the last self-critical epoch
+        same_flow = all(np.array_equal(a, b) for a, b in zip(xe_flow, scst_flow, strict=True))
+        assert same_flow == (setting == "fixed"), setting
+        assert not all(np.array_equal(a, b) for a, b in zip(xe_decoder, scst_decoder, strict=True))
+        card = (out / "MODEL_CARD.md").read_text()
+        assert ("then held fixed in self-critical training" in card) == (setting == "fixed"), setting
