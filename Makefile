@@ -75,7 +75,7 @@ caption: setup $(IMAGE)
 # trained with (README: Test-split scores): how much of the references' cross-entropy stays
 # in the self-critical loss, for how long, the guard's beam width, the contrastive reward's
 # weight, the learning rate, the epoch chosen at beam 3, for attention label-smoothed
-# cross-entropy and Xception's exit flow tuned from epoch 5 (about 5 hours here, with a
+# cross-entropy and Xception's exit flow tuned from epoch 3 (about 5 hours here, with a
 # 4.3 GB cache of the middle flow's output), and for merge the teacher and its weight and the
 # attention model's exit flow it reads (about 65 minutes, with its maps cached as views).
 DECODER ?= all
