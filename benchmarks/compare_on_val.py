@@ -41,7 +41,6 @@ def main(argv=None) -> int:
     from captioner.decoding.search import beam_search
     from captioner.evaluation.metrics import coco_scores
     from captioner.evaluation.paired import paired_bootstrap
-    from captioner.model_dirs.artifacts import load_trained
     from captioner.model_dirs.ensemble_dir import is_ensemble, load_ensemble
     from captioner.training.progress import log
     from captioner.training.scores import ensemble_inputs
@@ -52,9 +51,10 @@ def main(argv=None) -> int:
             ensemble = load_ensemble(directory)
             members = [str(ensemble.directory.parent / name) for name in ensemble.member_names]
             weights, alpha = ensemble.weights, ensemble.config.length_alpha
-        else:
-            members, weights, alpha = [directory], [1.0], load_trained(directory).config.length_alpha
+        else:   # a model: its own length penalty, read from the model ensemble_inputs loads
+            members, weights, alpha = [directory], [1.0], None
         inputs = ensemble_inputs(data_dir_from_env(args.data), members, ("val",), progress=False)
+        alpha = inputs.members[0].config.length_alpha if alpha is None else alpha
         decoder = mixed(inputs.decoders, weights) if len(members) > 1 else inputs.decoders[0]
         captions = beam_search(decoder, inputs.members[0].vocab, inputs.features["val"], beam=3,
                                max_length=inputs.members[0].config.max_decode_length, alpha=alpha)
