@@ -6,8 +6,10 @@ tokens. `caption_statistics` measures the failure modes a single score hides.
 """
 from __future__ import annotations
 
+import atexit
 import shutil
 import sys
+import threading
 
 import numpy as np
 
@@ -16,6 +18,48 @@ from captioner.data.text import clean_caption
 
 def java_available() -> bool:
     return shutil.which("java") is not None
+
+
+_METEOR = None                 # the toolkit's METEOR scorer (a Java process), kept for reuse
+_METEOR_LOCK = threading.Lock()
+
+
+def meteor_score(gts: dict, res: dict) -> float:
+    """METEOR of tokenized hypotheses against references, from one Java process kept for the
+    life of this one: starting one loads its paraphrase tables (about 10 s here, and an
+    evaluation scores four caption sets), while scoring on a running one takes a fraction of
+    a second. A process that died is replaced once."""
+    global _METEOR
+    with _METEOR_LOCK:
+        for attempt in range(2):
+            if _METEOR is None:
+                from pycocoevalcap.meteor.meteor import Meteor
+                _METEOR = Meteor()
+            try:
+                return float(_METEOR.compute_score(gts, res)[0])
+            except (OSError, ValueError):   # a broken pipe, or an empty line from a dead process
+                _close_meteor()             # (its lock stays held after a failure: never reused)
+                if attempt:
+                    raise
+
+
+def _close_meteor() -> None:
+    """Stop the METEOR process. The toolkit's scorer holds its lock if a score failed midway,
+    and its __del__ waits on that lock: released here first."""
+    global _METEOR
+    scorer, _METEOR = _METEOR, None
+    if scorer is not None:
+        if scorer.lock.locked():
+            scorer.lock.release()
+        scorer.meteor_p.kill()
+        scorer.meteor_p.wait()
+        try:
+            scorer.meteor_p.stdin.close()   # unsent words of a failed score cannot be flushed
+        except OSError:
+            pass
+
+
+atexit.register(_close_meteor)
 
 
 def quick_scores(hypotheses: dict[str, str], references: dict[str, list[str]]) -> dict[str, float]:
@@ -53,12 +97,7 @@ def coco_scores(hypotheses: dict[str, str], references: dict[str, list[str]],
     scores["METEOR"] = None
     if meteor:
         if java_available():
-            from pycocoevalcap.meteor.meteor import Meteor
-            scorer = Meteor()
-            try:
-                scores["METEOR"] = float(scorer.compute_score(gts, res)[0])
-            finally:
-                del scorer
+            scores["METEOR"] = meteor_score(gts, res)
         else:
             print("METEOR not computed: Java is not installed (apt-get install "
                   "default-jre-headless, or run `make setup`).", file=sys.stderr)

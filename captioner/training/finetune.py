@@ -17,6 +17,8 @@ still learn, like every other weight of the exit flow.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from captioner.decoders.config import Config
@@ -41,10 +43,20 @@ def tunes_at(config: Config, epoch: int) -> bool:
 def new_head(config: Config, imagenet: bool = True):
     """The exit flow (or block 14) as a model of its own: at the cached ImageNet weights, or
     with `imagenet` False at random ones (for weights about to be loaded over them)."""
+    from captioner.vision.exit_flow import trunk_and_head
+    if imagenet:
+        return trunk_and_head(imagenet_xception(), split_layer(config))[1]
+    import keras
+    return keras.models.clone_model(_head_template(split_layer(config)))   # fresh random weights
+
+
+@functools.cache
+def _head_template(layer: str):
+    """A head of random weights to clone: building all of Xception for one (as every resume,
+    extension and kept-epoch load does) costs about 1.5 s more here."""
     from captioner.vision.encoder import build_xception
     from captioner.vision.exit_flow import trunk_and_head
-    xception = imagenet_xception() if imagenet else build_xception()
-    return trunk_and_head(xception, split_layer(config))[1]
+    return trunk_and_head(build_xception(), layer)[1]
 
 
 def imagenet_xception():
