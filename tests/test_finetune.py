@@ -56,8 +56,8 @@ def h5_arrays(path):
 
 def tiny_config(**changes):
     from train_helper import TINY
-    return dataclasses.replace(TINY, decoder="attention", finetune_encoder="exit_flow",
-                               encoder_learning_rate=1e-4, **changes)
+    return dataclasses.replace(TINY, **{"decoder": "attention", "finetune_encoder": "exit_flow",
+                                        "encoder_learning_rate": 1e-4, **changes})
 
 
 def quick(**extra):
@@ -67,8 +67,7 @@ def quick(**extra):
 
 def test_settings_are_checked():
     from captioner.decoders.config import Config
-    with pytest.raises(ValueError, match="needs the attention decoder"):
-        Config(decoder="merge", finetune_encoder="exit_flow")
+    Config(decoder="merge", finetune_encoder="exit_flow")   # either decoder tunes one
     with pytest.raises(ValueError, match="finetune_encoder must be one of"):
         Config(decoder="attention", finetune_encoder="everything")
     with pytest.raises(ValueError, match="scst_ema"):
@@ -83,10 +82,11 @@ def test_settings_are_checked():
         Config(decoder="attention", finetune_encoder="exit_flow", finetune_mirror=1.5)
 
 
-def test_a_step_moves_the_exit_flow_and_lowers_the_loss(seeded_xception):
+@pytest.mark.parametrize("decoder", ["attention", "merge"])
+def test_a_step_moves_the_exit_flow_and_lowers_the_loss(seeded_xception, decoder):
     from captioner.training.checkpoint import new_model
     from captioner.training.step import make_train_step
-    config = tiny_config(vocab_size=12)
+    config = tiny_config(vocab_size=12, decoder=decoder)
     model = new_model(config, 1e-3, tuned=True)
     train_step, _ = make_train_step(model)
     rng = np.random.default_rng(0)
@@ -101,6 +101,32 @@ def test_a_step_moves_the_exit_flow_and_lowers_the_loss(seeded_xception):
     moved = [not np.array_equal(a, b) for a, b in zip(head_before, model.exit_flow.get_weights())]
     assert sum(moved) > len(moved) // 2   # the kernels move (BatchNorm's moving statistics do not)
     assert int(model.encoder_optimizer.iterations.numpy()) == 5
+
+
+def test_a_tuned_merge_model_reads_the_average_of_its_exit_flows_map(seeded_xception):
+    """The merge decoder tuned: each caption row reads its photo's pooled map, as the merge
+    decoder reads a frozen one (vision/encoder.pool), and decodes in NumPy as in Keras."""
+    from captioner.decoders.registry import numpy_decoder
+    from captioner.training.checkpoint import new_model
+    config = tiny_config(vocab_size=12, decoder="merge")
+    model = new_model(config, 1e-3, tuned=True)
+    rng = np.random.default_rng(1)
+    trunk = rng.standard_normal((2, 19, 19, 728)).astype(np.float32)
+    photo_index, tokens = np.array([1, 0, 1], np.int32), rng.integers(1, 12, (3, 4)).astype(np.int32)
+    logits = np.asarray(model({"trunk": trunk, "photo_index": photo_index, "tokens": tokens}))
+    maps = np.asarray(model.exit_flow(trunk, training=False))
+    vectors = maps.reshape(2, -1, 2048).mean(axis=1)
+    expected = np.asarray(model.caption_decoder({"image": vectors[photo_index], "tokens": tokens}))
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(vectors[0], vectors[1])   # the two photos' rows read different vectors
+    # The NumPy step on the tuned maps (as head_maps gives them) gives Keras' first word.
+    decoder = numpy_decoder(model, config)
+    context = decoder.prepare(finetune.head_maps(model, trunk))
+    first = decoder.step(tokens[:, 0], decoder.initial_state(3), context, photo_index).log_probs
+    keras_first = np.asarray(model.caption_decoder({"image": finetune.head_maps(model, trunk).astype(np.float32)
+                                                    .mean(axis=1)[photo_index], "tokens": tokens[:, :1]}))[:, 0]
+    np.testing.assert_allclose(first, keras_first - np.log(np.exp(keras_first).sum(-1, keepdims=True)),
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_a_step_with_the_exit_flow_fixed_moves_the_decoder_alone(seeded_xception):
@@ -340,3 +366,24 @@ def test_self_critical_training_tunes_the_exit_flow_or_keeps_the_cross_entropy_o
         assert not all(np.array_equal(a, b) for a, b in zip(xe_decoder, scst_decoder, strict=True))
         card = (out / "MODEL_CARD.md").read_text()
         assert ("then held fixed in self-critical training" in card) == (setting == "fixed"), setting
+
+
+def test_a_merge_model_tunes_an_exit_flow_of_its_own_and_ships_it(tmp_path, original_dataset, seeded_xception):
+    """The merge decoder with --finetune-encoder: cross-entropy tunes the exit flow from epoch
+    2, self-critical training holds it fixed, and the model written carries it (scored on the
+    test split through it), as an attention model does."""
+    from captioner.training.loop import train
+    config = tiny_config(decoder="merge", max_epochs=2, patience=9, scst_max_epochs=1, scst_patience=9,
+                         finetune_start_epoch=2, scst_min_distinct=0.0, scst_exit_flow="fixed")
+    train(original_dataset, tmp_path / "merge", config, tmp_path / "ckpt", **quick(evaluate_test=True))
+    trained = load_trained(tmp_path / "merge")
+    assert [r["phase"] for r in trained.history] == ["xe"] * 2 + ["scst"]
+    assert trained.exit_flow is not None and trained.config.decoder == "merge"
+    assert trained.manifest["exit_flow"]["tuned_from_epoch"] == 2
+    from captioner.vision.tuned_encoder import keras_head
+    tuned = keras_head(trained.exit_flow.weights, "add_10", finetune.imagenet_xception()).get_weights()
+    start = finetune.new_head(trained.config).get_weights()   # ImageNet's (here the seeded) exit flow
+    moved = [not np.array_equal(a, b.astype(np.float16).astype(np.float32)) for a, b in zip(tuned, start, strict=True)]
+    assert sum(moved) > len(moved) // 2   # stored in float16; the kernels moved (BatchNorm's statistics do not)
+    assert trained.metrics["beam"]["3"]["CIDEr"] >= 0
+    assert "Xception's exit flow tuned" in (tmp_path / "merge" / "MODEL_CARD.md").read_text()

@@ -56,9 +56,6 @@ def main(argv=None) -> int:
         parser.error("--extend needs one --decoder (the model's)")
     if args.exit_flow_from and args.decoder == "both":
         parser.error("--exit-flow-from needs one --decoder (the other model would be trained over its source)")
-    if args.finetune_encoder and args.decoder != "attention":
-        parser.error("--finetune-encoder tunes Xception with the attention decoder: add --decoder attention "
-                     "(the merge decoder reads a pooled vector, which is not wired to it)")
 
     from captioner.vision.tf_setup import import_tensorflow_quietly
     import_tensorflow_quietly()

@@ -74,7 +74,7 @@ class Config:
     # that gain into one decoder, which then decodes at one decoder's cost.
     scst_teacher: str = ""
     scst_teacher_weight: float = 0.0
-    # Fine-tuning Xception's exit flow with the decoder (attention only, see
+    # Fine-tuning Xception's exit flow with the decoder (either kind, see
     # training/finetune.py): "" keeps Xception frozen at ImageNet weights; "exit_flow" tunes
     # blocks 13 and 14 (from the middle flow's output, add_10), "block14" block 14 alone. The
     # tuned layers learn at their own, smaller rate, from epoch `finetune_start_epoch` (counted
@@ -140,9 +140,6 @@ class Config:
         if self.scst_exit_flow not in SCST_EXIT_FLOW_CHOICES:
             raise ValueError(f"scst_exit_flow must be one of {', '.join(SCST_EXIT_FLOW_CHOICES)}, "
                              f"got {self.scst_exit_flow!r}.")
-        if self.finetune_encoder and self.decoder != "attention":
-            raise ValueError("finetune_encoder needs the attention decoder (it reads the tuned map's "
-                             "100 regions; the merge decoder's pooled vector is not wired to it).")
         if self.finetune_encoder and self.scst_ema:
             raise ValueError("finetune_encoder cannot be combined with scst_ema (the moving average "
                              "would cover the decoder alone).")

@@ -1,10 +1,11 @@
-"""Fine-tuning Xception's exit flow with the attention decoder (issue 24).
+"""Fine-tuning Xception's exit flow with a decoder (issue 24).
 
 The entry and middle flows stay frozen and run once per photo, into a cache of their output
 (`trunk_features`); training then runs, per batch, the exit flow (a copy with weights of its
 own, vision/exit_flow.py) on those cached outputs and the decoder on its map, and updates both:
 
     cached trunk output (P, 19, 19, 728) -> exit flow -> (P, 10, 10, 2048) -> 100 regions -> decoder
+                                                         (their average, for the merge decoder)
 
 `TunedCaptionModel` is that pair as one Keras model, so the shared training step, checkpoints
 and resumes work on it unchanged. The exit flow learns with its own optimiser at
@@ -72,16 +73,22 @@ def _classes():
     from keras import ops
 
     class TunedCaptionModel(keras.Model):
-        """Inputs: trunk (P, h, w, c) cached trunk outputs, photo_index (C,), tokens (C, T) -> logits."""
+        """Inputs: trunk (P, h, w, c) cached trunk outputs, photo_index (C,), tokens (C, T) -> logits.
+        The attention decoder reads each photo's 100 regions; with `pooled`, the merge decoder
+        reads their average, one per caption row (as vision/encoder.pool gives it the frozen map)."""
 
-        def __init__(self, exit_flow, caption_decoder, **kwargs):
+        def __init__(self, exit_flow, caption_decoder, pooled=False, **kwargs):
             super().__init__(**kwargs)
             self.exit_flow = exit_flow
             self.caption_decoder = caption_decoder
+            self.pooled = pooled
 
         def call(self, inputs, training=False):
             maps = self.exit_flow(ops.cast(inputs["trunk"], "float32"), training=False)  # BatchNorm frozen
             regions = ops.reshape(maps, (ops.shape(maps)[0], -1, ops.shape(maps)[-1]))
+            if self.pooled:
+                image = ops.take(ops.mean(regions, axis=1), inputs["photo_index"], axis=0)
+                return self.caption_decoder({"image": image, "tokens": inputs["tokens"]}, training=training)
             return self.caption_decoder({"regions": regions, "photo_index": inputs["photo_index"],
                                          "tokens": inputs["tokens"]}, training=training)
 
@@ -97,7 +104,7 @@ def build_tuned_model(config: Config, head=None, decoder=None):
     from captioner.decoders.registry import build_decoder
     model = _classes()["TunedCaptionModel"](head if head is not None else new_head(config),
                                             decoder if decoder is not None else build_decoder(config),
-                                            name="tuned_caption_model")
+                                            pooled=config.decoder != "attention", name="tuned_caption_model")
     # Built on a dummy batch, so its weights can be loaded (Keras refuses an unbuilt model).
     model({"trunk": np.zeros((1, *model.exit_flow.input_shape[1:]), np.float32),
            "photo_index": np.zeros((1,), np.int32), "tokens": np.zeros((1, 2), np.int32)})
