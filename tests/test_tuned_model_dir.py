@@ -384,3 +384,38 @@ def test_a_decoder_trained_on_another_models_exit_flow_reads_it_and_carries_it(t
     with pytest.raises(TrainingError, match="has no tuned exit flow"):
         train(original_dataset, tmp_path / "merge2", dataclasses.replace(config, exit_flow_from=str(mixed / "merge")),
               tmp_path / "ckpt2", **quick)
+
+
+def test_views_of_photos_whose_trunk_output_is_cached_run_the_heads_alone(tuned, shared_data, tmp_path, monkeypatch):
+    """A training run that tuned an exit flow has cached the trunk's output of every photo:
+    the views of those photos then take the heads alone, and are what the whole encoder gives."""
+    from captioner.data.dataset import load_flickr8k
+    from captioner.data.images import load_image, prepare_for_encoder
+    from captioner.model_dirs import artifacts
+    from captioner.training.features import views_from_trunk_cache, views_maps
+    from captioner.training.finetune import trunk_cache
+    from captioner.vision.exit_flow import trunk_encoder
+    from captioner.vision.features import FeatureCache, extract_feature_maps, file_digest
+    from captioner.vision.tuned_encoder import ViewsEncoder, convert_views, open_views_encoder
+    data = load_flickr8k(shared_data)
+    paths = [data.image_path(n) for n in data.images("test")[3:6]]
+    flows = [artifacts.load_trained(tuned[0]).exit_flow]
+    convert_views(flows)
+    encoder = open_views_encoder("litert", flows)
+    whole = encoder.feature_maps(np.stack([prepare_for_encoder(load_image(p)) for p in paths])).astype(np.float32)
+    trunk = trunk_encoder("add_10")   # what training caches: two of the three photos
+    extract_feature_maps(paths[:2], trunk, trunk_cache(trunk.checksum, "add_10"), progress=False)
+    views = FeatureCache(encoder.checksum, root=tmp_path, shape=(2, 10, 10, 2048), part="views")
+    assert views_from_trunk_cache(paths, encoder, views, progress=False) == 2
+    assert views_from_trunk_cache(paths, encoder, views, progress=False) == 0   # cached now
+    for i in range(2):
+        np.testing.assert_allclose(views.get(file_digest(paths[i])).astype(np.float32), whole[i], atol=0.01, rtol=2e-3)
+    # views_maps does the same in the default cache, the third photo by the whole encoder
+    encoded = []
+    whole_encoder = ViewsEncoder.feature_maps
+    monkeypatch.setattr(ViewsEncoder, "feature_maps", lambda self, batch: encoded.append(len(batch)) or
+                        whole_encoder(self, batch))
+    maps = views_maps(paths, flows, progress=False).astype(np.float32)
+    assert encoded == [1]
+    np.testing.assert_allclose(maps, whole, atol=0.01, rtol=2e-3)
+    assert np.mean(maps == whole) > 0.99

@@ -76,10 +76,11 @@ class ViewsEncoder:
     read, and frozen models decode), view i the map of `head_checksums[i - 1]`'s tuned exit flow."""
 
     def __init__(self, trunk, heads: list, base_checksum: str, head_checksums: list[str], kind: str,
-                 source: str):
+                 source: str, trunk_layer: str = "add_10"):
         if len(heads) != len(head_checksums) + 1:
             raise ValueError("one head for ImageNet's exit flow, then one per tuned exit flow")
         self._trunk, self._heads = trunk, list(heads)
+        self.trunk_layer = trunk_layer   # where the trunk ends and the heads begin
         self.base_checksum, self.head_checksums = base_checksum, list(head_checksums)
         self.checksum = views_checksum(base_checksum, self.head_checksums)
         self.kind, self.source = kind, source
@@ -98,8 +99,18 @@ class ViewsEncoder:
         if batch.ndim == 3:
             batch = batch[None]
         with self._lock:
-            inner = np.asarray(self._trunk(batch), np.float16).astype(np.float32)  # as the training cache holds it
-            return np.stack([np.asarray(head(inner), np.float16) for head in self._heads], axis=1)
+            inner = np.asarray(self._trunk(batch), np.float16)   # as the training cache holds it
+            return self._heads_on(inner)
+
+    def maps_from_trunk(self, inner: np.ndarray) -> np.ndarray:
+        """`feature_maps` of photos whose trunk output `inner` (n, h, w, c) float16 is already
+        at hand (fine-tuning's cache of it, training/finetune.trunk_cache): the heads alone."""
+        with self._lock:
+            return self._heads_on(np.asarray(inner, np.float16))
+
+    def _heads_on(self, inner: np.ndarray) -> np.ndarray:
+        inner = inner.astype(np.float32)
+        return np.stack([np.asarray(head(inner), np.float16) for head in self._heads], axis=1)
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
         """The pooled ImageNet vector (view 0), as the frozen encoder's `encode` gives it."""
@@ -132,7 +143,7 @@ def open_views_encoder(kind: str, flows: list) -> ViewsEncoder:
         heads = [LiteEncoder(paths[1], source=EXPECTED_CHECKSUM)]
         heads += [LiteEncoder(path, source=flow.sha256) for path, flow in zip(paths[2:], flows)]
         return ViewsEncoder(trunk.feature_maps, [h.feature_maps for h in heads], trunk.checksum,
-                            [f.sha256 for f in flows], "litert", " + ".join(map(str, paths)) + " (LiteRT)")
+                            [f.sha256 for f in flows], "litert", " + ".join(map(str, paths)) + " (LiteRT)", split)
     from captioner.vision.encoder import Encoder
     from captioner.vision.exit_flow import trunk_and_head
     from captioner.vision.tf_setup import import_tensorflow_quietly
@@ -146,7 +157,7 @@ def open_views_encoder(kind: str, flows: list) -> ViewsEncoder:
     heads = [imagenet_head, *(keras_head(f.weights, split, base.model) for f in flows)]
     return ViewsEncoder(function(trunk_model), [function(h) for h in heads], base.checksum,
                         [f.sha256 for f in flows], "tensorflow",
-                        f"{base.source} + " + " + ".join(str(f.weights) for f in flows) + " (TensorFlow)")
+                        f"{base.source} + " + " + ".join(str(f.weights) for f in flows) + " (TensorFlow)", split)
 
 
 def imagenet_head_path(split: str) -> Path:
@@ -189,4 +200,4 @@ def imagenet_split_encoder(split: str = "add_10", heads: int = 2) -> ViewsEncode
     path = convert_imagenet_head(split)
     head = LiteEncoder(path, source=EXPECTED_CHECKSUM)
     return ViewsEncoder(trunk.feature_maps, [head.feature_maps] * heads, trunk.checksum,
-                        [EXPECTED_CHECKSUM] * (heads - 1), "litert", f"{trunk.path} + {path} x {heads} (LiteRT)")
+                        [EXPECTED_CHECKSUM] * (heads - 1), "litert", f"{trunk.path} + {path} x {heads} (LiteRT)", split)
