@@ -55,7 +55,7 @@ def views_from_trunk_cache(paths: list, encoder, cache: FeatureCache, progress: 
     from captioner.training.finetune import trunk_cache
     from captioner.vision.features import file_digest
     trunk = trunk_cache(encoder.base_checksum, encoder.trunk_layer)
-    if not trunk.dir.is_dir():
+    if encoder.kind != "litert" or not trunk.dir.is_dir():   # the cache holds the LiteRT trunk's output
         return 0
     digests = [d for d in dict.fromkeys(file_digest(p) for p in paths)
                if not cache.path_for(d).is_file() and trunk.path_for(d).is_file()]
