@@ -36,37 +36,40 @@ def main(argv=None) -> int:
     from captioner.vision.tf_setup import import_tensorflow_quietly
     import_tensorflow_quietly()
     from captioner.cli_errors import run_reporting_errors
-    from captioner.data.dataset import data_dir_from_env
-    from captioner.decoders.ensemble import mixed
+    from captioner.data.dataset import data_dir_from_env, load_flickr8k
+    from captioner.decoders.config import Config
     from captioner.decoding.search import beam_search
     from captioner.evaluation.metrics import coco_scores
     from captioner.evaluation.paired import paired_bootstrap
-    from captioner.model_dirs.ensemble_dir import is_ensemble, load_ensemble
+    from captioner.model_dirs.catalog import load_model
+    from captioner.model_dirs.views import exit_flows, views_decoder
+    from captioner.training.features import split_features, split_views
     from captioner.training.progress import log
-    from captioner.training.scores import ensemble_inputs
+    from captioner.training.scores import require_trained_encoder
+    from captioner.vision.encoder import Encoder
 
-    def val_cider(directory: str) -> dict[str, float]:
-        """Each val photo's CIDEr at beam 3, decoded as the app decodes with this model."""
-        if is_ensemble(directory):
-            ensemble = load_ensemble(directory)
-            members = [str(ensemble.directory.parent / name) for name in ensemble.member_names]
-            weights, alpha = ensemble.weights, ensemble.config.length_alpha
-        else:   # a model: its own length penalty, read from the model ensemble_inputs loads
-            members, weights, alpha = [directory], [1.0], None
-        inputs = ensemble_inputs(data_dir_from_env(args.data), members, ("val",), progress=False)
-        alpha = inputs.members[0].config.length_alpha if alpha is None else alpha
-        decoder = mixed(inputs.decoders, weights) if len(members) > 1 else inputs.decoders[0]
-        captions = beam_search(decoder, inputs.members[0].vocab, inputs.features["val"], beam=3,
-                               max_length=inputs.members[0].config.max_decode_length, alpha=alpha)
-        names = inputs.names["val"]
+    def val_cider(directory: str, dataset, encoder) -> dict[str, float]:
+        """Each val photo's CIDEr at beam 3, decoded as the app decodes with this model or
+        ensemble (its own mix and length penalty, each member on its own exit flow's map)."""
+        names = dataset.images("val")
+        trained = load_model(directory)
+        require_trained_encoder(trained, encoder.checksum)
+        flows = exit_flows(trained)
+        if flows:
+            features = split_views(dataset, {"val": names}, flows, progress=False)["val"]
+        else:   # the frozen maps' 100 regions (a merge decoder pools them)
+            features = split_features(dataset, {"val": names}, encoder, False, Config(decoder="attention"))["val"]
+        captions = beam_search(views_decoder(trained, flows), trained.vocab, features, beam=3,
+                               max_length=trained.config.max_decode_length, alpha=trained.config.length_alpha)
         per_photo: dict = {}
-        scores = coco_scores(dict(zip(names, [c[0].text for c in captions])), inputs.references["val"],
+        scores = coco_scores(dict(zip(names, [c[0].text for c in captions])), {n: dataset.captions[n] for n in names},
                              meteor=False, per_image=per_photo)
-        log(f"{directory}: val CIDEr {scores['CIDEr']:.4f} at beam 3, length penalty {alpha}")
+        log(f"{directory}: val CIDEr {scores['CIDEr']:.4f} at beam 3, length penalty {trained.config.length_alpha}")
         return {name: per_photo[name]["cider"] for name in names}
 
     def job() -> int:
-        candidate, baseline = val_cider(args.candidate), val_cider(args.baseline)
+        dataset, encoder = load_flickr8k(data_dir_from_env(args.data)), Encoder()
+        candidate, baseline = (val_cider(d, dataset, encoder) for d in (args.candidate, args.baseline))
         names = sorted(baseline)
         result = paired_bootstrap([candidate[n] for n in names], [baseline[n] for n in names], args.resamples)
         print(f"{args.candidate} - {args.baseline}: val CIDEr {result['difference']:+.4f}, 95% interval "
