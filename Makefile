@@ -130,12 +130,18 @@ index: setup
 neighbours: setup
 	$(PY) -m captioner index-dataset --data $(DATA) --neighbours-only
 
-# --durations: the slowest tests in every run's log, to keep the suite within its time budget
+# Two workers (pytest-xdist), one test file each at a time: most tests spend their time in one
+# Python thread (tracing, small tensors, waiting on a subprocess or the browser), so a second
+# core is otherwise idle; whole files keep a module's fixtures (the serving venv, the app
+# server) in one process. TEST_WORKERS=0 runs in this process alone (for pdb).
+# --durations: the slowest tests in every run's log, to keep the suite within its time budget.
+TEST_WORKERS ?= 2
+PYTEST_WORKERS = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: setup
-	$(PY) -m pytest -q tests --durations=15
+	$(PY) -m pytest -q tests $(PYTEST_WORKERS) --durations=15
 
 test-unit: venv
-	$(PY) -m pytest -q tests -m "not integration"
+	$(PY) -m pytest -q tests -m "not integration" $(PYTEST_WORKERS)
 
 bench: setup
 	$(PY) benchmarks/bench_decode.py --data $(DATA)

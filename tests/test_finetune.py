@@ -60,9 +60,11 @@ def tiny_config(**changes):
                                         "encoder_learning_rate": 1e-4, **changes})
 
 
-def quick(**extra):
+def quick(evaluate_test=False, **extra):
+    """Tiny runs on the pixel stand-ins; the test split is scored only where a test reads it."""
     from conftest import PixelEncoder
-    return dict(encoder=PixelEncoder(), trunk_encoder=PixelTrunk(), progress=False, **extra)
+    return dict(encoder=PixelEncoder(), trunk_encoder=PixelTrunk(), progress=False,
+                evaluate_test=evaluate_test, **extra)
 
 
 def test_settings_are_checked():
@@ -357,7 +359,7 @@ def test_self_critical_training_tunes_the_exit_flow_or_keeps_the_cross_entropy_o
         shutil.copytree(xe_ckpt, ckpt)
         for stop in (1, None):   # a resumed self-critical phase keeps the setting too
             train(original_dataset, out, config(setting), ckpt, stop_after_epochs=stop, keep_checkpoint=True,
-                  **quick())
+                  **quick(evaluate_test=True))   # the model card, read below, describes test scores
         state = artifacts.read_json(ckpt / "state.json")
         assert [r["phase"] for r in state["history"]] == ["xe"] * 2 + ["scst"] * 2
         scst_flow, scst_decoder = saved(ckpt, "model")   # after the last self-critical epoch
